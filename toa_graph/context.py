@@ -1,0 +1,65 @@
+"""Per-run knobs, read by every method graph through ``Runtime[SamplingContext]``.
+
+The same names are used by every method where they apply, so a run can switch method
+without changing its context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(kw_only=True)
+class SamplingContext:
+    """Per-run settings for a sampling graph (pass as ``graph.ainvoke(..., context={...})``)."""
+
+    # ---- shared by all methods
+    budget: int = 16
+    """Generations per prompt. Every method spends exactly this many (debate: at most)."""
+    agent: str | None = None
+    """Agent used by single-agent methods (random, prs); default: the first agent."""
+    temperature: float | None = None
+    """Sampling temperature override for every agent; ``None`` keeps each agent's own."""
+    max_tokens: int | None = None
+    """Max new tokens override for every agent; ``None`` keeps each agent's own."""
+    seed: int = 0
+    """Seed for the methods that shuffle (sequential refine agent order)."""
+
+    # ---- TOA (MCTS)
+    alpha: float = 0.01
+    """UCT exploration weight (paper: 0.01 for AlpacaEval/UltraFeedback, 0.05 for WMT)."""
+    tau: float = 0.1
+    """Reward temperature: the tree backs up ``sigmoid(reward / tau)`` (paper: 0.1; WMT 1.0)."""
+    width: int | None = None
+    """Responses per tree layer before a model node counts as fully expanded.
+    Default ``max(1, budget // 3)`` (the paper's n_models * n_samples / 3)."""
+    top_k_child: int = 1
+    """Only the top-k response children (by reward) are considered during selection."""
+    plays_per_step: int = 1
+    """Plays selected per superstep (with virtual loss). 1 is the paper's algorithm."""
+
+    # ---- MoA
+    layers: int | None = None
+    """MoA layers; default: as many as the budget allows."""
+    num_references: int | None = None
+    """How many previous-layer answers each MoA proposer sees; default: all of them."""
+
+    # ---- Debate & reflect
+    rounds: int = 3
+    """Debate rounds after the opening answers (upper bound; early stop on consensus)."""
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ValueError(f"context.budget must be >= 1, got {self.budget}")
+        if self.plays_per_step < 1:
+            raise ValueError(f"context.plays_per_step must be >= 1, got {self.plays_per_step}")
+        if self.top_k_child < 1:
+            raise ValueError(f"context.top_k_child must be >= 1, got {self.top_k_child}")
+        if self.tau <= 0:
+            raise ValueError(f"context.tau must be > 0, got {self.tau}")
+        if self.width is not None and self.width < 1:
+            raise ValueError(f"context.width must be >= 1, got {self.width}")
+
+    @property
+    def effective_width(self) -> int:
+        return self.width if self.width is not None else max(1, self.budget // 3)

@@ -1,0 +1,190 @@
+"""TOA: Tree Search-based Orchestrated Agents (arXiv 2412.17061) as a LangGraph graph.
+
+    controller --Send--> agent  (fresh answer)  --\
+               --Send--> refine (improve a parent) --> reward --> backprop --> controller
+    controller --> END once the budget is spent
+
+The ``controller`` runs MCTS selection (:mod:`toa_graph.mcts`) for up to
+``plays_per_step`` plays and fans them out with ``Send``; ``reward`` scores the step's
+generations in one call; ``backprop`` records each result in the tree. One play per step
+(the default) is exactly the paper's algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Overwrite, Send
+from typing_extensions import TypedDict
+
+from toa_graph import mcts
+from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.context import SamplingContext
+from toa_graph.rewards.base import RewardLike, as_reward_model
+from toa_graph.sampling import (
+    answer_messages,
+    generate_sample,
+    refine_messages,
+    score_samples,
+    validate_prompt,
+)
+from toa_graph.state import (
+    Prompt,
+    SamplingInput,
+    SamplingOutput,
+    SamplingState,
+    best_sample,
+)
+
+__all__ = ["create_toa_graph"]
+
+
+class PlayTask(TypedDict):
+    """What the controller sends to an ``agent`` / ``refine`` node for one play."""
+
+    play: mcts.Play
+    prompt: Prompt
+    parent_text: str | None
+
+
+def _context(runtime: Runtime[SamplingContext]) -> SamplingContext:
+    ctx = runtime.context
+    if ctx is None:
+        return SamplingContext()
+    if isinstance(ctx, dict):
+        return SamplingContext(**ctx)
+    return ctx
+
+
+def _params(ctx: SamplingContext) -> mcts.SearchParams:
+    return mcts.SearchParams(
+        alpha=ctx.alpha, tau=ctx.tau, width=ctx.effective_width, top_k_child=ctx.top_k_child
+    )
+
+
+def sample_id(play_index: int) -> str:
+    return f"s{play_index}"
+
+
+def create_toa_graph(
+    agents: AgentsLike | AgentPool,
+    reward: RewardLike,
+) -> StateGraph[Any, Any, Any, Any]:
+    """Build the (uncompiled) TOA graph.
+
+    Args:
+        agents: ordered mapping name -> LangChain chat model or AgentConfig (or a list of
+            AgentConfig, or an AgentPool). Order is the search's tie-break order.
+        reward: a :class:`~toa_graph.rewards.base.RewardModel` or any sync/async callable
+            ``(prompt, responses[, references]) -> list[float]``.
+
+    Per-run knobs come from :class:`~toa_graph.context.SamplingContext`: ``budget``,
+    ``alpha``, ``tau``, ``width``, ``top_k_child``, ``plays_per_step``, ``temperature``,
+    ``max_tokens``.
+    """
+    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    reward_model = as_reward_model(reward)
+
+    def controller(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["agent", "refine", "__end__"]]:
+        ctx = _context(runtime)
+        tree = state.get("tree")
+        if tree is None:
+            validate_prompt(state["prompt"])
+            tree = mcts.new_tree(pool.names)
+        remaining = ctx.budget - tree["plays"]
+        if remaining <= 0:
+            return Command(update={"tree": tree, "plays": []}, goto=END)
+        params = _params(ctx)
+        texts = {s["id"]: s["text"] for s in state.get("samples") or []}
+        plays: list[mcts.Play] = []
+        sends: list[Send] = []
+        for _ in range(min(ctx.plays_per_step, remaining)):
+            tree, play = mcts.select_play(tree, params)
+            plays.append(play)
+            parent_text = texts[play["parent_sample"]] if play["parent_sample"] else None
+            task = PlayTask(play=play, prompt=state["prompt"], parent_text=parent_text)
+            sends.append(Send("refine" if play["kind"] == "refine" else "agent", task))
+        return Command(update={"tree": tree, "plays": plays}, goto=sends)
+
+    async def agent(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        play = task["play"]
+        msgs = answer_messages(task["prompt"], pool.system_prompt(play["agent"]))
+        sample = await generate_sample(
+            pool, play["agent"], msgs, _context(runtime),
+            sample_id=sample_id(play["index"]), kind="fresh", parent=None, layer=play["layer"],
+        )  # fmt: skip
+        return {"inbox": [sample]}
+
+    async def refine(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        play = task["play"]
+        msgs = refine_messages(task["prompt"], task["parent_text"] or "", pool.system_prompt(play["agent"]))
+        sample = await generate_sample(
+            pool, play["agent"], msgs, _context(runtime),
+            sample_id=sample_id(play["index"]), kind="refine",
+            parent=play["parent_sample"], layer=play["layer"],
+        )  # fmt: skip
+        return {"inbox": [sample]}
+
+    async def reward_node(state: SamplingState) -> dict[str, Any]:
+        inbox = sorted(state.get("inbox") or [], key=lambda s: int(s["id"][1:]))
+        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
+        return {"inbox": Overwrite([]), "samples": scored}
+
+    def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        ctx = _context(runtime)
+        params = _params(ctx)
+        tree = state["tree"]
+        assert tree is not None
+        samples = state.get("samples") or []
+        plays = state.get("plays") or []
+        by_id = {s["id"]: s for s in samples[-len(plays) :]}  # this step's samples
+        for play in plays:
+            sample = by_id[sample_id(play["index"])]
+            ok = sample["reward"] is not None and not sample.get("error")
+            tree = mcts.record_result(
+                tree,  # type: ignore[arg-type]
+                play,
+                sample_id=sample["id"],
+                reward=sample["reward"] if ok else None,
+                params=params,
+            )
+        best = best_sample(samples)
+        writer = get_stream_writer()
+        writer(
+            {
+                "event": "toa_step",
+                "plays": tree["plays"],
+                "budget": ctx.budget,
+                "new": [
+                    {"id": sample_id(p["index"]), "agent": p["agent"], "kind": p["kind"],
+                     "parent": p["parent_sample"], "reward": by_id[sample_id(p["index"])]["reward"]}
+                    for p in plays
+                ],
+                "best_reward": best["reward"] if best else None,
+                "best_agent": best["agent"] if best else None,
+            }
+        )  # fmt: skip
+        return {"tree": tree, "best": best, "plays": []}
+
+    builder = StateGraph(
+        SamplingState,
+        context_schema=SamplingContext,
+        input_schema=SamplingInput,
+        output_schema=SamplingOutput,
+    )
+    builder.add_node("controller", controller)
+    builder.add_node("agent", agent)
+    builder.add_node("refine", refine)
+    builder.add_node("reward", reward_node)
+    builder.add_node("backprop", backprop)
+    builder.add_edge(START, "controller")
+    builder.add_edge("agent", "reward")
+    builder.add_edge("refine", "reward")
+    builder.add_edge("reward", "backprop")
+    builder.add_edge("backprop", "controller")
+    return builder

@@ -1,0 +1,77 @@
+"""Prompts, as constants only. Written for toa_graph (the reference code's files were missing).
+
+Every template puts the question before any earlier answer, so servers with prefix caching
+reuse the shared prefix across the many calls made for one prompt.
+"""
+
+REFINE_TEMPLATE = """\
+Here is a question, followed by an earlier answer to it.
+
+## Question
+{question}
+
+## Earlier answer
+{answer}
+
+Write an improved answer to the question. Keep what the earlier answer gets right, fix \
+what is wrong, fill in what is missing, and make it clearer. Reply with the improved \
+answer only, with no remarks about the earlier one."""
+
+AGGREGATE_SYSTEM = """\
+You have been given a user question and several answers to it from other assistants. \
+Your task is to synthesize them into one answer of the highest quality. Evaluate them \
+critically: some may be biased or wrong. Do not simply copy one of them; write a refined, \
+accurate and complete reply to the question.
+
+Answers from other assistants:
+{references}"""
+
+REFERENCE_BLOCK = "## Response {index}\n{text}"
+
+DEBATE_TEMPLATE = """\
+## Question
+{question}
+
+## Your previous answer
+{own}
+
+## Answers from the other agents
+{others}
+
+Consider the other agents' reasoning as additional evidence. Point out errors where you \
+see them, then give your updated answer. End with a line "Final answer: ..." stating it."""
+
+CRITIC_TEMPLATE = """\
+## Question
+{question}
+
+## Answers under review
+{answers}
+
+You are a strict teacher. For each answer, say briefly whether its reasoning and final \
+result are correct and what exactly is wrong or missing. Do not write a full solution."""
+
+REFLECT_TEMPLATE = """\
+## Question
+{question}
+
+## Your previous answer
+{own}
+
+## Teacher feedback
+{feedback}
+
+Reflect on the feedback, correct your reasoning where it is wrong, and give your final \
+answer. End with a line "Final answer: ..." stating it."""
+
+JUDGE_TEMPLATE = """\
+Rate how well the response answers the user's request, from 1 (useless or wrong) to 10 \
+(excellent: correct, helpful, complete and clear).
+
+## Request
+{question}
+
+## Response
+{response}
+
+Reply with the number only."""

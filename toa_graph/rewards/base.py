@@ -1,0 +1,116 @@
+"""The reward-model protocol and the adaptor that turns any callable into one.
+
+A reward model scores the responses to one prompt. It never makes a score up: when it
+cannot score, it raises, and the caller records the error on the sample (which is then
+never chosen as best). The reference code's "0.0 on exception" does not exist here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from toa_graph.state import Prompt
+
+logger = logging.getLogger(__name__)
+
+
+class RewardError(RuntimeError):
+    """A reward model could not score a batch (the message says why)."""
+
+
+@runtime_checkable
+class RewardModel(Protocol):
+    """Scores the responses to one prompt; higher is better. One float per response."""
+
+    async def ascore(
+        self,
+        prompt: Prompt,
+        responses: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[float]: ...
+
+
+RewardCallable = Callable[..., Sequence[float] | Awaitable[Sequence[float]]]
+RewardLike = RewardModel | RewardCallable
+
+
+def _accepts_references(fn: Callable[..., Any]) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    params = list(sig.parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    if any(p.name == "references" for p in params) or any(p.kind is p.VAR_KEYWORD for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3
+
+
+class CallableReward:
+    """Adapts ``fn(prompt, responses[, references]) -> list[float]`` (sync or async).
+
+    Sync callables run in a worker thread so they never block the event loop.
+
+    >>> import asyncio
+    >>> r = CallableReward(lambda prompt, responses: [float(len(t)) for t in responses])
+    >>> asyncio.run(r.ascore("hi", ["a", "abc"]))
+    [1.0, 3.0]
+    """
+
+    def __init__(self, fn: RewardCallable, *, name: str | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"reward must be a RewardModel or a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self._with_refs = _accepts_references(fn)
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)
+        )
+
+    async def ascore(
+        self,
+        prompt: Prompt,
+        responses: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[float]:
+        args: tuple[Any, ...] = (prompt, list(responses))
+        if self._with_refs:
+            args = (*args, list(references) if references is not None else None)
+        if self._is_async:
+            result = await self.fn(*args)  # type: ignore[misc]
+        else:
+            result = await asyncio.to_thread(self.fn, *args)
+            if inspect.isawaitable(result):
+                result = await result
+        return check_scores(result, len(responses), self.name)
+
+    def __repr__(self) -> str:
+        return f"CallableReward({self.name})"
+
+
+def check_scores(result: Any, n: int, name: str = "reward") -> list[float]:
+    """Validate a reward model's answer: one finite float per response, or raise."""
+    try:
+        scores = [float(x) for x in result]
+    except TypeError as exc:
+        raise RewardError(f"{name} returned {type(result).__name__}, expected a list of floats") from exc
+    if len(scores) != n:
+        raise RewardError(f"{name} returned {len(scores)} scores for {n} responses")
+    bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
+    if bad:
+        raise RewardError(f"{name} returned non-finite scores at positions {bad}")
+    return scores
+
+
+def as_reward_model(reward: RewardLike) -> RewardModel:
+    """Accept a :class:`RewardModel` or any sync/async callable and return a RewardModel."""
+    if isinstance(reward, RewardModel) and inspect.iscoroutinefunction(reward.ascore):
+        return reward
+    return CallableReward(reward)

@@ -1,0 +1,212 @@
+"""Shared plumbing of every method: build messages, call an agent, record a sample, score.
+
+Exists once, so each method module reads as its algorithm and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from toa_graph.agents import AgentPool, Generation, describe_error
+from toa_graph.context import SamplingContext
+from toa_graph.prompts import REFINE_TEMPLATE
+from toa_graph.rewards.base import RewardModel
+from toa_graph.state import Prompt, Sample, SampleKind
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+
+# ---------------------------------------------------------------- prompts -> messages
+
+
+def validate_prompt(prompt: Any) -> Prompt:
+    """Check a prompt (string or chat messages); raise ValueError naming what is wrong."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("prompt is empty")
+        return prompt
+    if isinstance(prompt, list):
+        if not prompt:
+            raise ValueError("prompt has no messages")
+        for i, m in enumerate(prompt):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise ValueError(f"prompt message {i} must be a dict with 'role' and 'content'")
+            if m["role"] not in ("system", "user", "assistant"):
+                raise ValueError(f"prompt message {i}: unknown role {m['role']!r}")
+        if prompt[-1]["role"] != "user":
+            raise ValueError("the last prompt message must be a user message")
+        return prompt
+    raise ValueError(f"prompt must be a string or a list of messages, got {type(prompt).__name__}")
+
+
+def question_text(prompt: Prompt) -> str:
+    """The question being answered: the string, or the last user message's text."""
+    if isinstance(prompt, str):
+        return prompt
+    content = prompt[-1]["content"]
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return str(content)
+
+
+def references_of(reference: str | list[str] | None) -> list[str] | None:
+    if reference is None:
+        return None
+    if isinstance(reference, str):
+        return [reference] if reference.strip() else None
+    refs = [r for r in reference if isinstance(r, str) and r.strip()]
+    return refs or None
+
+
+def _with_system(messages: list[Message], system: str | None) -> list[Message]:
+    if not system:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{system}\n\n{messages[0]['content']}"}, *messages[1:]]
+    return [{"role": "system", "content": system}, *messages]
+
+
+def answer_messages(prompt: Prompt, system: str | None = None) -> list[Message]:
+    """Messages for a fresh answer: the conversation as given."""
+    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    return _with_system(msgs, system)
+
+
+def user_turn_messages(prompt: Prompt, user_text: str, system: str | None = None) -> list[Message]:
+    """The conversation with its last user turn replaced by ``user_text`` (refine, debate)."""
+    history = [] if isinstance(prompt, str) else [dict(m) for m in prompt[:-1]]
+    return _with_system([*history, {"role": "user", "content": user_text}], system)
+
+
+def refine_messages(prompt: Prompt, answer: str, system: str | None = None) -> list[Message]:
+    """Messages asking an agent to improve ``answer`` (question first, for prefix caching)."""
+    text = REFINE_TEMPLATE.format(question=question_text(prompt), answer=answer)
+    return user_turn_messages(prompt, text, system)
+
+
+# ---------------------------------------------------------------- samples
+
+
+def make_sample(
+    gen: Generation,
+    *,
+    sample_id: str,
+    agent: str,
+    kind: SampleKind,
+    parent: str | None,
+    layer: int,
+    **extra: Any,
+) -> Sample:
+    sample: Sample = {
+        "id": sample_id,
+        "agent": agent,
+        "text": gen.text,
+        "reward": None,
+        "parent": parent,
+        "kind": kind,
+        "layer": layer,
+        "usage": gen.usage,
+        "latency_s": round(gen.latency_s, 6),
+        "error": gen.error,
+    }
+    sample.update(extra)  # type: ignore[typeddict-item]
+    return sample
+
+
+async def generate_samples(
+    pool: AgentPool,
+    agent: str,
+    messages: Sequence[Message],
+    ctx: SamplingContext,
+    *,
+    sample_ids: Sequence[str],
+    kind: SampleKind,
+    parent: str | None,
+    layer: int,
+    **extra: Any,
+) -> list[Sample]:
+    """Call ``agent`` once per sample id (one request with ``n`` where supported)."""
+    gens = await pool.generate(
+        agent,
+        messages,
+        temperature=ctx.temperature,
+        max_tokens=ctx.max_tokens,
+        n=len(sample_ids),
+    )
+    return [
+        make_sample(g, sample_id=sid, agent=agent, kind=kind, parent=parent, layer=layer, **extra)
+        for g, sid in zip(gens, sample_ids, strict=True)
+    ]
+
+
+async def generate_sample(
+    pool: AgentPool,
+    agent: str,
+    messages: Sequence[Message],
+    ctx: SamplingContext,
+    *,
+    sample_id: str,
+    kind: SampleKind,
+    parent: str | None,
+    layer: int,
+    **extra: Any,
+) -> Sample:
+    (sample,) = await generate_samples(
+        pool, agent, messages, ctx, sample_ids=[sample_id], kind=kind, parent=parent, layer=layer, **extra
+    )
+    return sample
+
+
+# ---------------------------------------------------------------- scoring
+
+
+async def score_samples(
+    reward: RewardModel,
+    prompt: Prompt,
+    reference: str | list[str] | None,
+    samples: Sequence[Sample],
+    *,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+) -> list[Sample]:
+    """Score every sample that has text, in one reward call; returns new sample dicts.
+
+    A failed reward call is retried with backoff; if it still fails, each sample keeps
+    ``reward=None`` and carries the error. No score is ever made up.
+    """
+    out = [dict(s) for s in samples]
+    todo = [i for i, s in enumerate(out) if not s.get("error")]
+    if not todo:
+        return out  # type: ignore[return-value]
+    responses = [out[i]["text"] for i in todo]
+    refs = references_of(reference)
+    last_error = ""
+    for attempt in range(attempts):
+        try:
+            scores = await reward.ascore(prompt, responses, refs)
+            if len(scores) != len(responses):
+                raise RuntimeError(f"reward returned {len(scores)} scores for {len(responses)} responses")
+            for i, s in zip(todo, scores, strict=True):
+                out[i]["reward"] = float(s)
+            return out  # type: ignore[return-value]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            last_error = describe_error(exc)
+            logger.warning("reward failed (attempt %d/%d): %s", attempt + 1, attempts, last_error)
+            if attempt + 1 < attempts:
+                await asyncio.sleep(backoff_s * (2**attempt) * (0.5 + random.random()))
+    for i in todo:
+        out[i]["error"] = f"reward: {last_error}"
+    return out  # type: ignore[return-value]
+
+
+def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
+    keys = ("input_tokens", "output_tokens", "total_tokens")
+    return {k: sum(int(s["usage"].get(k, 0)) for s in samples) for k in keys}

@@ -1,0 +1,95 @@
+"""The one state/output contract that every sampling method shares.
+
+Every method graph takes :class:`SamplingInput` and returns :class:`SamplingOutput`, so any
+method can replace another as a subgraph or inside the synthesis runner. State is plain,
+JSON-serialisable data: no clients, no callables.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, NotRequired, Required
+
+from typing_extensions import TypedDict
+
+SampleKind = Literal["fresh", "refine", "aggregate", "debate"]
+
+Prompt = str | list[dict[str, Any]]
+"""A prompt: a plain user string or a list of chat messages (``{"role", "content"}``)."""
+
+
+class Usage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class Sample(TypedDict):
+    """One generation, as recorded in ``samples`` (the public record format)."""
+
+    id: str
+    agent: str
+    text: str
+    reward: float | None
+    """Raw reward-model score; ``None`` when generation or scoring failed (see ``error``)."""
+    parent: str | None
+    """Id of the sample this one refines / aggregates / answers; ``None`` for a fresh answer."""
+    kind: SampleKind
+    layer: int
+    usage: Usage
+    latency_s: float
+    error: str | None
+    """Why this sample has no text or no reward; ``None`` when all went well."""
+    references: NotRequired[list[str]]
+    """Ids of every sample shown to the agent (MoA aggregation, debate turns)."""
+    round: NotRequired[int]
+    """Debate round (debate only)."""
+    role: NotRequired[str]
+    """Debate role: ``debater``, ``critic`` or ``student`` (debate only)."""
+
+
+class SamplingInput(TypedDict, total=False):
+    prompt: Required[Prompt]
+    reference: str | list[str] | None
+    """Gold answer or reference translation(s), for rewards that use one."""
+    id: str | None
+
+
+class SamplingOutput(TypedDict, total=False):
+    samples: list[Sample]
+    best: Sample | None
+    tree: dict[str, Any] | None
+
+
+def add_samples(left: list[Sample] | None, right: list[Sample] | None) -> list[Sample]:
+    """Reducer: samples are only ever appended, in the order they were generated."""
+    return (left or []) + (right or [])
+
+
+class SamplingState(TypedDict, total=False):
+    """Working state shared by the method graphs (each uses the fields it needs)."""
+
+    prompt: Required[Prompt]
+    reference: str | list[str] | None
+    id: str | None
+    samples: Annotated[list[Sample], add_samples]
+    best: Sample | None
+    tree: dict[str, Any] | None
+    inbox: Annotated[list[Sample], operator.add]
+    """Generations of the current step, waiting to be scored (cleared by the reward step)."""
+    plays: list[dict[str, Any]]
+    """Plays chosen by the controller for the current step (TOA)."""
+    round: int
+    """Current round / layer / step counter for iterative methods."""
+
+
+def best_sample(samples: list[Sample]) -> Sample | None:
+    """The highest-reward sample; errored or unscored samples never win; ties go to the earliest."""
+    best: Sample | None = None
+    for s in samples:
+        r = s.get("reward")
+        if r is None or s.get("error"):
+            continue
+        if best is None or r > best["reward"]:  # type: ignore[operator]
+            best = s
+    return best
