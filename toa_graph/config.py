@@ -100,6 +100,7 @@ class HFRewardConfig(_Strict):
     kind: Literal["hf"]
     model: str
     device: str = "cuda:0"
+    """``cuda:N``, ``cpu`` or ``auto`` (CUDA when available)."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_length: int = Field(default=4096, ge=16)
     trust_remote_code: bool = False
@@ -107,6 +108,10 @@ class HFRewardConfig(_Strict):
     batch_tokens: int = Field(default=32768, ge=256)
     max_batch_size: int = Field(default=64, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0)
+    attn_implementation: str | None = None
+    """transformers attention backend; default ``sdpa`` on GPU."""
+    packing: bool = False
+    """Padding-free batches (varlen attention); linear-head models only."""
 
 
 class VLLMRewardConfig(_Strict):

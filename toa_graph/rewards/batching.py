@@ -187,6 +187,8 @@ class BatchingReward:
         references: Sequence[str] | None = None,
     ) -> list[float]:
         """Score ``responses`` to ``prompt``; waits (briefly) to share a forward with others."""
+        if isinstance(responses, str):
+            raise TypeError("responses must be a list of strings, not a string")
         responses = list(responses)
         if not responses:
             return []
