@@ -1,0 +1,234 @@
+"""The TOA graph with fake agents and deterministic rewards."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from tests.fakes import FakeAgent, fake_agents, hash_reward
+from toa_graph import METHODS, SamplingContext, create_toa_graph
+from toa_graph.mcts import tree_reward
+from toa_graph.prompts import REFINE_TEMPLATE
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+CONTRACT_KEYS = {"id", "agent", "text", "reward", "parent", "kind", "layer", "usage", "latency_s", "error"}
+
+
+def play_sequence(out):
+    return [(s["agent"], s["kind"], s["parent"]) for s in out["samples"]]
+
+
+@pytest.fixture(params=["none", "memory"])
+def compile_kwargs(request):
+    return {} if request.param == "none" else {"checkpointer": InMemorySaver()}
+
+
+async def ainvoke(graph, inp, context, **kw):
+    config = {"configurable": {"thread_id": "t1"}} if graph.checkpointer else None
+    return await graph.ainvoke(inp, context=context, config=config, **kw)
+
+
+@pytest.mark.parametrize("budget", [1, 5, 17, 40])
+async def test_spends_exactly_the_budget(budget, compile_kwargs):
+    graph = create_toa_graph(fake_agents(), hash_reward).compile(**compile_kwargs)
+    out = await ainvoke(graph, {"prompt": "Name a prime."}, {"budget": budget})
+    assert set(out) >= {"samples", "best", "tree"}
+    assert len(out["samples"]) == budget
+    assert [s["id"] for s in out["samples"]] == [f"s{i}" for i in range(budget)]
+    assert out["tree"]["plays"] == budget
+    for s in out["samples"]:
+        assert set(s) >= CONTRACT_KEYS
+        assert s["kind"] in ("fresh", "refine")
+        assert s["usage"]["total_tokens"] > 0 and s["latency_s"] >= 0
+    assert out["best"] == max(out["samples"], key=lambda s: s["reward"])
+
+
+async def test_refine_parent_is_the_response_refined():
+    agents = fake_agents()
+    graph = create_toa_graph(agents, hash_reward).compile()
+    out = await graph.ainvoke({"prompt": "Explain rain."}, context={"budget": 30, "width": 3})
+    by_id = {s["id"]: s for s in out["samples"]}
+    refines = [s for s in out["samples"] if s["kind"] == "refine"]
+    assert refines, "a 30-play search with width 3 must refine"
+    order = [s["id"] for s in out["samples"]]
+    for s in refines:
+        parent = by_id[s["parent"]]
+        assert order.index(parent["id"]) < order.index(s["id"])
+        assert s["layer"] == parent["layer"] + 1
+    # the agent really saw the parent's text in a refinement prompt, question first
+    seen = [str(m[-1].content) for a in agents.values() for m in a.calls]
+    for s in refines:
+        expected = REFINE_TEMPLATE.format(question="Explain rain.", answer=by_id[s["parent"]]["text"])
+        assert expected in seen
+    # the tree mirrors the samples: each response node's parent model sits under its parent
+    nodes = out["tree"]["nodes"]
+    for n in nodes:
+        if n["type"] == "response" and by_id[n["sample"]]["kind"] == "refine":
+            model = nodes[n["parent"]]
+            assert model["mode"] == "refine"
+            assert nodes[model["parent"]]["sample"] == by_id[n["sample"]]["parent"]
+
+
+async def test_two_runs_give_the_identical_play_sequence():
+    outs = []
+    for _ in range(2):
+        graph = create_toa_graph(fake_agents(), hash_reward).compile()
+        outs.append(await graph.ainvoke({"prompt": "Why is the sky blue?"}, context={"budget": 40}))
+    assert play_sequence(outs[0]) == play_sequence(outs[1])
+    assert [s["reward"] for s in outs[0]["samples"]] == [s["reward"] for s in outs[1]["samples"]]
+    assert outs[0]["tree"] == outs[1]["tree"]
+
+
+@pytest.mark.parametrize("budget", [16, 18])
+async def test_plays_per_step_spends_exactly_the_budget(budget, compile_kwargs):
+    agents = fake_agents()
+    graph = create_toa_graph(agents, hash_reward).compile(**compile_kwargs)
+    out = await ainvoke(graph, {"prompt": "Sum 2+2"}, {"budget": budget, "plays_per_step": 4})
+    assert len(out["samples"]) == budget
+    assert sum(len(a.calls) for a in agents.values()) == budget
+    assert out["tree"]["inflight"] == []
+    ids = {s["id"] for s in out["samples"]}
+    assert all(s["parent"] in ids for s in out["samples"] if s["kind"] == "refine")
+
+
+async def test_plays_per_step_runs_plays_concurrently():
+    import time
+
+    agents = fake_agents(delay_s=0.05)
+    graph = create_toa_graph(agents, hash_reward).compile()
+    t0 = time.perf_counter()
+    await graph.ainvoke({"prompt": "Hi"}, context={"budget": 12, "plays_per_step": 4})
+    parallel = time.perf_counter() - t0
+    # 3 steps of 4 concurrent 50 ms calls: well under 12 sequential calls (600 ms)
+    assert parallel < 0.45
+
+
+async def test_tree_uses_sigmoid_of_reward_over_tau_and_samples_keep_raw_rewards():
+    tau = 0.5
+    graph = create_toa_graph(fake_agents(), hash_reward).compile()
+    out = await graph.ainvoke({"prompt": "Hello"}, context={"budget": 9, "tau": tau})
+    raw = [s["reward"] for s in out["samples"]]
+    assert raw == hash_reward(None, [s["text"] for s in out["samples"]])
+    root = out["tree"]["nodes"][0]
+    assert root["value_count"] == 9
+    assert root["value_sum"] == pytest.approx(sum(tree_reward(r, tau) for r in raw))
+    assert any(r < 0 for r in raw)  # raw values (not squashed) are what samples carry
+    for n in out["tree"]["nodes"]:
+        if n["type"] == "response":
+            assert n["reward"] == next(s["reward"] for s in out["samples"] if s["id"] == n["sample"])
+
+
+async def test_context_knobs_and_defaults():
+    graph = create_toa_graph(fake_agents(), hash_reward).compile()
+    out = await graph.ainvoke({"prompt": "x"}, context=SamplingContext(budget=6, width=1, alpha=0.5))
+    assert len(out["samples"]) == 6
+    assert SamplingContext(budget=160).effective_width == 53
+    with pytest.raises(ValueError):
+        SamplingContext(budget=0)
+
+
+async def test_failing_agent_is_recorded_and_search_goes_on():
+    agents = fake_agents()
+    agents["b"] = FakeAgent(name="b", fail_on=frozenset(range(100)))
+    graph = create_toa_graph(agents, hash_reward).compile()
+    out = await graph.ainvoke({"prompt": "Hi"}, context={"budget": 12})
+    assert len(out["samples"]) == 12
+    failed = [s for s in out["samples"] if s["error"]]
+    assert failed and all(s["agent"] == "b" and s["reward"] is None for s in failed)
+    assert "injected failure" in failed[0]["error"]
+    assert out["best"]["agent"] != "b" and out["best"]["error"] is None
+    # a failing agent is not retried forever: the others got most plays
+    assert len(failed) < 6
+
+
+async def test_reward_failure_never_becomes_a_score():
+    def broken(prompt, responses):
+        raise RuntimeError("reward server down")
+
+    graph = create_toa_graph(fake_agents(), broken).compile()
+    out = await graph.ainvoke({"prompt": "Hi"}, context={"budget": 3})
+    assert len(out["samples"]) == 3
+    assert all(s["reward"] is None and "reward server down" in s["error"] for s in out["samples"])
+    assert out["best"] is None
+
+
+async def test_async_reward_and_chat_message_prompts():
+    seen = []
+
+    async def areward(prompt, responses, references):
+        seen.append((prompt, references))
+        return [1.0] * len(responses)
+
+    msgs = [
+        {"role": "user", "content": "Translate: Hallo"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "And: Welt"},
+    ]
+    agents = fake_agents(["a"])
+    graph = create_toa_graph(agents, areward).compile()
+    out = await graph.ainvoke({"prompt": msgs, "reference": "World"}, context={"budget": 2})
+    assert len(out["samples"]) == 2
+    assert seen[0] == (msgs, ["World"])
+    first_call = agents["a"].calls[0]
+    assert [m.type for m in first_call] == ["human", "ai", "human"]
+
+
+async def test_bad_prompt_fails_clearly():
+    graph = create_toa_graph(fake_agents(), hash_reward).compile()
+    with pytest.raises(ValueError, match="prompt is empty"):
+        await graph.ainvoke({"prompt": "   "}, context={"budget": 2})
+
+
+async def test_streams_tree_growth_as_custom_events():
+    graph = create_toa_graph(fake_agents(), hash_reward).compile()
+    events = [
+        chunk
+        async for chunk in graph.astream({"prompt": "Hi"}, context={"budget": 5}, stream_mode="custom")
+    ]
+    assert [e["plays"] for e in events] == [1, 2, 3, 4, 5]
+    assert all(e["event"] == "toa_step" and e["budget"] == 5 for e in events)
+
+
+async def test_registry_and_state_is_json_serialisable():
+    assert METHODS["toa"] is create_toa_graph
+    builder = METHODS["toa"](agents=fake_agents(), reward=hash_reward)
+    assert not hasattr(builder, "ainvoke")  # uncompiled StateGraph
+    graph = builder.compile()
+    out = await graph.ainvoke({"prompt": "Hi"}, context={"budget": 4})
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_mermaid_drawing_snapshot():
+    graph = create_toa_graph(fake_agents(), hash_reward).compile()
+    drawing = graph.get_graph().draw_mermaid()
+    for node in ("controller", "agent", "refine", "reward", "backprop"):
+        assert node in drawing
+    for edge in (
+        "controller -.-> agent",
+        "controller -.-> refine",
+        "agent --> reward",
+        "refine --> reward",
+        "reward --> backprop",
+        "backprop --> controller",
+    ):
+        assert edge in drawing, edge
+    snap = SNAPSHOTS / "toa.mmd"
+    assert drawing == snap.read_text(), "drawing changed: review and update tests/snapshots/toa.mmd"
+
+
+def test_no_clients_created_at_construction():
+    from toa_graph.config import AgentConfig
+
+    cfg = AgentConfig(name="m", model="m", base_url="http://127.0.0.1:9/v1")
+    builder = create_toa_graph([cfg], hash_reward)
+    graph = builder.compile()
+    assert graph is not None  # nothing connected; nothing raised
+
+
+def test_uct_sanity_for_the_docs():
+    # the README's worked example: mean 0.5, 4 visits, N = 10, alpha 0.3
+    assert 0.5 + 0.3 * math.sqrt(2 * math.log(10) / 4) == pytest.approx(0.8219, abs=1e-4)
