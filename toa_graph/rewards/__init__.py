@@ -1,0 +1,69 @@
+"""Reward models: the protocol, the callable adaptor and ``build_reward`` from config.
+
+Implementations are imported only when a config asks for them (torch, transformers and
+COMET stay unloaded for users who don't need them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from toa_graph.rewards.base import (
+    CallableReward,
+    RewardError,
+    RewardLike,
+    RewardModel,
+    as_reward_model,
+    check_scores,
+)
+
+if TYPE_CHECKING:
+    from toa_graph.config import AgentConfig
+
+__all__ = [
+    "CallableReward",
+    "RewardError",
+    "RewardLike",
+    "RewardModel",
+    "as_reward_model",
+    "build_reward",
+    "check_scores",
+]
+
+_IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
+    "hf": ("toa_graph.rewards.hf", "HFReward"),
+    "vllm": ("toa_graph.rewards.vllm_pool", "VLLMPoolingReward"),
+    "judge": ("toa_graph.rewards.judge", "JudgeReward"),
+    "comet": ("toa_graph.rewards.comet", "CometReward"),
+    "math": ("toa_graph.rewards.math", "MathReward"),
+    "reference": ("toa_graph.rewards.reference", "ReferenceReward"),
+    "embedded": ("toa_graph.rewards.embedded", "EmbeddedReward"),
+}
+
+
+def build_reward(cfg: Any, *, agents: Sequence[AgentConfig] = ()) -> RewardModel:
+    """The reward model a config's ``reward:`` section describes."""
+    kind = cfg.kind
+    if kind == "python":
+        module_name, _, attr = cfg.target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise RewardError(f"reward.target {cfg.target!r} cannot be imported: {exc}") from exc
+        if isinstance(obj, type):
+            obj = obj(**cfg.kwargs)
+        elif cfg.kwargs:
+            import functools
+
+            obj = functools.partial(obj, **cfg.kwargs)
+        return as_reward_model(obj)
+    try:
+        module_name, class_name = _IMPLEMENTATIONS[kind]
+    except KeyError:
+        raise RewardError(f"unknown reward kind {kind!r}; known: {sorted(_IMPLEMENTATIONS)} and python") from None
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.from_config(cfg, agents=agents)  # type: ignore[no-any-return]
