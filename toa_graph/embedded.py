@@ -448,6 +448,7 @@ def start_server(
     startup_timeout_s: float = 600.0,
     threads: int | None = None,
     extra_args: Sequence[str] = (),
+    prepared: Prepared | None = None,
 ) -> ServerInfo:
     """Start one vLLM CPU server for ``model`` (a key of :data:`MODELS`) and wait for /health.
 
@@ -456,7 +457,11 @@ def start_server(
     tail of the server log if it dies or is not healthy within ``startup_timeout_s``.
     """
     cache = cache or cache_dir()
-    prep = prepare([model], cache=cache)
+    prep = (
+        prepared
+        if prepared is not None and model in prepared.models
+        else prepare([model], cache=cache)
+    )
     port = port or _free_port()
     logs = cache / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -671,7 +676,7 @@ class EmbeddedStack:
         needed = self.needed()
         if not needed:
             return self
-        prepare(list(needed), cache=self.cache)
+        prepared = prepare(list(needed), cache=self.cache)
         with _file_lock(self.cache / ".servers.lock", "starting servers"):
             kept = _live_kept(self.cache) if (self.reuse or self.keep) else []
             for key, aliases in needed.items():
@@ -691,6 +696,7 @@ class EmbeddedStack:
                     kv_cache_gib=self.kv_cache_gib,
                     max_model_len=self.max_model_len,
                     startup_timeout_s=self.startup_timeout_s,
+                    prepared=prepared,
                 )
                 self.servers[key] = info
                 if self.keep:
