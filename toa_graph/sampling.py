@@ -13,7 +13,7 @@ from typing import Any
 
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import SamplingContext
-from toa_graph.prompts import REFINE_TEMPLATE
+from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.rewards.base import RewardModel
 from toa_graph.state import Prompt, Sample, SampleKind
 
@@ -88,6 +88,22 @@ def refine_messages(prompt: Prompt, answer: str, system: str | None = None) -> l
     """Messages asking an agent to improve ``answer`` (question first, for prefix caching)."""
     text = REFINE_TEMPLATE.format(question=question_text(prompt), answer=answer)
     return user_turn_messages(prompt, text, system)
+
+
+def aggregate_messages(
+    prompt: Prompt, references: Sequence[str], system: str | None = None
+) -> list[Message]:
+    """Messages for an aggregating answer (MoA): the conversation as given, with the earlier
+    answers as "## Response i" blocks at the end of the system message (after the agent's
+    and the conversation's own system prompts, as the MoA reference code does)."""
+    blocks = "\n\n".join(
+        REFERENCE_BLOCK.format(index=i + 1, text=t) for i, t in enumerate(references)
+    )
+    aggregate = AGGREGATE_SYSTEM.format(references=blocks)
+    msgs = answer_messages(prompt, system)
+    if msgs[0]["role"] == "system":
+        return [{"role": "system", "content": f"{msgs[0]['content']}\n\n{aggregate}"}, *msgs[1:]]
+    return [{"role": "system", "content": aggregate}, *msgs]
 
 
 # ---------------------------------------------------------------- samples
@@ -210,3 +226,66 @@ async def score_samples(
 def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
     keys = ("input_tokens", "output_tokens", "total_tokens")
     return {k: sum(int(s["usage"].get(k, 0)) for s in samples) for k in keys}
+
+
+# ---------------------------------------------------------------- helpers shared by the method graphs
+
+
+def context_of(runtime: Any) -> SamplingContext:
+    """The run's :class:`SamplingContext` from a node's ``Runtime`` (a dict is accepted too)."""
+    ctx = getattr(runtime, "context", None)
+    if ctx is None:
+        return SamplingContext()
+    if isinstance(ctx, dict):
+        return SamplingContext(**ctx)
+    return ctx
+
+
+def sample_id(index: int) -> str:
+    """Sample ids are ``s<N>``, N counting generations of one prompt from 0 in generation order."""
+    return f"s{index}"
+
+
+def sample_index(sid: str) -> int:
+    return int(sid[1:])
+
+
+def in_generation_order(samples: Sequence[Sample]) -> list[Sample]:
+    """Concurrent nodes finish in any order; ids say the order in which they were issued."""
+    return sorted(samples, key=lambda s: sample_index(s["id"]))
+
+
+def has_text(sample: Sample) -> bool:
+    """Whether a sample holds an answer that can be shown to another agent."""
+    return bool(sample.get("text", "").strip()) and not _generation_failed(sample)
+
+
+def _generation_failed(sample: Sample) -> bool:
+    err = sample.get("error")
+    return bool(err) and not str(err).startswith("reward:")
+
+
+def ranked(samples: Sequence[Sample]) -> list[Sample]:
+    """Best first: scored samples by reward (ties to the earliest), then unscored ones in order."""
+    scored = [s for s in samples if s.get("reward") is not None]
+    unscored = [s for s in samples if s.get("reward") is None]
+    return sorted(scored, key=lambda s: -float(s["reward"])) + unscored  # type: ignore[arg-type]
+
+
+def even_split(total: int, parts: int) -> list[int]:
+    """``total`` split over ``parts`` as evenly as possible, the first parts getting the extra.
+
+    >>> even_split(10, 4)
+    [3, 3, 2, 2]
+    """
+    if parts < 1:
+        raise ValueError("parts must be >= 1")
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def single_agent(pool: AgentPool, ctx: SamplingContext) -> str:
+    """The agent of a single-agent method: ``context.agent``, default the first agent."""
+    name = ctx.agent or pool.names[0]
+    if name not in pool:
+        raise ValueError(f"context.agent {name!r} is not one of the agents {pool.names}")
+    return name

@@ -1,0 +1,96 @@
+"""Parallel ensemble: the budget split over the agents, every agent asked at once.
+
+    START --> dispatch --Send--> agent (one per agent, concurrently) --> reward --> END
+
+``dispatch`` splits ``budget`` over the agents as evenly as possible in agent order (the
+first ``budget % n_agents`` agents get one more; agents with a share of 0 are not called)
+and sends each agent its share ``k``: one request with ``n=k`` where the endpoint supports
+it, else ``k`` concurrent requests. ``reward`` scores all answers in one call.
+
+Budget: exactly ``budget`` generations. Ids follow agent order then choice order (agent 0
+gets ``s0 .. s{k0-1}``, agent 1 the next ``k1`` ...); all ``kind="fresh"``, ``parent=None``,
+``layer=0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Overwrite, Send
+from typing_extensions import TypedDict
+
+from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.context import SamplingContext
+from toa_graph.rewards.base import RewardLike, as_reward_model
+from toa_graph.sampling import (
+    answer_messages,
+    context_of,
+    even_split,
+    generate_samples,
+    in_generation_order,
+    sample_id,
+    score_samples,
+    validate_prompt,
+)
+from toa_graph.state import Prompt, SamplingInput, SamplingOutput, SamplingState, best_sample
+
+__all__ = ["create_ensemble_graph"]
+
+
+class AgentTask(TypedDict):
+    """One agent's share of the budget."""
+
+    agent: str
+    prompt: Prompt
+    sample_ids: list[str]
+
+
+def create_ensemble_graph(
+    agents: AgentsLike | AgentPool,
+    reward: RewardLike,
+) -> StateGraph[Any, Any, Any, Any]:
+    """Build the (uncompiled) parallel-ensemble graph over every agent in ``agents``."""
+    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    reward_model = as_reward_model(reward)
+
+    def dispatch(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["agent"]]:
+        ctx = context_of(runtime)
+        prompt = validate_prompt(state["prompt"])
+        sends, start = [], 0
+        for name, k in zip(pool.names, even_split(ctx.budget, len(pool)), strict=True):
+            if k:
+                ids = [sample_id(start + j) for j in range(k)]
+                sends.append(Send("agent", AgentTask(agent=name, prompt=prompt, sample_ids=ids)))
+                start += k
+        return Command(goto=sends)
+
+    async def agent(task: AgentTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        name = task["agent"]
+        samples = await generate_samples(
+            pool, name, answer_messages(task["prompt"], pool.system_prompt(name)), context_of(runtime),
+            sample_ids=task["sample_ids"], kind="fresh", parent=None, layer=0,
+        )  # fmt: skip
+        return {"inbox": samples}
+
+    async def reward_node(state: SamplingState) -> dict[str, Any]:
+        inbox = in_generation_order(state.get("inbox") or [])
+        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
+        return {"inbox": Overwrite([]), "samples": scored, "best": best_sample(scored)}
+
+    builder = StateGraph(
+        SamplingState,
+        context_schema=SamplingContext,
+        input_schema=SamplingInput,
+        output_schema=SamplingOutput,
+    )
+    builder.add_node("dispatch", dispatch)
+    builder.add_node("agent", agent)
+    builder.add_node("reward", reward_node)
+    builder.add_edge(START, "dispatch")
+    builder.add_edge("agent", "reward")
+    builder.add_edge("reward", END)
+    return builder

@@ -1,0 +1,122 @@
+"""PRS (preference-guided reflective sampling) baseline: sample, pick the best, refine it.
+
+    START --> sample --> reward --> refine --> reward --> END
+                                 \\-----------------------> END  (nothing left to refine)
+
+With one agent (``context.agent``, default the first):
+
+1. ``sample``: ``ceil(budget / 2)`` fresh answers (one request with ``n`` where supported).
+2. ``reward`` scores them in one call.
+3. ``refine``: the best fresh answer is refined ``floor(budget / 2)`` times, all from the
+   same parent and concurrently (one request with ``n``): ``kind="refine"``, ``parent`` =
+   the best fresh sample's id, ``layer=1``.
+4. ``reward`` scores the refinements in one call.
+
+Budget: exactly ``budget`` generations; an odd budget gives the extra one to the fresh
+half (budget 1 = one fresh answer, no refinement). If every fresh answer failed there is
+nothing to refine, so the second half is spent on fresh answers (``kind="fresh"``).
+If the reward failed for every fresh answer, the first one with text is refined.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Overwrite
+
+from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.context import SamplingContext
+from toa_graph.rewards.base import RewardLike, as_reward_model
+from toa_graph.sampling import (
+    answer_messages,
+    context_of,
+    generate_samples,
+    has_text,
+    in_generation_order,
+    ranked,
+    refine_messages,
+    sample_id,
+    score_samples,
+    single_agent,
+    validate_prompt,
+)
+from toa_graph.state import SamplingInput, SamplingOutput, SamplingState, best_sample
+
+__all__ = ["create_prs_graph", "prs_split"]
+
+
+def prs_split(budget: int) -> tuple[int, int]:
+    """``(fresh, refine)`` generations for a budget: the fresh half takes the odd one.
+
+    >>> prs_split(7)
+    (4, 3)
+    """
+    return budget - budget // 2, budget // 2
+
+
+def create_prs_graph(
+    agents: AgentsLike | AgentPool,
+    reward: RewardLike,
+) -> StateGraph[Any, Any, Any, Any]:
+    """Build the (uncompiled) PRS graph (single agent: ``context.agent``, default the first)."""
+    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    reward_model = as_reward_model(reward)
+
+    async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
+        prompt = validate_prompt(state["prompt"])
+        name = single_agent(pool, ctx)
+        n_fresh, _ = prs_split(ctx.budget)
+        samples = await generate_samples(
+            pool, name, answer_messages(prompt, pool.system_prompt(name)), ctx,
+            sample_ids=[sample_id(i) for i in range(n_fresh)],
+            kind="fresh", parent=None, layer=0,
+        )  # fmt: skip
+        return {"inbox": samples, "round": 1}
+
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["refine", "__end__"]]:
+        inbox = in_generation_order(state.get("inbox") or [])
+        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
+        samples = [*(state.get("samples") or []), *scored]
+        update = {"inbox": Overwrite([]), "samples": scored, "best": best_sample(samples)}
+        _, n_refine = prs_split(context_of(runtime).budget)
+        refining = state.get("round", 0) == 1 and n_refine > 0
+        return Command(update=update, goto="refine" if refining else END)
+
+    async def refine(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
+        prompt = state["prompt"]
+        name = single_agent(pool, ctx)
+        fresh = state.get("samples") or []
+        n_fresh, n_refine = prs_split(ctx.budget)
+        ids = [sample_id(n_fresh + i) for i in range(n_refine)]
+        parent = next((s for s in ranked(fresh) if has_text(s)), None)
+        if parent is None:  # nothing to refine: spend the rest on fresh answers
+            msgs = answer_messages(prompt, pool.system_prompt(name))
+            samples = await generate_samples(
+                pool, name, msgs, ctx, sample_ids=ids, kind="fresh", parent=None, layer=0
+            )
+        else:
+            msgs = refine_messages(prompt, parent["text"], pool.system_prompt(name))
+            samples = await generate_samples(
+                pool, name, msgs, ctx, sample_ids=ids, kind="refine", parent=parent["id"], layer=1
+            )
+        return {"inbox": samples, "round": 2}
+
+    builder = StateGraph(
+        SamplingState,
+        context_schema=SamplingContext,
+        input_schema=SamplingInput,
+        output_schema=SamplingOutput,
+    )
+    builder.add_node("sample", sample)
+    builder.add_node("reward", reward_node)
+    builder.add_node("refine", refine)
+    builder.add_edge(START, "sample")
+    builder.add_edge("sample", "reward")
+    builder.add_edge("refine", "reward")
+    return builder

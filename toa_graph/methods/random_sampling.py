@@ -1,0 +1,78 @@
+"""Random sampling: ``budget`` answers from one agent, the best by reward.
+
+    START --> sample --> reward --> END
+
+``sample`` asks the agent (``context.agent``, default the first) for ``budget`` answers in
+one request with ``n=budget`` where the endpoint supports it, else ``budget`` concurrent
+requests. ``reward`` scores them in one call. Budget: exactly ``budget`` generations,
+ids ``s0 .. s{budget-1}``, all ``kind="fresh"``, ``parent=None``, ``layer=0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+
+from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.context import SamplingContext
+from toa_graph.rewards.base import RewardLike, as_reward_model
+from toa_graph.sampling import (
+    answer_messages,
+    context_of,
+    generate_samples,
+    in_generation_order,
+    sample_id,
+    score_samples,
+    single_agent,
+    validate_prompt,
+)
+from toa_graph.state import SamplingInput, SamplingOutput, SamplingState, best_sample
+
+__all__ = ["create_random_sampling_graph"]
+
+
+def create_random_sampling_graph(
+    agents: AgentsLike | AgentPool,
+    reward: RewardLike,
+) -> StateGraph[Any, Any, Any, Any]:
+    """Build the (uncompiled) random-sampling graph.
+
+    Args:
+        agents: ordered mapping name -> LangChain chat model or AgentConfig (or an
+            AgentPool). Only ``context.agent`` (default: the first) is called.
+        reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable.
+    """
+    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    reward_model = as_reward_model(reward)
+
+    async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
+        prompt = validate_prompt(state["prompt"])
+        name = single_agent(pool, ctx)
+        samples = await generate_samples(
+            pool, name, answer_messages(prompt, pool.system_prompt(name)), ctx,
+            sample_ids=[sample_id(i) for i in range(ctx.budget)],
+            kind="fresh", parent=None, layer=0,
+        )  # fmt: skip
+        return {"inbox": samples}
+
+    async def reward_node(state: SamplingState) -> dict[str, Any]:
+        inbox = in_generation_order(state.get("inbox") or [])
+        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
+        return {"inbox": Overwrite([]), "samples": scored, "best": best_sample(scored)}
+
+    builder = StateGraph(
+        SamplingState,
+        context_schema=SamplingContext,
+        input_schema=SamplingInput,
+        output_schema=SamplingOutput,
+    )
+    builder.add_node("sample", sample)
+    builder.add_node("reward", reward_node)
+    builder.add_edge(START, "sample")
+    builder.add_edge("sample", "reward")
+    builder.add_edge("reward", END)
+    return builder
