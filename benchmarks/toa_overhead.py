@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from langchain_core.language_models import BaseChatModel  # noqa: E402
-from langchain_core.messages import AIMessage  # noqa: E402
-from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
-from toa_graph import create_toa_graph, mcts  # noqa: E402
+from toa_graph import create_toa_graph, mcts
 
 
 class InstantAgent(BaseChatModel):
@@ -36,14 +36,18 @@ class InstantAgent(BaseChatModel):
     def _llm_type(self) -> str:
         return "instant"
 
-    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         msg = AIMessage(
             f"{self.tag}: answer of {len(messages)} msgs",
             usage_metadata={"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
-    async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    async def _agenerate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         return self._generate(messages)
 
 
@@ -78,13 +82,17 @@ def mcts_ms_per_gen(plays: int, repeats: int) -> list[float]:
         t0 = time.perf_counter()
         for k in range(plays):
             tree, play = mcts.select_play(tree, params)
-            tree = mcts.record_result(tree, play, sample_id=f"s{k}", reward=(k * 37 % 11) / 11, params=params)
+            tree = mcts.record_result(
+                tree, play, sample_id=f"s{k}", reward=(k * 37 % 11) / 11, params=params
+            )
         out.append((time.perf_counter() - t0) * 1000 / plays)
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--plays", type=int, default=160)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()

@@ -11,6 +11,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
 
 
 class FakeAgent(BaseChatModel):
@@ -24,10 +25,7 @@ class FakeAgent(BaseChatModel):
     delay_s: float = 0.0
     fail_on: frozenset[int] = frozenset()
     reply: Callable[[str, int, list[BaseMessage]], str] | None = None
-    calls: list[list[BaseMessage]] = []
-
-    def model_post_init(self, __context: Any) -> None:
-        self.calls = []
+    calls: list[list[BaseMessage]] = Field(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
@@ -39,12 +37,18 @@ class FakeAgent(BaseChatModel):
         if k in self.fail_on:
             raise RuntimeError(f"{self.name}: injected failure on call {k}")
         last = str(messages[-1].content)
-        text = self.reply(self.name, k, messages) if self.reply else f"{self.name}#{k}: {last[-40:]}"
+        text = (
+            self.reply(self.name, k, messages) if self.reply else f"{self.name}#{k}: {last[-40:]}"
+        )
         n_in = sum(len(str(m.content).split()) for m in messages)
         n_out = len(text.split())
         msg = AIMessage(
             text,
-            usage_metadata={"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out},
+            usage_metadata={
+                "input_tokens": n_in,
+                "output_tokens": n_out,
+                "total_tokens": n_in + n_out,
+            },
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 

@@ -40,7 +40,9 @@ def test_paper_configs_match_the_paper():
     assert wmt.method.context["tau"] == 1.0 and wmt.method.context["alpha"] == 0.05
 
 
-@pytest.mark.parametrize("reward_file", sorted((CONFIGS / "rewards").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "reward_file", sorted((CONFIGS / "rewards").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_reward_configs_load_by_reference(reward_file, tmp_path):
     p = write(
         tmp_path,
@@ -111,7 +113,9 @@ def test_reward_kind_fields_and_unknown_kind(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"reward\.model"):
         load_config(p)
-    p = write(tmp_path, "agents: [{name: a, model: m, base_url: 'http://x/v1'}]\nreward: {kind: oracle}\n")
+    p = write(
+        tmp_path, "agents: [{name: a, model: m, base_url: 'http://x/v1'}]\nreward: {kind: oracle}\n"
+    )
     with pytest.raises(ConfigError, match="reward"):
         load_config(p)
 

@@ -97,7 +97,11 @@ def test_response_gets_refine_children_in_agent_order():
     t = record_result(t, play, sample_id="s0", reward=1.0, params=params)
     resp = node_of_sample(t, "s0")
     kids = [t["nodes"][i] for i in resp["children"]]
-    assert [(k["agent"], k["mode"]) for k in kids] == [("a", "refine"), ("b", "refine"), ("c", "refine")]
+    assert [(k["agent"], k["mode"]) for k in kids] == [
+        ("a", "refine"),
+        ("b", "refine"),
+        ("c", "refine"),
+    ]
     assert not resp["fresh_added"]
 
 
@@ -175,11 +179,11 @@ def test_top_k_response_children_by_reward():
     # width=1 but the root model keeps generating? No: after s0 it is fully expanded. Build
     # three responses under the root's model node by hand through plays at width 3.
     wide = SearchParams(width=3, alpha=0.0, tau=1.0)
-    t, plays = run(t, wide, lambda p: next(rewards), 3)
+    t, _plays = run(t, wide, lambda p: next(rewards), 3)
     a_model = t["nodes"][0]["children"][0]
     assert len(t["nodes"][a_model]["children"]) == 3
     # top-1: the 0.9 response (s1) is the only candidate, whatever its UCT
-    t1, play = select_play(t, params)
+    _t1, play = select_play(t, params)
     assert play["parent_sample"] == "s1"
     # top-2 considers s1 (0.9) and s2 (0.5); both unvisited (+inf): the earliest, s1, wins;
     # make s1 look bad in the tree to see top-2 pick s2 instead

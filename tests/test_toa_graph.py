@@ -15,7 +15,18 @@ from toa_graph.mcts import tree_reward
 from toa_graph.prompts import REFINE_TEMPLATE
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-CONTRACT_KEYS = {"id", "agent", "text", "reward", "parent", "kind", "layer", "usage", "latency_s", "error"}
+CONTRACT_KEYS = {
+    "id",
+    "agent",
+    "text",
+    "reward",
+    "parent",
+    "kind",
+    "layer",
+    "usage",
+    "latency_s",
+    "error",
+}
 
 
 def play_sequence(out):
@@ -62,7 +73,9 @@ async def test_refine_parent_is_the_response_refined():
     # the agent really saw the parent's text in a refinement prompt, question first
     seen = [str(m[-1].content) for a in agents.values() for m in a.calls]
     for s in refines:
-        expected = REFINE_TEMPLATE.format(question="Explain rain.", answer=by_id[s["parent"]]["text"])
+        expected = REFINE_TEMPLATE.format(
+            question="Explain rain.", answer=by_id[s["parent"]]["text"]
+        )
         assert expected in seen
     # the tree mirrors the samples: each response node's parent model sits under its parent
     nodes = out["tree"]["nodes"]
@@ -119,12 +132,16 @@ async def test_tree_uses_sigmoid_of_reward_over_tau_and_samples_keep_raw_rewards
     assert any(r < 0 for r in raw)  # raw values (not squashed) are what samples carry
     for n in out["tree"]["nodes"]:
         if n["type"] == "response":
-            assert n["reward"] == next(s["reward"] for s in out["samples"] if s["id"] == n["sample"])
+            assert n["reward"] == next(
+                s["reward"] for s in out["samples"] if s["id"] == n["sample"]
+            )
 
 
 async def test_context_knobs_and_defaults():
     graph = create_toa_graph(fake_agents(), hash_reward).compile()
-    out = await graph.ainvoke({"prompt": "x"}, context=SamplingContext(budget=6, width=1, alpha=0.5))
+    out = await graph.ainvoke(
+        {"prompt": "x"}, context=SamplingContext(budget=6, width=1, alpha=0.5)
+    )
     assert len(out["samples"]) == 6
     assert SamplingContext(budget=160).effective_width == 53
     with pytest.raises(ValueError):
@@ -187,7 +204,9 @@ async def test_streams_tree_growth_as_custom_events():
     graph = create_toa_graph(fake_agents(), hash_reward).compile()
     events = [
         chunk
-        async for chunk in graph.astream({"prompt": "Hi"}, context={"budget": 5}, stream_mode="custom")
+        async for chunk in graph.astream(
+            {"prompt": "Hi"}, context={"budget": 5}, stream_mode="custom"
+        )
     ]
     assert [e["plays"] for e in events] == [1, 2, 3, 4, 5]
     assert all(e["event"] == "toa_step" and e["budget"] == 5 for e in events)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 
 from toa_graph.config import AgentConfig
 
@@ -47,11 +47,15 @@ def _empty_usage() -> Usage:
     return {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
 
 
-def _usage_of(msg: AIMessage) -> Usage:
+def _usage_of(msg: BaseMessage) -> Usage:
     meta = getattr(msg, "usage_metadata", None) or {}
     inp = int(meta.get("input_tokens", 0) or 0)
     out = int(meta.get("output_tokens", 0) or 0)
-    return {"input_tokens": inp, "output_tokens": out, "total_tokens": int(meta.get("total_tokens", inp + out) or 0)}
+    return {
+        "input_tokens": inp,
+        "output_tokens": out,
+        "total_tokens": int(meta.get("total_tokens", inp + out) or 0),
+    }
 
 
 def describe_error(exc: BaseException) -> str:
@@ -94,10 +98,10 @@ class AgentPool:
         for name, agent in items:
             if isinstance(agent, AgentConfig):
                 if agent.name != name:
-                    raise ValueError(f"agent key {name!r} does not match its config name {agent.name!r}")
-                self._agents[name] = _Agent(
-                    name, agent, None, [_Replica(u) for u in agent.urls]
-                )
+                    raise ValueError(
+                        f"agent key {name!r} does not match its config name {agent.name!r}"
+                    )
+                self._agents[name] = _Agent(name, agent, None, [_Replica(u) for u in agent.urls])
             elif isinstance(agent, BaseChatModel):
                 self._agents[name] = _Agent(name, None, agent)
             else:
@@ -157,7 +161,10 @@ class AgentPool:
         agent = self._agent(name)
         if n > 1 and not (agent.config and agent.config.supports_n):
             results = await asyncio.gather(
-                *(self.generate(name, messages, temperature=temperature, max_tokens=max_tokens) for _ in range(n))
+                *(
+                    self.generate(name, messages, temperature=temperature, max_tokens=max_tokens)
+                    for _ in range(n)
+                )
             )
             return [g[0] for g in results]
         client, replica = self._client(agent)
@@ -168,12 +175,13 @@ class AgentPool:
             kwargs["max_tokens"] = max_tokens
         if n > 1:
             kwargs["n"] = n
+        chat = convert_to_messages(list(messages))
         start = time.perf_counter()
         if replica is not None:
             replica.outstanding += 1
         try:
             if n > 1:
-                result = await client.agenerate([list(messages)], **kwargs)  # type: ignore[arg-type]
+                result = await client.agenerate([chat], **kwargs)
                 gens = result.generations[0]
                 latency = time.perf_counter() - start
                 out = []
@@ -185,13 +193,17 @@ class AgentPool:
                     raise RuntimeError("the endpoint returned no choices")
                 _split_shared_usage(out, result.llm_output)
                 while len(out) < n:
-                    out.append(Generation("", _empty_usage(), latency, "endpoint returned fewer choices than n"))
+                    out.append(
+                        Generation(
+                            "", _empty_usage(), latency, "endpoint returned fewer choices than n"
+                        )
+                    )
                 return out[:n]
-            msg = await client.ainvoke(list(messages), **kwargs)  # type: ignore[arg-type]
+            msg = await client.ainvoke(chat, **kwargs)
             latency = time.perf_counter() - start
             text = _text_of(msg)
             error = None if text.strip() else "empty response"
-            return [Generation(text, _usage_of(msg), latency, error)]  # type: ignore[arg-type]
+            return [Generation(text, _usage_of(msg), latency, error)]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -230,6 +242,13 @@ def _split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | Non
 
 def _build_chat_openai(cfg: AgentConfig, url: str) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
+
+    if "://" in url and not url.startswith(("http://", "https://")):
+        raise ValueError(
+            f"agent {cfg.name!r}: base_url {url!r} is not an HTTP endpoint. For embedded:// "
+            "agents start the servers first: `python -m toa_graph.embedded start` (or use "
+            "toa_graph.embedded.EmbeddedStack, which resolves these URLs)"
+        )
 
     kwargs: dict[str, Any] = {
         "model": cfg.model,

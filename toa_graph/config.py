@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "AgentConfig",
+    "CometRewardConfig",
     "ConfigError",
     "EmbeddedRewardConfig",
     "HFRewardConfig",
@@ -27,7 +28,6 @@ __all__ = [
     "ReferenceRewardConfig",
     "RewardConfig",
     "VLLMRewardConfig",
-    "CometRewardConfig",
     "load_config",
 ]
 
@@ -45,7 +45,9 @@ class AgentConfig(_Strict):
 
     name: str = Field(min_length=1, description="Agent name used in samples, prompts and logs.")
     model: str = Field(min_length=1, description="Served model name sent in requests.")
-    base_url: str | None = Field(default=None, description="Endpoint, e.g. http://127.0.0.1:8001/v1.")
+    base_url: str | None = Field(
+        default=None, description="Endpoint, e.g. http://127.0.0.1:8001/v1."
+    )
     base_urls: list[str] | None = Field(default=None, description="Several replicas of one model.")
     api_key_env: str | None = Field(
         default=None, description="Name of the env var holding the API key (never the key)."
@@ -53,7 +55,9 @@ class AgentConfig(_Strict):
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = Field(default=2048, ge=1)
-    stop: list[str] = Field(default_factory=list, description="Stop strings: a list, never a string.")
+    stop: list[str] = Field(
+        default_factory=list, description="Stop strings: a list, never a string."
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     system_prompt: str | None = Field(default=None, description="Optional system message.")
@@ -64,7 +68,9 @@ class AgentConfig(_Strict):
     @classmethod
     def _stop_is_list(cls, v: Any) -> Any:
         if isinstance(v, str):
-            raise ValueError("stop must be a list of strings, e.g. stop: ['<|eot_id|>'], not a string")
+            raise ValueError(
+                "stop must be a list of strings, e.g. stop: ['<|eot_id|>'], not a string"
+            )
         return v
 
     @model_validator(mode="after")

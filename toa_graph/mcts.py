@@ -170,7 +170,9 @@ def uct(node: Node, total_plays: int, alpha: float) -> float:
     return mean + alpha * math.sqrt(2.0 * math.log(n) / node["visits"])
 
 
-def _argmax_uct(nodes: list[Node], candidates: Sequence[int], total_plays: int, alpha: float) -> int:
+def _argmax_uct(
+    nodes: list[Node], candidates: Sequence[int], total_plays: int, alpha: float
+) -> int:
     best, best_score = candidates[0], -math.inf
     for c in candidates:  # strict '>' keeps the earliest child on ties
         score = uct(nodes[c], total_plays, alpha)
@@ -287,7 +289,9 @@ def _add_fresh_children(nodes: list[Node], resp_idx: int, inflight: Sequence[InF
     return updated
 
 
-def _apply_path(nodes: list[Node], path: Sequence[int], *, visits: int, value: float, count: int) -> None:
+def _apply_path(
+    nodes: list[Node], path: Sequence[int], *, visits: int, value: float, count: int
+) -> None:
     for idx in path:
         n = nodes[idx]
         nodes[idx] = Node(

@@ -68,13 +68,20 @@ def _with_system(messages: list[Message], system: str | None) -> list[Message]:
     if not system:
         return messages
     if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{system}\n\n{messages[0]['content']}"}, *messages[1:]]
+        return [
+            {"role": "system", "content": f"{system}\n\n{messages[0]['content']}"},
+            *messages[1:],
+        ]
     return [{"role": "system", "content": system}, *messages]
 
 
 def answer_messages(prompt: Prompt, system: str | None = None) -> list[Message]:
     """Messages for a fresh answer: the conversation as given."""
-    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    msgs = (
+        [{"role": "user", "content": prompt}]
+        if isinstance(prompt, str)
+        else [dict(m) for m in prompt]
+    )
     return _with_system(msgs, system)
 
 
@@ -174,7 +181,15 @@ async def generate_sample(
     **extra: Any,
 ) -> Sample:
     (sample,) = await generate_samples(
-        pool, agent, messages, ctx, sample_ids=[sample_id], kind=kind, parent=parent, layer=layer, **extra
+        pool,
+        agent,
+        messages,
+        ctx,
+        sample_ids=[sample_id],
+        kind=kind,
+        parent=parent,
+        layer=layer,
+        **extra,
     )
     return sample
 
@@ -196,7 +211,7 @@ async def score_samples(
     A failed reward call is retried with backoff; if it still fails, each sample keeps
     ``reward=None`` and carries the error. No score is ever made up.
     """
-    out = [dict(s) for s in samples]
+    out: list[dict[str, Any]] = [dict(s) for s in samples]
     todo = [i for i, s in enumerate(out) if not s.get("error")]
     if not todo:
         return out  # type: ignore[return-value]
@@ -207,7 +222,9 @@ async def score_samples(
         try:
             scores = await reward.ascore(prompt, responses, refs)
             if len(scores) != len(responses):
-                raise RuntimeError(f"reward returned {len(scores)} scores for {len(responses)} responses")
+                raise RuntimeError(
+                    f"reward returned {len(scores)} scores for {len(responses)} responses"
+                )
             for i, s in zip(todo, scores, strict=True):
                 out[i]["reward"] = float(s)
             return out  # type: ignore[return-value]
@@ -224,8 +241,11 @@ async def score_samples(
 
 
 def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
-    keys = ("input_tokens", "output_tokens", "total_tokens")
-    return {k: sum(int(s["usage"].get(k, 0)) for s in samples) for k in keys}
+    totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    for s in samples:
+        for k in totals:
+            totals[k] += int(s["usage"].get(k, 0))  # type: ignore[call-overload]
+    return totals
 
 
 # ---------------------------------------------------------------- helpers shared by the method graphs

@@ -1,0 +1,41 @@
+"""Sub-commands of ``toa-graph`` (one module each) and the helpers they share."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toa_graph.config import ProjectConfig
+
+
+def parse_knobs(items: list[str]) -> dict[str, Any]:
+    """``["alpha=0.05", "plays_per_step=4"]`` -> ``{"alpha": 0.05, "plays_per_step": 4}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KNOB=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@contextlib.contextmanager
+def project_config(path: str | None, *, keep_servers: bool = False) -> Iterator[ProjectConfig]:
+    """Yield a ready ProjectConfig: the given file, or the embedded stack (started here)."""
+    from toa_graph.config import load_config
+
+    if path and path != "embedded":
+        cfg = load_config(path)
+        if not any(u.startswith("embedded://") for a in cfg.agents for u in a.urls):
+            yield cfg
+            return
+    from toa_graph.embedded import EmbeddedStack
+
+    with EmbeddedStack(path if path and path != "embedded" else None, keep=keep_servers) as stack:
+        yield stack.config()

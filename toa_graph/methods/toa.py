@@ -12,10 +12,10 @@ generations in one call; ``backprop`` records each result in the tree. One play 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.config import get_stream_writer
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite, Send
 from typing_extensions import TypedDict
@@ -92,13 +92,13 @@ def create_toa_graph(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["agent", "refine", "__end__"]]:
         ctx = _context(runtime)
-        tree = state.get("tree")
+        tree = cast("mcts.Tree | None", state.get("tree"))
         if tree is None:
             validate_prompt(state["prompt"])
             tree = mcts.new_tree(pool.names)
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
-            return Command(update={"tree": tree, "plays": []}, goto=END)
+            return Command(update={"tree": tree, "plays": []}, goto="__end__")
         params = _params(ctx)
         texts = {s["id"]: s["text"] for s in state.get("samples") or []}
         plays: list[mcts.Play] = []
@@ -122,7 +122,9 @@ def create_toa_graph(
 
     async def refine(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         play = task["play"]
-        msgs = refine_messages(task["prompt"], task["parent_text"] or "", pool.system_prompt(play["agent"]))
+        msgs = refine_messages(
+            task["prompt"], task["parent_text"] or "", pool.system_prompt(play["agent"])
+        )
         sample = await generate_sample(
             pool, play["agent"], msgs, _context(runtime),
             sample_id=sample_id(play["index"]), kind="refine",
@@ -138,16 +140,15 @@ def create_toa_graph(
     def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         ctx = _context(runtime)
         params = _params(ctx)
-        tree = state["tree"]
-        assert tree is not None
+        tree = cast("mcts.Tree", state["tree"])
         samples = state.get("samples") or []
-        plays = state.get("plays") or []
+        plays = cast("list[mcts.Play]", state.get("plays") or [])
         by_id = {s["id"]: s for s in samples[-len(plays) :]}  # this step's samples
         for play in plays:
             sample = by_id[sample_id(play["index"])]
             ok = sample["reward"] is not None and not sample.get("error")
             tree = mcts.record_result(
-                tree,  # type: ignore[arg-type]
+                tree,
                 play,
                 sample_id=sample["id"],
                 reward=sample["reward"] if ok else None,
@@ -178,8 +179,8 @@ def create_toa_graph(
         output_schema=SamplingOutput,
     )
     builder.add_node("controller", controller)
-    builder.add_node("agent", agent)
-    builder.add_node("refine", refine)
+    builder.add_node("agent", agent)  # type: ignore[call-overload]
+    builder.add_node("refine", refine)  # type: ignore[call-overload]
     builder.add_node("reward", reward_node)
     builder.add_node("backprop", backprop)
     builder.add_edge(START, "controller")

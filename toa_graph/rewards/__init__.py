@@ -6,6 +6,7 @@ COMET stay unloaded for users who don't need them).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallableReward",
+    "LazyReward",
     "RewardError",
     "RewardLike",
     "RewardModel",
@@ -64,6 +66,43 @@ def build_reward(cfg: Any, *, agents: Sequence[AgentConfig] = ()) -> RewardModel
     try:
         module_name, class_name = _IMPLEMENTATIONS[kind]
     except KeyError:
-        raise RewardError(f"unknown reward kind {kind!r}; known: {sorted(_IMPLEMENTATIONS)} and python") from None
+        raise RewardError(
+            f"unknown reward kind {kind!r}; known: {sorted(_IMPLEMENTATIONS)} and python"
+        ) from None
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.from_config(cfg, agents=agents)  # type: ignore[no-any-return]
+    model: RewardModel = cls.from_config(cfg, agents=agents)
+    return model
+
+
+class LazyReward:
+    """Builds the configured reward model on first use (in a worker thread, since loading
+    weights blocks), so graphs can be constructed and served without loading anything."""
+
+    def __init__(self, cfg: Any, *, agents: Sequence[AgentConfig] = ()) -> None:
+        self.cfg = cfg
+        self.agents = tuple(agents)
+        self._model: RewardModel | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def load(self) -> RewardModel:
+        if self._model is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._model is None:
+                    self._model = await asyncio.to_thread(
+                        build_reward, self.cfg, agents=self.agents
+                    )
+        return self._model
+
+    async def ascore(
+        self,
+        prompt: Any,
+        responses: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[float]:
+        model = await self.load()
+        return await model.ascore(prompt, responses, references)
+
+    def __repr__(self) -> str:
+        return f"LazyReward(kind={self.cfg.kind!r})"

@@ -68,7 +68,7 @@ class CallableReward:
         if not callable(fn):
             raise TypeError(f"reward must be a RewardModel or a callable, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self._with_refs = _accepts_references(fn)
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)
@@ -100,7 +100,9 @@ def check_scores(result: Any, n: int, name: str = "reward") -> list[float]:
     try:
         scores = [float(x) for x in result]
     except TypeError as exc:
-        raise RewardError(f"{name} returned {type(result).__name__}, expected a list of floats") from exc
+        raise RewardError(
+            f"{name} returned {type(result).__name__}, expected a list of floats"
+        ) from exc
     if len(scores) != n:
         raise RewardError(f"{name} returned {len(scores)} scores for {n} responses")
     bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
@@ -113,4 +115,4 @@ def as_reward_model(reward: RewardLike) -> RewardModel:
     """Accept a :class:`RewardModel` or any sync/async callable and return a RewardModel."""
     if isinstance(reward, RewardModel) and inspect.iscoroutinefunction(reward.ascore):
         return reward
-    return CallableReward(reward)
+    return CallableReward(reward)  # type: ignore[arg-type]

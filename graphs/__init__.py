@@ -1,0 +1,1 @@
+"""Thin modules exposing compiled graphs for ``langgraph.json`` (LangGraph Studio)."""
