@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["run"]
+COMMANDS = ["run", "synthesize", "export", "compare"]
 """Sub-command modules under toa_graph.commands, in --help order."""
 
 

@@ -28,6 +28,24 @@ Answers from other assistants:
 
 REFERENCE_BLOCK = "## Response {index}\n{text}"
 
+DEBATE_OPEN_TEMPLATE = """\
+{question}
+
+Reason step by step, then end with a line "Final answer: ..." stating your answer."""
+
+DEBATE_ANSWER_BLOCK = "### Agent {index}\n{text}"
+
+DEBATE_CONTEXT_TEMPLATE = """\
+## Question
+{question}
+
+## Answers from the previous debate round
+{answers}
+
+Consider these answers as additional evidence. Point out errors where you see them, then \
+give your answer. End with a line "Final answer: ..." stating it."""
+"""The shared context of one debate round, as the prompt of its T-DPO pairs."""
+
 DEBATE_TEMPLATE = """\
 ## Question
 {question}
@@ -55,7 +73,7 @@ REFLECT_TEMPLATE = """\
 ## Question
 {question}
 
-## Your previous answer
+## Your previous answer (reviewed as Agent {index})
 {own}
 
 ## Teacher feedback

@@ -71,7 +71,7 @@ class CallableReward:
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self._with_refs = _accepts_references(fn)
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)
+            getattr(fn, "__call__", None)  # noqa: B004 (async __call__ of a callable object)
         )
 
     async def ascore(
