@@ -1,0 +1,191 @@
+"""A tiny OpenAI-compatible chat server for tests and benchmarks (127.0.0.1 only).
+
+Answers ``POST /v1/chat/completions`` after a fixed delay, serving at most ``capacity``
+requests at once (a semaphore; the rest wait in line), and measures its busy time: the
+sum over requests of the time each held a slot. ``GET /stats`` returns the counters,
+``POST /stats/reset`` zeroes them.
+
+Run as a process (prints one JSON line ``{"port": N, "pid": P}`` once listening)::
+
+    python -m tests.fake_openai_server --delay 0.05 --capacity 8 [--port 0]
+
+Replies are deterministic: ``"<model> answer <k>: <tail of the last user message>"``
+plus a pseudo-random amount of filler, so rewards based on the text vary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+FILLER = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor"]
+
+
+class Stats:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.choices = 0
+        self.busy_s = 0.0
+        self.inflight = 0
+        self.max_inflight = 0
+        self.waiting = 0
+        self.max_waiting = 0
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        window = (self.last_end - self.first_start) if self.first_start and self.last_end else 0.0
+        return {
+            "capacity": self.capacity,
+            "requests": self.requests,
+            "choices": self.choices,
+            "busy_s": self.busy_s,
+            "window_s": window,
+            "utilization": self.busy_s / (self.capacity * window) if window > 0 else None,
+            "inflight": self.inflight,
+            "max_inflight": self.max_inflight,
+            "max_waiting": self.max_waiting,
+            "first_start": self.first_start,
+            "last_end": self.last_end,
+            "now": time.monotonic(),
+        }
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return str(content or "")
+
+
+def make_app(delay_s: float, capacity: int) -> tuple[Starlette, Stats]:
+    stats = Stats(capacity)
+    sem = asyncio.Semaphore(capacity)
+    counter = {"k": 0}
+
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        messages = body.get("messages") or []
+        model = body.get("model", "fake")
+        n = int(body.get("n") or 1)
+        stats.waiting += 1
+        stats.max_waiting = max(stats.max_waiting, stats.waiting)
+        async with sem:
+            stats.waiting -= 1
+            start = time.monotonic()
+            if stats.first_start is None:
+                stats.first_start = start
+            stats.inflight += 1
+            stats.max_inflight = max(stats.max_inflight, stats.inflight)
+            try:
+                await asyncio.sleep(delay_s)
+            finally:
+                end = time.monotonic()
+                stats.inflight -= 1
+                stats.busy_s += end - start
+                stats.last_end = end
+                stats.requests += 1
+                stats.choices += n
+        last = _text_of(messages[-1].get("content")) if messages else ""
+        prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
+        choices = []
+        completion_tokens = 0
+        for i in range(n):
+            counter["k"] += 1
+            k = counter["k"]
+            h = int(hashlib.sha256(f"{model}|{last}|{k}".encode()).hexdigest()[:8], 16)
+            filler = " ".join(FILLER[: h % len(FILLER)])
+            text = f"{model} answer {k}: {last[-40:]} {filler}".strip()
+            completion_tokens += len(text.split())
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            )
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{counter['k']}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": choices,
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    async def get_stats(request: Request) -> JSONResponse:
+        return JSONResponse(stats.to_json())
+
+    async def reset_stats(request: Request) -> JSONResponse:
+        stats.reset()
+        return JSONResponse(stats.to_json())
+
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/stats", get_stats, methods=["GET"]),
+            Route("/stats/reset", reset_stats, methods=["POST"]),
+        ]
+    )
+    return app, stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    ap.add_argument("--delay", type=float, default=0.05, help="seconds per request")
+    ap.add_argument("--capacity", type=int, default=8, help="requests served at once")
+    args = ap.parse_args(argv)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(2048)
+    app, _ = make_app(args.delay, args.capacity)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", backlog=2048
+    )
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        print(json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}), flush=True)
+        await task
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

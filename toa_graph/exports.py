@@ -1,0 +1,283 @@
+"""Turn synthesis records into training data that TRL reads as is.
+
+* SFT: ``{"messages": [...prompt turns, {"role": "assistant", "content": best}]}`` -- the
+  conversational format of TRL's ``SFTTrainer``.
+* DPO: ``{"prompt": [...turns], "chosen": [assistant turn], "rejected": [assistant turn]}``
+  -- TRL's conversational preference format with an explicit prompt (``DPOTrainer``
+  applies the chat template). Chosen is the best-ranked response, rejected the k-th
+  ranked; the TOA paper sampled 160 responses and paired the best with the 30th.
+* T-DPO: pairs from debate records, by ``toa_graph.methods.debate.debate_tdpo_pairs``.
+
+Every builder is a pure function of records; :func:`write_rows` writes JSONL or Parquet
+that ``datasets.load_dataset("json" | "parquet", data_files=...)`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PAPER_REJECTED_RANK",
+    "ExportStats",
+    "default_rejected_rank",
+    "dpo_pair",
+    "dpo_rows",
+    "prompt_messages",
+    "ranked_samples",
+    "sft_example",
+    "sft_rows",
+    "tdpo_rows",
+    "write_rows",
+]
+
+PAPER_REJECTED_RANK = (30, 160)
+"""The TOA paper's DPO pairs: best of 160 responses vs. the 30th ranked."""
+
+
+@dataclass
+class ExportStats:
+    records: int = 0
+    written: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Reason -> count of records that gave no row."""
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    def describe(self) -> str:
+        parts = [f"{self.written} rows from {self.records} records"]
+        if self.skipped:
+            parts.append("skipped: " + ", ".join(f"{n} {r}" for r, n in self.skipped.most_common()))
+        return "; ".join(parts)
+
+
+def prompt_messages(prompt: Any) -> list[dict[str, str]]:
+    """A record's prompt as chat messages (a plain string becomes one user turn)."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list):
+        return [{"role": str(m["role"]), "content": _text(m.get("content"))} for m in prompt]
+    raise ValueError(
+        f"record prompt must be a string or chat messages, got {type(prompt).__name__}"
+    )
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return "" if content is None else str(content)
+
+
+def _usable(sample: Mapping[str, Any]) -> bool:
+    r = sample.get("reward")
+    return (
+        not sample.get("error")
+        and isinstance(r, int | float)
+        and not isinstance(r, bool)
+        and r == r  # not NaN
+        and isinstance(sample.get("text"), str)
+        and bool(sample["text"].strip())
+    )
+
+
+def ranked_samples(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Usable samples (scored, no error, non-empty text), best first; ties keep generation order."""
+    samples = [s for s in record.get("samples") or [] if _usable(s)]
+    return sorted(samples, key=lambda s: -float(s["reward"]))
+
+
+def default_rejected_rank(n: int) -> int:
+    """The paper's 30th of 160, scaled to ``n`` usable samples: ``round(30/160 * n)``,
+    clamped to ``[2, n]`` (rank 1 is the chosen one)."""
+    num, den = PAPER_REJECTED_RANK
+    return max(2, min(n, round(num / den * n)))
+
+
+# ---------------------------------------------------------------- SFT
+
+
+def sft_example(record: Mapping[str, Any], *, keep_id: bool = False) -> dict[str, Any] | None:
+    """``{"messages": prompt turns + best answer}``; ``None`` when there is no usable best."""
+    best = record.get("best")
+    if not isinstance(best, Mapping) or not _usable(best):
+        ranked = ranked_samples(record)
+        if not ranked:
+            return None
+        best = ranked[0]
+    row: dict[str, Any] = {
+        "messages": [
+            *prompt_messages(record["prompt"]),
+            {"role": "assistant", "content": best["text"]},
+        ]
+    }
+    if keep_id:
+        row["id"] = str(record.get("id"))
+    return row
+
+
+def sft_rows(
+    records: Iterable[Mapping[str, Any]], *, keep_id: bool = False, stats: ExportStats | None = None
+) -> Iterator[dict[str, Any]]:
+    stats = stats if stats is not None else ExportStats()
+    for rec in records:
+        stats.records += 1
+        row = sft_example(rec, keep_id=keep_id)
+        if row is None:
+            stats.skip("without a usable best response")
+            continue
+        stats.written += 1
+        yield row
+
+
+# ---------------------------------------------------------------- DPO
+
+
+def dpo_pair(
+    record: Mapping[str, Any],
+    *,
+    rejected_rank: int | None = None,
+    min_gap: float | None = None,
+    keep_id: bool = False,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``(row, None)`` or ``(None, reason)``. Chosen: rank 1; rejected: rank ``rejected_rank``
+    (1-based; default :func:`default_rejected_rank`; clamped to the last usable sample)."""
+    ranked = ranked_samples(record)
+    if len(ranked) < 2:
+        return None, "with fewer than 2 usable samples"
+    k = (
+        default_rejected_rank(len(ranked))
+        if rejected_rank is None
+        else max(2, min(rejected_rank, len(ranked)))
+    )
+    chosen, rejected = ranked[0], ranked[k - 1]
+    gap = float(chosen["reward"]) - float(rejected["reward"])
+    if min_gap is not None and gap < min_gap:
+        return None, f"with reward gap < {min_gap}"
+    if chosen["text"].strip() == rejected["text"].strip():
+        return None, "with identical chosen/rejected text"
+    row: dict[str, Any] = {
+        "prompt": prompt_messages(record["prompt"]),
+        "chosen": [{"role": "assistant", "content": chosen["text"]}],
+        "rejected": [{"role": "assistant", "content": rejected["text"]}],
+        "score_chosen": float(chosen["reward"]),
+        "score_rejected": float(rejected["reward"]),
+    }
+    if keep_id:
+        row["id"] = str(record.get("id"))
+    return row, None
+
+
+def dpo_rows(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    rejected_rank: int | None = None,
+    min_gap: float | None = None,
+    keep_id: bool = False,
+    stats: ExportStats | None = None,
+) -> Iterator[dict[str, Any]]:
+    stats = stats if stats is not None else ExportStats()
+    for rec in records:
+        stats.records += 1
+        row, reason = dpo_pair(rec, rejected_rank=rejected_rank, min_gap=min_gap, keep_id=keep_id)
+        if row is None:
+            stats.skip(reason or "unknown")
+            continue
+        stats.written += 1
+        yield row
+
+
+# ---------------------------------------------------------------- T-DPO (debate)
+
+
+def tdpo_rows(
+    records: Iterable[Mapping[str, Any]], *, stats: ExportStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """Debate T-DPO pairs, produced by ``toa_graph.methods.debate.debate_tdpo_pairs(record)``
+    (which returns a list of ``{"prompt", "chosen", "rejected"}`` rows for one record).
+
+    Raises :class:`NotImplementedError` at once when that function is not available.
+    """
+    try:
+        from toa_graph.methods.debate import debate_tdpo_pairs  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise NotImplementedError(
+            "T-DPO export needs toa_graph.methods.debate.debate_tdpo_pairs(record) -> list of "
+            "{'prompt', 'chosen', 'rejected'} rows, which this installation does not provide "
+            f"({exc})"
+        ) from exc
+    return _tdpo_iter(records, debate_tdpo_pairs, stats if stats is not None else ExportStats())
+
+
+def _tdpo_iter(
+    records: Iterable[Mapping[str, Any]], pairs_of: Any, stats: ExportStats
+) -> Iterator[dict[str, Any]]:
+    for rec in records:
+        stats.records += 1
+        if rec.get("method") != "debate":
+            stats.skip("not from the debate method")
+            continue
+        pairs = list(pairs_of(rec) or [])
+        if not pairs:
+            stats.skip("without T-DPO pairs")
+            continue
+        for p in pairs:
+            stats.written += 1
+            yield dict(p)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_rows(
+    rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], *, fmt: str | None = None
+) -> int:
+    """Write rows as JSONL (default) or Parquet (``fmt="parquet"`` or a ``.parquet`` path).
+
+    The file is written next to its final name and renamed into place, so a reader never
+    sees half a dataset. Returns the number of rows.
+    """
+    p = Path(path)
+    fmt = fmt or ("parquet" if p.suffix.lower() in (".parquet", ".pq") else "jsonl")
+    if fmt not in ("jsonl", "parquet"):
+        raise ValueError(f"format must be jsonl or parquet, got {fmt!r}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    n = 0
+    if fmt == "jsonl":
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = [dict(r) for r in rows]
+        n = len(data)
+        table = pa.Table.from_pylist(data) if data else pa.table({})
+        pq.write_table(table, tmp)
+    os.replace(tmp, p)
+    return n
+
+
+def read_record_files(paths: Sequence[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
+    """Records from several files or output directories, each id once (first wins), so
+    shards of one job can be exported together."""
+    from toa_graph.synthesis import read_records
+
+    seen: set[str] = set()
+    for path in paths:
+        for rec in read_records(path):
+            rid = str(rec["id"])
+            if rid in seen:
+                continue
+            seen.add(rid)
+            yield rec
