@@ -3,7 +3,17 @@
 from toa_graph.agents import AgentPool
 from toa_graph.config import AgentConfig, ProjectConfig, load_config
 from toa_graph.context import SamplingContext
-from toa_graph.methods import METHODS, create_toa_graph
+from toa_graph.methods import (
+    METHODS,
+    create_debate_graph,
+    create_ensemble_graph,
+    create_moa_graph,
+    create_prs_graph,
+    create_random_sampling_graph,
+    create_seq_refine_graph,
+    create_toa_graph,
+    debate_tdpo_pairs,
+)
 from toa_graph.rewards.base import CallableReward, RewardError, RewardModel, as_reward_model
 from toa_graph.state import Sample, SamplingInput, SamplingOutput, SamplingState, best_sample
 
@@ -25,6 +35,13 @@ __all__ = [
     "__version__",
     "as_reward_model",
     "best_sample",
+    "create_debate_graph",
+    "create_ensemble_graph",
+    "create_moa_graph",
+    "create_prs_graph",
+    "create_random_sampling_graph",
+    "create_seq_refine_graph",
     "create_toa_graph",
+    "debate_tdpo_pairs",
     "load_config",
 ]
