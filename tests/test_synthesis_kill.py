@@ -1,0 +1,158 @@
+"""`toa-graph synthesize` as a real process against a local OpenAI-compatible server:
+SIGKILL mid-job, resume, exactly one record per prompt, earlier records byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def start_fake_server(delay: float, capacity: int) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fake_openai_server",
+            "--delay",
+            str(delay),
+            "--capacity",
+            str(capacity),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise RuntimeError("fake OpenAI server did not start")
+    return proc, int(json.loads(line)["port"])
+
+
+@pytest.fixture
+def fake_server() -> Iterator[int]:
+    proc, port = start_fake_server(delay=0.03, capacity=4)
+    try:
+        yield port
+    finally:
+        proc.terminate()  # our own child, by handle
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def write_config(path: Path, port: int) -> Path:
+    path.write_text(
+        "agents:\n"
+        + "".join(
+            f"  - {{name: {n}, model: {n}-model, base_url: 'http://127.0.0.1:{port}/v1', max_retries: 1, timeout_s: 20}}\n"
+            for n in ("alpha", "beta")
+        )
+        + "reward: {kind: python, target: 'tests.fakes:hash_reward'}\n"
+    )
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "toa_graph.cli", "synthesize", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def n_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sigkill_mid_job_then_resume(tmp_path: Path, fake_server: int) -> None:
+    n = 40
+    inp = tmp_path / "prompts.jsonl"
+    inp.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
+            + "\n"
+            for i in range(n)
+        )
+    )
+    cfg = write_config(tmp_path / "cfg.yaml", fake_server)
+    out = tmp_path / "out"
+    args = cli("--config", str(cfg), "--input", str(inp), "--output", str(out), "--budget", "4",
+               "--concurrency", "3", "--no-progress")  # fmt: skip
+    records = out / "records.jsonl"
+
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while n_lines(records) < 6:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no records appeared"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)  # our own child
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    before = records.read_bytes()
+    k = before.count(b"\n")
+    assert 6 <= k < n, "the job must be killed mid-way"
+    intact = before[: before.rfind(b"\n") + 1]
+    # make the kill's worst case certain: a torn, half-written last line
+    with records.open("ab") as f:
+        f.write(b'{"id":"q39","input":{"id":"q39","question":"What is 39 + ')
+
+    res = subprocess.run(args, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=90)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{n - k} done, {k} skipped" in res.stdout
+    assert "torn last line" in res.stdout
+
+    after = records.read_bytes()
+    assert after.startswith(intact), "earlier records must be byte-identical"
+    recs = [json.loads(x) for x in after.splitlines()]
+    ids = [r["id"] for r in recs]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(n)) and len(set(ids)) == n
+    assert all(len(r["samples"]) == 4 and r["best"]["reward"] is not None for r in recs)
+
+    # a third run finds nothing to do and writes nothing
+    res = subprocess.run(args, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=90)
+    assert res.returncode == 0 and f"0 done, {n} skipped" in res.stdout
+    assert records.read_bytes() == after
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_cli_examples_table_and_failure_exit_code(tmp_path: Path, fake_server: int) -> None:
+    cfg = write_config(tmp_path / "cfg.yaml", fake_server)
+    res = subprocess.run(
+        cli("--config", str(cfg), "--output", str(tmp_path / "ex"), "--budget", "3", "--no-progress"),
+        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    for pid in ("open-commit-tips", "gsm8k-muffins", "wmt-de-en-dog", "chat-haiku"):
+        assert pid in res.stdout
+    assert "best agent" in res.stdout and "4 done" in res.stdout
+
+    # an unreachable endpoint: every prompt fails -> non-zero exit, summary says so
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace(f":{fake_server}/", ":9/"))
+    res = subprocess.run(
+        cli("--config", str(bad), "--output", str(tmp_path / "bad"), "--budget", "2", "--no-progress"),
+        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert "4 failed" in res.stdout and "failed.jsonl" in res.stdout

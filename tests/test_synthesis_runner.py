@@ -1,0 +1,280 @@
+"""The synthesis runner with fake agents: records, resume, concurrency, failures, bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeAgent, fake_agents, hash_reward
+from toa_graph.methods import METHODS
+from toa_graph.synthesis import (
+    RecordWriter,
+    read_records,
+    repair_records,
+    run_synthesis,
+    scan_records_bytes,
+)
+
+
+def write_prompts(path: Path, n: int, **extra: Any) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(
+                json.dumps({"id": f"p{i}", "instruction": f"Question number {i}?", **extra}) + "\n"
+            )
+    return path
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+async def test_one_record_per_prompt(tmp_path: Path) -> None:
+    inp = write_prompts(tmp_path / "in.jsonl", 12, answer="42")
+    s = await run_synthesis(
+        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+        context={"budget": 5}, concurrency=4, progress=False,
+    )  # fmt: skip
+    recs = lines_of(tmp_path / "out" / "records.jsonl")
+    assert sorted(r["id"] for r in recs) == sorted(f"p{i}" for i in range(12))
+    assert (s.done, s.skipped, s.failed, s.bad_lines, s.inputs) == (12, 0, 0, 0, 12)
+    r = recs[0]
+    assert r["method"] == "toa" and r["config_digest"] == s.config_digest
+    assert r["input"]["instruction"].startswith("Question number") and r["reference"] == "42"
+    assert len(r["samples"]) == 5 and r["totals"]["generations"] == 5
+    assert r["totals"]["tokens"]["total_tokens"] == sum(
+        x["usage"]["total_tokens"] for x in r["samples"]
+    )
+    assert r["best"]["reward"] == max(x["reward"] for x in r["samples"])
+    assert r["tree"] is not None and r["shortfall"] == 0 and r["errors"] == []
+    assert s.mean_best_reward == pytest.approx(sum(x["best"]["reward"] for x in recs) / 12)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["done"] == 12
+    assert s.generations == 60 and len(s.rows) == 12
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+async def test_every_registered_method_runs(tmp_path: Path, method: str) -> None:
+    inp = write_prompts(tmp_path / "in.jsonl", 3, answer="42")
+    s = await run_synthesis(
+        inp, tmp_path / "out", method=method, agents=fake_agents(), reward=hash_reward,
+        context={"budget": 4}, concurrency=2, progress=False,
+    )  # fmt: skip
+    assert s.done == 3 and s.failed == 0
+    for r in lines_of(tmp_path / "out" / "records.jsonl"):
+        assert r["method"] == method and 1 <= r["totals"]["generations"] <= 4
+
+
+async def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
+    inflight = 0
+    peak = 0
+
+    async def slow_reward(prompt: Any, responses: list[str]) -> list[float]:
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        await asyncio.sleep(0.02)
+        inflight -= 1
+        return [0.5] * len(responses)
+
+    inp = write_prompts(tmp_path / "in.jsonl", 20)
+    await run_synthesis(
+        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=slow_reward,
+        context={"budget": 2}, concurrency=5, progress=False,
+    )  # fmt: skip
+    assert peak == 5  # toa scores one play per step: one reward call per prompt in flight
+
+
+async def test_resume_skips_done_and_cuts_torn_tail(tmp_path: Path) -> None:
+    inp = write_prompts(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out"
+    kw: dict[str, Any] = dict(
+        method="toa",
+        agents=fake_agents(),
+        reward=hash_reward,
+        context={"budget": 3},
+        progress=False,
+    )
+    s1 = await run_synthesis(inp, out, limit=6, concurrency=3, **kw)
+    assert s1.done == 6
+    rec_path = out / "records.jsonl"
+    good = rec_path.read_bytes()
+    # a killed writer leaves half a line (here: the start of an extra record)
+    last = good.splitlines()[-1]
+    with rec_path.open("ab") as f:
+        f.write(last[: len(last) // 2].replace(b'"id":"', b'"id":"zz', 1))
+    s2 = await run_synthesis(inp, out, concurrency=3, **kw)
+    assert s2.torn_bytes_repaired > 0
+    assert (s2.done, s2.skipped) == (4, 6)
+    data = rec_path.read_bytes()
+    assert data.startswith(good)  # earlier records untouched
+    ids = [r["id"] for r in lines_of(rec_path)]
+    assert sorted(ids) == sorted(f"p{i}" for i in range(10)) and len(ids) == len(set(ids))
+    s3 = await run_synthesis(inp, out, concurrency=3, **kw)
+    assert (s3.done, s3.skipped) == (0, 10)
+    assert rec_path.read_bytes() == data
+    assert s3.mean_best_reward is None and s3.mean_best_reward_all is not None
+
+
+def test_scan_records_bytes() -> None:
+    a = b'{"id":"a","best":{"reward":1.0},"config_digest":"d1"}\n'
+    b = b'{"id":"b","best":{"reward":0.0}}\n'
+    s = scan_records_bytes(a + b)
+    assert s.ids == {"a", "b"} and s.good_end == len(a + b) and s.torn_bytes == 0
+    assert s.best_rewards == [1.0, 0.0] and s.digests == {"d1"}
+    s = scan_records_bytes(a + b'{"id":"c","sam')  # no newline: torn
+    assert s.ids == {"a"} and s.good_end == len(a)
+    s = scan_records_bytes(a + b'{"id":"c"' + b"\x00" * 10 + b"\n")  # garbage line at the end
+    assert s.ids == {"a"} and s.good_end == len(a)
+    s = scan_records_bytes(a + b"garbage\n" + b)  # garbage in the middle is kept, reported
+    assert s.ids == {"a", "b"} and s.bad_lines == [2] and s.torn_bytes == 0
+    assert scan_records_bytes(b"").ids == set()
+
+
+def test_repair_records_and_read_records(tmp_path: Path) -> None:
+    p = tmp_path / "records.jsonl"
+    with RecordWriter(p) as w:
+        w.append({"id": "x", "v": float("nan")})
+        w.append({"id": "y"})
+    p.write_bytes(p.read_bytes() + b'{"id": "z", "tor')
+    assert [r["id"] for r in read_records(p)] == ["x", "y"]
+    res = repair_records(p)
+    assert res.ids == {"x", "y"} and p.read_bytes().endswith(b"}\n")
+    assert json.loads(p.read_text().splitlines()[0])["v"] is None  # NaN is not JSON
+
+
+async def test_failures_are_reported_and_retried(tmp_path: Path) -> None:
+    inp = write_prompts(tmp_path / "in.jsonl", 4)
+    out = tmp_path / "out"
+
+    def bad_reward(prompt: Any, responses: list[str]) -> list[float]:
+        if "number 2" in str(prompt):
+            raise RuntimeError("reward server down")
+        return [1.0] * len(responses)
+
+    s = await run_synthesis(
+        inp, out, method="toa", agents=fake_agents(), reward=bad_reward, context={"budget": 2},
+        concurrency=2, progress=False,
+    )  # fmt: skip
+    assert (s.done, s.failed) == (3, 1)
+    failed = lines_of(out / "failed.jsonl")
+    assert failed[0]["id"] == "p2" and "reward server down" in failed[0]["error"]
+    s2 = await run_synthesis(
+        inp, out, method="toa", agents=fake_agents(), reward=hash_reward, context={"budget": 2},
+        concurrency=2, progress=False,
+    )  # fmt: skip
+    assert (s2.done, s2.skipped, s2.failed) == (1, 3, 0)
+    assert s2.digest_mismatch is True  # another reward function: flagged, not refused
+    assert (out / "failed.jsonl").read_text() == ""
+
+
+async def test_partial_agent_failures_are_recorded_as_shortfall(tmp_path: Path) -> None:
+    inp = write_prompts(tmp_path / "in.jsonl", 1)
+    agents = {"a": FakeAgent(name="a", fail_on=frozenset({0})), "b": FakeAgent(name="b")}
+    await run_synthesis(
+        inp, tmp_path / "out", method="toa", agents=agents, reward=hash_reward, context={"budget": 4},
+        concurrency=1, progress=False,
+    )  # fmt: skip
+    [r] = lines_of(tmp_path / "out" / "records.jsonl")
+    assert r["totals"]["failed_generations"] == 1 and r["shortfall"] == 1
+    assert any("injected failure" in e for e in r["errors"])
+
+
+async def test_bad_lines_go_to_errors_file(tmp_path: Path) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(
+        '{"prompt": "a", "id": 1}\n{oops\n{"prompt": "", "id": 3}\n{"prompt": "b", "id": 1}\n'
+    )
+    s = await run_synthesis(
+        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+        context={"budget": 2}, progress=False,
+    )  # fmt: skip
+    assert (s.done, s.bad_lines) == (1, 3)
+    errs = lines_of(tmp_path / "out" / "errors.jsonl")
+    assert [e["line"] for e in errs] == [2, 3, 4]
+    assert "duplicate id" in errs[2]["reason"]
+
+
+async def test_progress_bar_reports_mean_best_reward(tmp_path: Path) -> None:
+    bars: list[Any] = []
+
+    class Bar:
+        def __init__(self, total: int, desc: str) -> None:
+            self.total, self.n, self.postfix = total, 0, {}
+            bars.append(self)
+
+        def update(self, n: int) -> None:
+            self.n += n
+
+        def set_postfix(self, refresh: bool = True, **kw: Any) -> None:
+            self.postfix = kw
+
+        def close(self) -> None:
+            self.closed = True
+
+    inp = write_prompts(tmp_path / "in.jsonl", 5)
+    s = await run_synthesis(
+        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+        context={"budget": 2}, progress=Bar,
+    )  # fmt: skip
+    [bar] = bars
+    assert bar.total == 5 and bar.n == 5 and bar.closed
+    assert float(bar.postfix["best"]) == pytest.approx(s.mean_best_reward, abs=1e-4)
+
+
+async def test_bytes_written_stay_linear_in_samples(tmp_path: Path) -> None:
+    """No checkpointer: a prompt costs one record whose size grows linearly with the budget.
+    (For contrast, a per-step checkpointer stores the growing samples list at every step:
+    its bytes grow with the square of the budget.)"""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    inp = write_prompts(tmp_path / "in.jsonl", 2)
+    per_sample = {}
+    total = {}
+    ckpt_bytes = {}
+    for budget in (8, 16, 32, 64):
+        s = await run_synthesis(
+            inp, tmp_path / f"out{budget}", method="toa", agents=fake_agents(), reward=hash_reward,
+            context={"budget": budget}, progress=False,
+        )  # fmt: skip
+        assert s.bytes_written == (tmp_path / f"out{budget}" / "records.jsonl").stat().st_size
+        total[budget] = s.bytes_written
+        per_sample[budget] = s.bytes_written / (2 * budget)
+        saver = InMemorySaver()
+        g = METHODS["toa"](agents=fake_agents(), reward=hash_reward).compile(checkpointer=saver)
+        await g.ainvoke(
+            {"prompt": "Question number 0?"},
+            {"configurable": {"thread_id": "t"}},
+            context={"budget": budget},
+        )
+        ckpt_bytes[budget] = sum(len(v[1]) for v in saver.blobs.values())
+    # bytes per sample do not grow with the budget, and each extra sample costs the same
+    assert per_sample[64] <= 1.1 * per_sample[8], per_sample
+    marginal_small = (total[16] - total[8]) / (2 * 8)
+    marginal_large = (total[64] - total[32]) / (2 * 32)
+    assert 0.75 < marginal_large / marginal_small < 1.25, total
+    # while a per-step checkpointer grows super-linearly (x8 budget -> far more than x8 bytes)
+    assert ckpt_bytes[64] / ckpt_bytes[8] > 20, ckpt_bytes
+
+
+async def test_caller_items_and_limit(tmp_path: Path) -> None:
+    from toa_graph.synthesis import parse_jsonl
+
+    items = parse_jsonl("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(6))).items
+    s = await run_synthesis(
+        items, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+        context={"budget": 2}, limit=4, progress=False,
+    )  # fmt: skip
+    assert s.done == 4 and s.inputs == 4
+    assert sorted(r["input"]["prompt"] for r in read_records(tmp_path / "out")) == [
+        f"q{i}" for i in range(4)
+    ]
+
+
+async def test_unknown_method(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown method"):
+        await run_synthesis([], tmp_path, method="nope", agents=fake_agents(), reward=hash_reward)
