@@ -46,6 +46,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -387,6 +388,28 @@ def _is_our_server(info: ServerInfo) -> bool:
     return _SERVER_MODULE.encode() in cmd and str(info.port).encode() in cmd
 
 
+def _parent_death_signal() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _install_sigterm_exit() -> None:
+    """Turn SIGTERM into SystemExit (when nothing else handles it) so ``with`` blocks and
+    atexit hooks run and stop the servers this process started."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+        def _exit(signum: int, frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _exit)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -449,12 +472,15 @@ def start_server(
     threads: int | None = None,
     extra_args: Sequence[str] = (),
     prepared: Prepared | None = None,
+    die_with_parent: bool = False,
 ) -> ServerInfo:
     """Start one vLLM CPU server for ``model`` (a key of :data:`MODELS`) and wait for /health.
 
     Binds 127.0.0.1 on a free port; the server runs in its own process group so that
     :func:`stop_server` can end it and its workers. Raises :class:`EmbeddedError` with the
     tail of the server log if it dies or is not healthy within ``startup_timeout_s``.
+    ``die_with_parent``: the server gets SIGTERM when the thread that started it dies
+    (Linux ``PR_SET_PDEATHSIG``), so a killed job leaves no orphan; only from the main thread.
     """
     cache = cache or cache_dir()
     prep = (
@@ -499,6 +525,7 @@ def start_server(
             env=_server_env(cache, kv_cache_gib, threads),
             cwd=str(cache),
             start_new_session=True,  # own process group: pgid == pid
+            preexec_fn=_parent_death_signal if die_with_parent else None,
         )
     info = ServerInfo(
         model=model,
@@ -697,6 +724,8 @@ class EmbeddedStack:
                     max_model_len=self.max_model_len,
                     startup_timeout_s=self.startup_timeout_s,
                     prepared=prepared,
+                    die_with_parent=not self.keep
+                    and threading.current_thread() is threading.main_thread(),
                 )
                 self.servers[key] = info
                 if self.keep:
@@ -707,6 +736,7 @@ class EmbeddedStack:
                     self._owned.append(info)
         if self._owned and not self._atexit:
             atexit.register(self.stop)
+            _install_sigterm_exit()
             self._atexit = True
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
 from toa_graph.config import AgentConfig, ProjectConfig
+from toa_graph.embedded import EmbeddedStack
 from toa_graph.rewards import build_reward
 from toa_graph.rewards.embedded import EmbeddedReward
 from toa_graph.rewards.judge import JudgeReward
@@ -90,3 +92,15 @@ async def test_embedded_reward_from_config_scores_with_the_judge(
     )
     assert reward.last_kind == "judge"
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_kept_server_registry_lists_live_servers_and_prunes_dead_ones(
+    embedded_stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    from toa_graph.embedded import ServerInfo, _write_state, status
+
+    live = next(iter(embedded_stack.servers.values()))
+    dead = ServerInfo(model=live.model, pid=2**22 + 7, port=1, aliases=[], log="", proc_start="1")
+    _write_state(tmp_path, [live, dead])
+    assert [s.pid for s in status(tmp_path)] == [live.pid]
+    assert [s.pid for s in status(tmp_path)] == [live.pid]  # the dead entry was pruned

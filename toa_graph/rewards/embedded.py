@@ -72,8 +72,8 @@ def _load_math_reward() -> RewardModel | None:
     if cls is None:
         return None
     if hasattr(cls, "from_config"):
-        return cls.from_config(MathRewardConfig(kind="math"))  # type: ignore[no-any-return]
-    return cls()  # type: ignore[no-any-return]
+        return cls.from_config(MathRewardConfig(kind="math"))
+    return cls()
 
 
 class EmbeddedReward:
