@@ -352,6 +352,7 @@ def test_final_answers():
     assert final_answer("so $\\boxed{\\frac{1}{2}}$") == "\\frac{1}{2}"
     assert final_answer("Final answer: (B)") == "b"
     assert final_answer("no conclusion") is None
+    assert final_answer('I was told to end with "Final answer: ..." and forgot') is None
     assert answers_match("Final answer: 18", "Janet makes 9 * 2 = 18 dollars.\n#### 18")
     assert answers_match("Final answer: 3.50", ["x", "3.5"])
     assert not answers_match("Final answer: 17", "18")

@@ -14,7 +14,7 @@ gets ``s0 .. s{k0-1}``, agent 1 the next ``k1`` ...); all ``kind="fresh"``, ``pa
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -88,7 +88,7 @@ def create_ensemble_graph(
         output_schema=SamplingOutput,
     )
     builder.add_node("dispatch", dispatch)
-    builder.add_node("agent", agent)
+    builder.add_node("agent", cast(Any, agent))  # a Send target: takes an AgentTask
     builder.add_node("reward", reward_node)
     builder.add_edge(START, "dispatch")
     builder.add_edge("agent", "reward")

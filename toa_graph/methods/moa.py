@@ -30,9 +30,9 @@ answers (``kind="fresh"``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite, Send
 from typing_extensions import TypedDict
@@ -162,7 +162,7 @@ def create_moa_graph(
                 references=refs,
             )
             return Command(update={"round": layer + 1}, goto=Send("aggregate", task))
-        return Command(goto=END)
+        return Command(goto="__end__")
 
     async def _answer(task: LayerTask, ctx: SamplingContext) -> dict[str, Any]:
         name, refs = task["agent"], task["references"]
@@ -200,8 +200,8 @@ def create_moa_graph(
         output_schema=SamplingOutput,
     )
     builder.add_node("dispatch", dispatch)
-    builder.add_node("propose", propose)
-    builder.add_node("aggregate", aggregate)
+    builder.add_node("propose", cast(Any, propose))  # a Send target: takes a LayerTask
+    builder.add_node("aggregate", cast(Any, aggregate))
     builder.add_node("reward", reward_node)
     builder.add_edge(START, "dispatch")
     builder.add_edge("propose", "reward")

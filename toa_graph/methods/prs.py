@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
@@ -85,7 +85,8 @@ def create_prs_graph(
         update = {"inbox": Overwrite([]), "samples": scored, "best": best_sample(samples)}
         _, n_refine = prs_split(context_of(runtime).budget)
         refining = state.get("round", 0) == 1 and n_refine > 0
-        return Command(update=update, goto="refine" if refining else END)
+        goto: Literal["refine", "__end__"] = "refine" if refining else "__end__"
+        return Command(update=update, goto=goto)
 
     async def refine(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         ctx = context_of(runtime)
