@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["run", "synthesize", "export", "compare"]
+COMMANDS = ["run", "synthesize", "export", "compare", "serve", "chat", "launch"]
 """Sub-command modules under toa_graph.commands, in --help order."""
 
 

@@ -1,0 +1,7 @@
+"""placeholder (being written)."""
+
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    sub.add_parser("launch", help="(work in progress)")

@@ -1,0 +1,132 @@
+"""``toa-graph serve``: the methods behind an OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Serve every sampling method as an OpenAI-compatible chat model: POST
+/v1/chat/completions (plain or stream: true), GET /v1/models, GET /health. The request's
+`model` picks the method ("toa", "moa", ...; "default" = --method; "toa@32" also sets
+the budget); the whole conversation is the prompt; the answer is the best-rewarded
+sample, with an `x_toa` field (best agent, reward, samples). Extra request fields:
+budget, reference, context (other knobs).
+
+Without --config the embedded default is started (and stopped at exit). Examples:
+
+  toa-graph serve --port 8000
+  TOA_KEY=secret toa-graph serve --config endpoints.yaml --api-key-env TOA_KEY
+
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
+  client.chat.completions.create(model="toa", messages=[...], extra_body={"budget": 16})
+"""
+
+
+def add_parser(sub: Any) -> None:
+    from toa_graph.methods import METHODS
+
+    p = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible server (/v1/chat/completions, /v1/models)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=sorted(METHODS),
+        help="default method, for model 'default' (default: the config's)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="NAME",
+        help="env var holding the bearer token clients must send (default: no auth)",
+    )
+    p.add_argument("--budget", type=int, default=None, help="default budget per request")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="default context knobs, e.g. --set alpha=0.05",
+    )
+    p.add_argument("--max-budget", type=int, default=512, help="largest budget a request may ask")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument(
+        "--max-concurrent-runs", type=int, default=32, help="method runs at once; others wait"
+    )
+    p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--keep-servers", action="store_true", help="leave embedded servers running at exit"
+    )
+    p.set_defaults(func=serve)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from toa_graph.server import build_app
+        from toa_graph.server.serving import ServerSettings
+    except ImportError as exc:
+        print(f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from toa_graph.commands import parse_knobs, project_config
+    from toa_graph.rewards import build_reward
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            print(f"--api-key-env {args.api_key_env}: that env var is not set", file=sys.stderr)
+            return 2
+    if not _is_loopback(args.host) and not api_key:
+        print(
+            f"warning: binding {args.host} without --api-key-env: anyone who can reach this "
+            "port can spend your endpoints' compute",
+            file=sys.stderr,
+        )
+    with project_config(args.config, keep_servers=args.keep_servers) as cfg:
+        knobs = {**cfg.method.context, **parse_knobs(args.set)}
+        if args.budget is not None:
+            knobs["budget"] = args.budget
+        settings = ServerSettings(
+            api_key=api_key,
+            default_method=args.method or cfg.method.name,
+            default_context=knobs,
+            max_budget=args.max_budget,
+            max_body_bytes=args.max_body_bytes,
+            max_concurrent_runs=args.max_concurrent_runs,
+            request_timeout_s=args.request_timeout,
+        )
+        app = build_app(cfg.agents, build_reward(cfg.reward, agents=cfg.agents), settings=settings)
+        print(
+            f"toa-graph serving {', '.join(app.state.serving.methods)} on "
+            f"http://{args.host}:{args.port}/v1 (auth: {'bearer token' if api_key else 'none'})",
+            file=sys.stderr,
+            flush=True,
+        )
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
