@@ -405,6 +405,16 @@ async def test_debate_full_round_with_critic_and_student():
     assert out["best"]["role"] != "critic"
 
 
+async def test_debate_reflection_names_the_students_answer_as_the_critic_saw_it():
+    agents = fake_agents(reply=_never_agree)
+    agents["b"].fail_on = frozenset(range(10))  # b never answers: the critic reviews a and c
+    out = await run(METHODS["debate"](agents=agents, reward=hash_reward), "Hi", budget=20, rounds=1)
+    critic, student = out["samples"][-2:]
+    assert critic["role"] == "critic" and critic["references"] == ["s3", "s5"]
+    assert student["role"] == "student" and student["parent"] == "s5"
+    assert "reviewed as Agent 2" in str(agents["c"].calls[-1][-1].content)
+
+
 async def test_debate_budget_is_an_upper_bound():
     agents = fake_agents(reply=_never_agree)
     out = await run(METHODS["debate"](agents=agents, reward=hash_reward), "Hi", budget=9, rounds=5)

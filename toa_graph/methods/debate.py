@@ -203,6 +203,7 @@ class _Transcript:
     def __init__(self, turns: Sequence[Sample]) -> None:
         self.turns = in_generation_order(turns)
         self.debaters = [s["agent"] for s in self.turns if s.get("round") == 0]
+        self.by_id = {s["id"]: s for s in self.turns}
         self.latest: dict[str, Sample | None] = dict.fromkeys(self.debaters)
         for s in self.turns:
             if s.get("role") in ("debater", "student") and has_text(s):
@@ -284,52 +285,36 @@ def create_debate_graph(
         if not log.turns:  # opening round
             opening = DEBATE_OPEN_TEMPLATE.format(question=question)
             names = pool.names[: ctx.budget]
-            return Command(
-                goto=[
-                    Send("debater", task(a, "debater", 0, i, opening, None, []))
-                    for i, a in enumerate(names)
-                ]
-            )
+            sends = [
+                Send("debater", task(a, "debater", 0, i, opening, None, []))
+                for i, a in enumerate(names)
+            ]
+            return Command(goto=sends)
 
         last = log.turns[-1]
         rnd = last.get("round", 0)
         latest = log.latest_answers()
         if last.get("role") == "critic" and has_text(last):
-            own = log.latest[student_name]
-            assert own is not None  # the critique is only asked for when the student has an answer
+            reviewed_answer = log.by_id[str(last["parent"])]
             text = REFLECT_TEMPLATE.format(
-                question=question, own=own["text"], feedback=last["text"],
-                index=log.debaters.index(student_name) + 1,
+                question=question, own=reviewed_answer["text"], feedback=last["text"],
+                index=last["references"].index(reviewed_answer["id"]) + 1,
             )  # fmt: skip
-            return Command(
-                goto=Send(
-                    "student", task(student_name, "student", rnd, 0, text, own["id"], [last["id"]])
-                )
+            reflect = task(
+                student_name, "student", rnd, 0, text, reviewed_answer["id"], [last["id"]]
             )
+            return Command(goto=Send("student", reflect))
 
-        if last.get("role") != "critic" and _should_stop(
-            latest, references_of(state.get("reference"))
-        ):
+        gold = references_of(state.get("reference"))
+        if last.get("role") != "critic" and _should_stop(latest, gold):
             return Command(goto="reward")
-        if last.get("role") == "debater" and rnd >= 1:
-            own = log.latest.get(student_name)
-            if own is not None and left >= 2:
-                reviewed = [s for s in latest if s is not None]
-                text = CRITIC_TEMPLATE.format(question=question, answers=_answer_blocks(reviewed))
-                return Command(
-                    goto=Send(
-                        "critic",
-                        task(
-                            critic_name,
-                            "critic",
-                            rnd,
-                            0,
-                            text,
-                            own["id"],
-                            [s["id"] for s in reviewed],
-                        ),
-                    )
-                )
+        student_answer = log.latest.get(student_name)
+        if last.get("role") == "debater" and rnd >= 1 and student_answer is not None and left >= 2:
+            reviewed = [s for s in latest if s is not None]
+            text = CRITIC_TEMPLATE.format(question=question, answers=_answer_blocks(reviewed))
+            refs = [s["id"] for s in reviewed]
+            critique = task(critic_name, "critic", rnd, 0, text, student_answer["id"], refs)
+            return Command(goto=Send("critic", critique))
         # A round is over (opening, reflection, or no critique possible): next round?
         if rnd >= ctx.rounds or left < len(log.debaters):
             return Command(goto="reward")
