@@ -10,7 +10,10 @@ Run as a process (prints one JSON line ``{"port": N, "pid": P}`` once listening)
     python -m tests.fake_openai_server --delay 0.05 --capacity 8 [--port 0]
 
 Replies are deterministic: ``"<model> answer <k>: <tail of the last user message>"``
-plus a pseudo-random amount of filler, so rewards based on the text vary.
+plus a pseudo-random amount of filler, so rewards based on the text vary. ``k`` counts
+requests; with ``--deterministic`` it is instead a hash of the request (model, messages,
+temperature, choice index), so a reply depends only on the request, not on the order the
+server saw requests in (several processes get the same answers as one).
 """
 
 from __future__ import annotations
@@ -73,7 +76,9 @@ def _text_of(content: Any) -> str:
     return str(content or "")
 
 
-def make_app(delay_s: float, capacity: int) -> tuple[Starlette, Stats]:
+def make_app(
+    delay_s: float, capacity: int, *, deterministic: bool = False
+) -> tuple[Starlette, Stats]:
     stats = Stats(capacity)
     sem = asyncio.Semaphore(capacity)
     counter = {"k": 0}
@@ -108,6 +113,9 @@ def make_app(delay_s: float, capacity: int) -> tuple[Starlette, Stats]:
         for i in range(n):
             counter["k"] += 1
             k = counter["k"]
+            if deterministic:
+                key = json.dumps([model, messages, body.get("temperature"), i], sort_keys=True)
+                k = int(hashlib.sha256(key.encode()).hexdigest()[:6], 16)
             h = int(hashlib.sha256(f"{model}|{last}|{k}".encode()).hexdigest()[:8], 16)
             filler = " ".join(FILLER[: h % len(FILLER)])
             text = f"{model} answer {k}: {last[-40:]} {filler}".strip()
@@ -165,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     ap.add_argument("--delay", type=float, default=0.05, help="seconds per request")
     ap.add_argument("--capacity", type=int, default=8, help="requests served at once")
+    ap.add_argument(
+        "--deterministic", action="store_true", help="replies depend only on the request"
+    )
     args = ap.parse_args(argv)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(2048)
-    app, _ = make_app(args.delay, args.capacity)
+    app, _ = make_app(args.delay, args.capacity, deterministic=args.deterministic)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", backlog=2048
     )

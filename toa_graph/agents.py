@@ -8,12 +8,26 @@ so graphs built from a pool load cleanly in servers and pickle.
 Failures never escape as exceptions: after the client's own retries (exponential backoff
 with jitter, honouring ``Retry-After``) a call returns a :class:`Generation` carrying the
 error, and the method records a failed sample and carries on with the other agents.
+
+Replicas and failover: an agent with several ``base_urls`` gets one client per replica,
+and each request goes to the *healthy* replica with the fewest outstanding requests. A
+replica whose request fails with a connection error, a timeout or an HTTP 5xx is taken
+out for a cool-down (``cooldown_s``, doubling on each failed probe up to
+``max_cooldown_s``) and the request is sent again at once to another healthy replica, so
+a replica going down mid-run costs no samples. When the cool-down ends, a health probe
+(``GET <base_url>/models``) runs in the background; if it answers, the replica is back
+in. When every replica is out, requests go to the one whose cool-down ends first (the
+request is then the probe) after a short backoff. Multi-replica clients are built with
+``max_retries=0``: the pool does the retrying (``max_retries + number of replicas``
+attempts), so a dead replica is skipped immediately instead of after the client's own
+backoff. Single-URL agents keep the client's retries as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +87,23 @@ class _Replica:
     url: str
     outstanding: int = 0
     client: BaseChatModel | None = None
+    down_until: float | None = None
+    """``time.monotonic()`` when the cool-down ends; ``None`` while healthy."""
+    strikes: int = 0
+    """Consecutive times taken out (sets the cool-down); reset when it comes back."""
+    probe: asyncio.Task[None] | None = field(default=None, repr=False)
+    requests: int = 0
+    """Requests answered."""
+    failures: int = 0
+    """Requests that failed with a replica error (connection, timeout, 5xx)."""
+    outages: int = 0
+    """Times taken out."""
+    recoveries: int = 0
+    """Times probed back in."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.down_until is None
 
 
 @dataclass
@@ -84,9 +115,28 @@ class _Agent:
 
 
 class AgentPool:
-    """Ordered, named agents. ``generate`` calls one; clients are built on first use."""
+    """Ordered, named agents. ``generate`` calls one; clients are built on first use.
 
-    def __init__(self, agents: AgentsLike) -> None:
+    Args:
+        agents: name -> chat model or AgentConfig (or a list of AgentConfig).
+        cooldown_s: how long a failed replica stays out before it is probed.
+        max_cooldown_s: cap of the cool-down, which doubles each time a probe fails.
+        probe_timeout_s: timeout of the health probe ``GET <base_url>/models``.
+    """
+
+    def __init__(
+        self,
+        agents: AgentsLike,
+        *,
+        cooldown_s: float = 5.0,
+        max_cooldown_s: float = 60.0,
+        probe_timeout_s: float = 5.0,
+    ) -> None:
+        if cooldown_s <= 0 or max_cooldown_s < cooldown_s or probe_timeout_s <= 0:
+            raise ValueError("need 0 < cooldown_s <= max_cooldown_s and probe_timeout_s > 0")
+        self.cooldown_s = float(cooldown_s)
+        self.max_cooldown_s = float(max_cooldown_s)
+        self.probe_timeout_s = float(probe_timeout_s)
         self._agents: dict[str, _Agent] = {}
         items: list[tuple[str, AgentLike]]
         if isinstance(agents, Mapping):
@@ -140,11 +190,96 @@ class AgentPool:
     def _client(self, agent: _Agent) -> tuple[BaseChatModel, _Replica | None]:
         if agent.model is not None:
             return agent.model, None
-        # Least outstanding requests first; ties go to the first replica.
-        replica = min(agent.replicas, key=lambda r: r.outstanding)
+        replica = self._choose(agent, ())
+        return self._replica_client(agent, replica), replica
+
+    def _replica_client(self, agent: _Agent, replica: _Replica) -> BaseChatModel:
         if replica.client is None:
-            replica.client = _build_chat_openai(agent.config, replica.url)  # type: ignore[arg-type]
-        return replica.client, replica
+            assert agent.config is not None
+            replica.client = _build_chat_openai(
+                agent.config,
+                replica.url,
+                max_retries=0 if len(agent.replicas) > 1 else None,
+            )
+        return replica.client
+
+    def _choose(self, agent: _Agent, tried: Sequence[_Replica]) -> _Replica:
+        """The healthy replica with the fewest outstanding requests (ties: the first),
+        skipping ``tried``; with none healthy, the one whose cool-down ends first."""
+        if len(agent.replicas) == 1:
+            return agent.replicas[0]
+        now = time.monotonic()
+        for r in agent.replicas:
+            if r.down_until is not None and r.down_until <= now:
+                self._start_probe(agent, r)
+        healthy = [r for r in agent.replicas if r.down_until is None and r not in tried]
+        if healthy:
+            return min(healthy, key=lambda r: r.outstanding)
+        pool = [r for r in agent.replicas if r not in tried] or agent.replicas
+        return min(pool, key=lambda r: (r.down_until or 0.0, r.outstanding))
+
+    def _take_out(self, agent: _Agent, replica: _Replica, err: str) -> None:
+        replica.failures += 1
+        if replica.down_until is not None:
+            return  # already out: in-flight requests failing together count once
+        replica.strikes += 1
+        replica.outages += 1
+        cool = min(self.max_cooldown_s, self.cooldown_s * 2 ** (replica.strikes - 1))
+        replica.down_until = time.monotonic() + cool
+        up = sum(r.down_until is None for r in agent.replicas)
+        logger.warning(
+            "agent %s: replica %s taken out for %.1f s (%s); %d of %d replicas healthy",
+            agent.name, replica.url, cool, err, up, len(agent.replicas),
+        )  # fmt: skip
+
+    def _bring_back(self, agent: _Agent, replica: _Replica, how: str) -> None:
+        if replica.down_until is None:
+            return
+        replica.down_until = None
+        replica.strikes = 0
+        replica.recoveries += 1
+        logger.warning("agent %s: replica %s is back (%s)", agent.name, replica.url, how)
+
+    def _start_probe(self, agent: _Agent, replica: _Replica) -> None:
+        if replica.probe is not None and not replica.probe.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        replica.probe = loop.create_task(self._probe(agent, replica), name=f"probe {replica.url}")
+
+    async def _probe(self, agent: _Agent, replica: _Replica) -> None:
+        assert agent.config is not None
+        ok, why = await _health_check(replica.url, agent.config, self.probe_timeout_s)
+        if replica.down_until is None:
+            return  # a request got through meanwhile
+        if ok:
+            self._bring_back(agent, replica, "health probe answered")
+            return
+        replica.strikes += 1
+        cool = min(self.max_cooldown_s, self.cooldown_s * 2 ** (replica.strikes - 1))
+        replica.down_until = time.monotonic() + cool
+        logger.info(
+            "agent %s: replica %s still down (%s); next probe in %.1f s",
+            agent.name, replica.url, why, cool,
+        )  # fmt: skip
+
+    def replica_stats(self, name: str) -> list[dict[str, Any]]:
+        """Per replica of agent ``name``: url, healthy, outstanding, requests, failures,
+        outages, recoveries (empty for agents given as chat models)."""
+        return [
+            {
+                "url": r.url,
+                "healthy": r.down_until is None,
+                "outstanding": r.outstanding,
+                "requests": r.requests,
+                "failures": r.failures,
+                "outages": r.outages,
+                "recoveries": r.recoveries,
+            }
+            for r in self._agent(name).replicas
+        ]
 
     async def generate(
         self,
@@ -167,7 +302,6 @@ class AgentPool:
                 )
             )
             return [g[0] for g in results]
-        client, replica = self._client(agent)
         kwargs: dict[str, Any] = {}
         if temperature is not None:
             kwargs["temperature"] = temperature
@@ -176,6 +310,69 @@ class AgentPool:
         if n > 1:
             kwargs["n"] = n
         chat = convert_to_messages(list(messages))
+        if agent.model is not None or len(agent.replicas) == 1:
+            client, replica = self._client(agent)
+            start = time.perf_counter()
+            try:
+                return await self._request(client, replica, chat, kwargs, n)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return self._failed(name, exc, time.perf_counter() - start, n)
+        return await self._generate_failover(agent, chat, kwargs, n)
+
+    async def _generate_failover(
+        self, agent: _Agent, chat: list[BaseMessage], kwargs: dict[str, Any], n: int
+    ) -> list[Generation]:
+        """One request over several replicas: a replica error takes the replica out and
+        sends the request again at once to another healthy one; with none left, back off."""
+        assert agent.config is not None
+        attempts = agent.config.max_retries + len(agent.replicas)
+        tried: list[_Replica] = []
+        start = time.perf_counter()
+        exc: Exception | None = None
+        backoffs = 0
+        for _ in range(attempts):
+            replica = self._choose(agent, tried)
+            client = self._replica_client(agent, replica)
+            try:
+                out = await self._request(client, replica, chat, kwargs, n)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                exc = e
+                replica_err = is_replica_error(e)
+                if not replica_err and not is_retryable(e):
+                    break
+                if replica_err:
+                    self._take_out(agent, replica, describe_error(e))
+                tried.append(replica)
+                if not any(r.down_until is None and r not in tried for r in agent.replicas):
+                    # nothing healthy left to try now: back off, then try again
+                    delay = min(8.0, 0.25 * 2**backoffs) * (0.5 + random.random() / 2)
+                    backoffs += 1
+                    await asyncio.sleep(delay)
+                    tried = []
+                continue
+            self._bring_back(agent, replica, "a request succeeded")
+            return out
+        assert exc is not None
+        return self._failed(agent.name, exc, time.perf_counter() - start, n)
+
+    def _failed(self, name: str, exc: BaseException, latency: float, n: int) -> list[Generation]:
+        err = describe_error(exc)
+        logger.warning("agent %s failed after retries: %s", name, err)
+        return [Generation("", _empty_usage(), latency, err) for _ in range(n)]
+
+    async def _request(
+        self,
+        client: BaseChatModel,
+        replica: _Replica | None,
+        chat: list[BaseMessage],
+        kwargs: dict[str, Any],
+        n: int,
+    ) -> list[Generation]:
+        """One request to one client; raises on failure."""
         start = time.perf_counter()
         if replica is not None:
             replica.outstanding += 1
@@ -198,22 +395,57 @@ class AgentPool:
                             "", _empty_usage(), latency, "endpoint returned fewer choices than n"
                         )
                     )
-                return out[:n]
-            msg = await client.ainvoke(chat, **kwargs)
-            latency = time.perf_counter() - start
-            text = _text_of(msg)
-            error = None if text.strip() else "empty response"
-            return [Generation(text, _usage_of(msg), latency, error)]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            latency = time.perf_counter() - start
-            err = describe_error(exc)
-            logger.warning("agent %s failed after retries: %s", name, err)
-            return [Generation("", _empty_usage(), latency, err) for _ in range(n)]
+                result_gens = out[:n]
+            else:
+                msg = await client.ainvoke(chat, **kwargs)
+                latency = time.perf_counter() - start
+                text = _text_of(msg)
+                error = None if text.strip() else "empty response"
+                result_gens = [Generation(text, _usage_of(msg), latency, error)]
+            if replica is not None:
+                replica.requests += 1
+            return result_gens
         finally:
             if replica is not None:
                 replica.outstanding -= 1
+
+
+def is_replica_error(exc: BaseException) -> bool:
+    """Whether a failed request says the replica is unwell (connection refused or reset,
+    timeout, HTTP 5xx) rather than that the request itself is bad (4xx)."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status >= 500
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    # openai.APIConnectionError / APITimeoutError, httpx.TransportError (connect, read,
+    # remote protocol errors), without importing either here.
+    return bool(names & {"APIConnectionError", "APITimeoutError", "TransportError"})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth sending again (to any replica): replica errors, 408/409/429."""
+    status = getattr(exc, "status_code", None)
+    return is_replica_error(exc) or status in (408, 409, 429)
+
+
+async def _health_check(url: str, cfg: AgentConfig, timeout_s: float) -> tuple[bool, str]:
+    """``GET <url>/models``: (answered with 2xx, why not)."""
+    import httpx
+
+    headers = {}
+    key = cfg.api_key()
+    if key and key != "EMPTY":
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            resp = await http.get(url.rstrip("/") + "/models", headers=headers)
+    except Exception as exc:
+        return False, describe_error(exc)
+    if 200 <= resp.status_code < 300:
+        return True, ""
+    return False, f"HTTP {resp.status_code}"
 
 
 def _text_of(msg: Any) -> str:
@@ -240,7 +472,9 @@ def _split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | Non
         g.usage = {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out}
 
 
-def _build_chat_openai(cfg: AgentConfig, url: str) -> BaseChatModel:
+def _build_chat_openai(
+    cfg: AgentConfig, url: str, *, max_retries: int | None = None
+) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     if "://" in url and not url.startswith(("http://", "https://")):
@@ -258,7 +492,7 @@ def _build_chat_openai(cfg: AgentConfig, url: str) -> BaseChatModel:
         "top_p": cfg.top_p,
         "max_tokens": cfg.max_tokens,
         "timeout": cfg.timeout_s,
-        "max_retries": cfg.max_retries,
+        "max_retries": cfg.max_retries if max_retries is None else max_retries,
         "stream_usage": True,
     }
     if cfg.stop:
