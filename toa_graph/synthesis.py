@@ -401,12 +401,15 @@ def config_digest(
     def describe(x: Any) -> Any:
         if x is None:
             return None
-        if hasattr(x, "model_dump"):
-            return (
-                x.model_dump(mode="json", exclude={"source"})
-                if hasattr(x, "source")
-                else x.model_dump(mode="json")
-            )
+        if type(x).__module__ == "toa_graph.config" and hasattr(x, "model_dump"):
+            return x.model_dump(mode="json", exclude={"source"} if hasattr(x, "source") else None)
+        if hasattr(x, "model_dump") or callable(x):  # chat models, reward objects, functions
+            model = getattr(x, "model_name", None) or getattr(x, "model", None)
+            return {
+                "type": type(x).__qualname__,
+                "name": getattr(x, "name", None) or getattr(x, "__qualname__", None),
+                "model": model if isinstance(model, str) else None,
+            }
         if isinstance(x, Mapping):
             return {str(k): describe(v) for k, v in x.items()}
         if isinstance(x, list | tuple):
