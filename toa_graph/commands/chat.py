@@ -1,7 +1,268 @@
-"""placeholder (being written)."""
+"""``toa-graph chat``: a multi-turn REPL whose every answer is the best of a search."""
 
-from typing import Any
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toa_graph.progress import Progress
+    from toa_graph.rewards.base import RewardModel
+
+DESCRIPTION = """\
+Chat with a team of models: each of your messages (with the conversation so far) is
+answered by a sampling method (TOA by default); you see the search's progress live and
+get the best-rewarded answer, with the agent that wrote it.
+
+Commands inside the chat:
+  /method [NAME]      show or switch the method (toa, moa, ensemble, ...)
+  /budget [N]         show or set the generations per answer
+  /agents [A,B|all]   list the agents, or use only some of them
+  /set KNOB=VALUE     another context knob (alpha, tau, rounds, ...)
+  /reset              forget the conversation
+  /help, /quit        (Ctrl-D also quits; Ctrl-C stops a running search)
+
+Without --config the embedded default is started (and stopped when you quit).
+"""
+
+HELP = DESCRIPTION.split("Commands inside the chat:\n", 1)[1].split("\n\n", 1)[0]
 
 
 def add_parser(sub: Any) -> None:
-    sub.add_parser("chat", help="(work in progress)")
+    from toa_graph.methods import METHODS
+
+    p = sub.add_parser(
+        "chat",
+        help="interactive multi-turn chat; each answer is the best of a search",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
+    p.add_argument(
+        "--method", default=None, choices=sorted(METHODS), help="default: the config's, else toa"
+    )
+    p.add_argument("--budget", type=int, default=None, help="generations per answer")
+    p.add_argument("--agents", default=None, help="comma-separated agent names (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE")
+    p.add_argument(
+        "--keep-servers", action="store_true", help="leave embedded servers running at exit"
+    )
+    p.set_defaults(func=chat)
+
+
+@dataclass
+class ChatSession:
+    """The REPL's state: settings, conversation and cached compiled graphs."""
+
+    all_agents: dict[str, Any]
+    """Name -> AgentConfig or LangChain chat model, in the config's order."""
+    reward: RewardModel
+    method: str
+    knobs: dict[str, Any]
+    agents: list[str]
+    history: list[dict[str, str]] = field(default_factory=list)
+    _graphs: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
+
+    def graph(self) -> Any:
+        from toa_graph.methods import METHODS
+
+        key = (self.method, tuple(self.agents))
+        if key not in self._graphs:
+            chosen = {n: a for n, a in self.all_agents.items() if n in self.agents}
+            self._graphs[key] = METHODS[self.method](agents=chosen, reward=self.reward).compile()
+        return self._graphs[key]
+
+    def context(self) -> Any:
+        from toa_graph.context import SamplingContext
+
+        knobs = dict(self.knobs)
+        if knobs.get("agent") not in (None, *self.agents):
+            knobs.pop("agent")
+        return SamplingContext(**knobs)
+
+    # ------------------------------------------------------------------ commands
+
+    def command(self, line: str) -> bool:
+        """Handle a ``/command``; False to quit."""
+        from toa_graph.commands import parse_knobs
+        from toa_graph.methods import METHODS
+
+        name, _, arg = line[1:].strip().partition(" ")
+        arg = arg.strip()
+        if name in ("quit", "exit", "q"):
+            return False
+        if name == "help":
+            print(HELP)
+        elif name == "method":
+            if arg and arg not in METHODS:
+                print(f"unknown method {arg!r}; methods: {', '.join(sorted(METHODS))}")
+            elif arg:
+                self.method = arg
+            print(f"method: {self.method}")
+        elif name == "budget":
+            if arg:
+                try:
+                    budget = int(arg)
+                    if budget < 1:
+                        raise ValueError
+                    self.knobs["budget"] = budget
+                except ValueError:
+                    print(f"/budget expects a positive integer, got {arg!r}")
+            print(f"budget: {self.context().budget}")
+        elif name == "agents":
+            names = list(self.all_agents)
+            if arg:
+                wanted = names if arg == "all" else [s.strip() for s in arg.split(",") if s.strip()]
+                unknown = [w for w in wanted if w not in names]
+                if unknown or not wanted:
+                    print(f"unknown agent(s) {unknown}; agents: {', '.join(names)}")
+                else:
+                    self.agents = [n for n in names if n in wanted]
+            for n, a in self.all_agents.items():
+                mark = "*" if n in self.agents else " "
+                where = f"{a.model}  {a.urls[0]}" if hasattr(a, "urls") else type(a).__name__
+                print(f" {mark} {n:<20} {where}")
+        elif name == "set":
+            try:
+                update = parse_knobs([arg])
+                from toa_graph.context import SamplingContext
+
+                SamplingContext(**{**self.knobs, **update})
+                self.knobs.update(update)
+                print(f"{', '.join(f'{k}={v}' for k, v in update.items())}")
+            except (SystemExit, TypeError, ValueError) as exc:
+                print(f"/set: {exc}")
+        elif name == "reset":
+            self.history.clear()
+            print("conversation cleared")
+        else:
+            print(f"unknown command /{name}; /help lists them")
+        return True
+
+    # ------------------------------------------------------------------ turns
+
+    async def answer(self, text: str, show: Any) -> dict[str, Any]:
+        from toa_graph.progress import Progress, astream_run
+
+        ctx = self.context()
+        prompt = [*self.history, {"role": "user", "content": text}]
+        output: dict[str, Any] = {}
+        async for item in astream_run(self.graph(), {"prompt": prompt}, ctx, budget=ctx.budget):
+            if isinstance(item, Progress):
+                show(item)
+            else:
+                output = item.output
+        return output
+
+
+class _ProgressLine:
+    """One status line, rewritten in place on a terminal, one line per report otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.shown = False
+
+    def __call__(self, p: Progress) -> None:
+        best = (
+            f"best {p.best_reward:.3f} ({p.best_agent})"
+            if p.best_reward is not None
+            else "no scored answer yet"
+        )
+        total = f"/{p.budget}" if p.budget else ""
+        line = f"  searching: {p.generations}{total} generations, {best}"
+        if self.tty:
+            width = shutil.get_terminal_size().columns - 1
+            sys.stdout.write("\r" + line[:width].ljust(min(width, len(line) + 8)))
+        else:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.tty and self.shown:
+            sys.stdout.write("\n")
+        self.shown = False
+
+
+def chat(args: argparse.Namespace) -> int:
+    from toa_graph.commands import parse_knobs, project_config
+    from toa_graph.context import SamplingContext
+    from toa_graph.rewards import build_reward
+
+    with project_config(args.config, keep_servers=args.keep_servers) as cfg:
+        knobs = {**cfg.method.context, **parse_knobs(args.set)}
+        if args.budget is not None:
+            knobs["budget"] = args.budget
+        SamplingContext(**knobs)  # bad knobs fail now, not at the first message
+        names = [a.name for a in cfg.agents]
+        agents = names
+        if args.agents:
+            agents = [s.strip() for s in args.agents.split(",") if s.strip()]
+            unknown = [a for a in agents if a not in names]
+            if unknown:
+                print(f"--agents: unknown {unknown}; agents: {names}", file=sys.stderr)
+                return 2
+        session = ChatSession(
+            all_agents={a.name: a for a in cfg.agents},
+            reward=build_reward(cfg.reward, agents=cfg.agents),
+            method=args.method or cfg.method.name,
+            knobs=knobs,
+            agents=[n for n in names if n in agents],
+        )
+        print(
+            f"toa-graph chat: method {session.method}, budget {session.context().budget}, "
+            f"agents {', '.join(session.agents)}. /help for commands, /quit to leave.",
+            flush=True,
+        )
+        with asyncio.Runner() as runner:
+            return _loop(session, runner)
+
+
+def _loop(session: ChatSession, runner: asyncio.Runner) -> int:
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            continue
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not session.command(line):
+                return 0
+            continue
+        progress = _ProgressLine()
+        t0 = time.perf_counter()
+        try:
+            out = runner.run(session.answer(line, progress))
+        except KeyboardInterrupt:
+            progress.done()
+            print("  (search interrupted; message dropped)")
+            continue
+        except Exception as exc:
+            progress.done()
+            print(f"  error: {type(exc).__name__}: {exc}")
+            continue
+        progress.done()
+        samples = out.get("samples") or []
+        best = out.get("best")
+        if not best:
+            errors = [s["error"] for s in samples if s.get("error")]
+            print(f"  no answer could be scored ({errors[0] if errors else 'no samples'})")
+            continue
+        seconds = time.perf_counter() - t0
+        print(
+            f"[{best['agent']} | reward {best['reward']:.3f} | {len(samples)} samples, "
+            f"{session.method}, {seconds:.1f} s]"
+        )
+        print(best["text"].strip(), flush=True)
+        session.history.append({"role": "user", "content": line})
+        session.history.append({"role": "assistant", "content": best["text"]})
