@@ -235,6 +235,7 @@ def main() -> None:
     ap.add_argument("--model", choices=["8b", "tiny"], default="8b")
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--runs", default="64,128", help="concurrent TOA runs; comma list for several")
+    ap.add_argument("--padded-runs", default=None, help="runs for the padded phases (default: --runs)")
     ap.add_argument("--budget", type=int, default=16, help="generations (reward calls) per TOA run")
     ap.add_argument("--agents", type=int, default=3)
     ap.add_argument("--min-len", type=int, default=150)
@@ -279,7 +280,8 @@ def main() -> None:
     results: dict[str, Any] = {}
     recorded: list[tuple[Any, str]] = []
     batched_scores: dict[int, float] = {}
-    for runs in run_list:
+    padded_runs = [int(x) for x in args.padded_runs.split(",")] if args.padded_runs else run_list
+    for runs in padded_runs:
         res, rec = batched_phase(scorer, args, runs, seed=runs, use_toa=use_toa)
         results[f"batched_runs{runs}"] = res
         print(f"[batched, {runs} concurrent {res['driver']} runs] {res['tokens']:,} tokens in "
@@ -303,14 +305,18 @@ def main() -> None:
     offline_wall = time.perf_counter() - t0
     diffs = [abs(a - b) for a, b in zip(one["scores"], bscores, strict=True)]
     scale = max(abs(x) for x in one["scores"]) or 1.0
+    mean = sum(one["scores"]) / len(one["scores"])
+    spread = (sum((x - mean) ** 2 for x in one["scores"]) / len(one["scores"])) ** 0.5
     results["one_at_a_time"] = {k: v for k, v in one.items() if k != "scores"}
     results["offline_batched_same_pairs"] = {
         "wall_s": offline_wall, "tokens_per_s": one["tokens"] / offline_wall,
         "forward_passes": batched.stats.forward_passes,
         "max_abs_diff_vs_one_at_a_time": max(diffs), "score_scale": scale,
+        "mean_abs_diff_vs_one_at_a_time": sum(diffs) / len(diffs), "score_std": spread,
     }
     print(f"[offline batched, same pairs] {one['tokens'] / offline_wall:,.0f} tok/s; "
-          f"max |batched - one-at-a-time| = {max(diffs):.4g} (scores up to {scale:.3g})", flush=True)
+          f"|batched - one-at-a-time| max {max(diffs):.4g}, mean {sum(diffs) / len(diffs):.4g} "
+          f"(scores: std {spread:.3g}, max |s| {scale:.3g})", flush=True)
     del batched_scores
 
     if args.packing in ("on", "both"):
@@ -324,12 +330,18 @@ def main() -> None:
             pscores = pk.score_pairs_sync(pairs)
             sync(args.device)
             pw = time.perf_counter() - t0
-            pdiff = max(abs(a - b) for a, b in zip(one["scores"], pscores, strict=True))
+            pdiffs = [abs(a - b) for a, b in zip(one["scores"], pscores, strict=True)]
+            pdiff, pmean = max(pdiffs), sum(pdiffs) / len(pdiffs)
+            # the same pairs one at a time through the packed path (attention kernel only differs)
+            single = [pscorer.score_batch([pscorer.prepare(p, r)])[0] for p, r in pairs[:32]]
+            sdiff = max(abs(a - b) for a, b in zip(one["scores"][:32], single, strict=True))
             results["offline_packed_same_pairs"] = {
                 "wall_s": pw, "tokens_per_s": one["tokens"] / pw, "forward_passes": pk.stats.forward_passes,
-                "max_abs_diff_vs_one_at_a_time": pdiff,
+                "max_abs_diff_vs_one_at_a_time": pdiff, "mean_abs_diff_vs_one_at_a_time": pmean,
+                "max_abs_diff_single_item_packed_vs_padded": sdiff,
             }
-            print(f"[offline packed, same pairs] {one['tokens'] / pw:,.0f} tok/s; max diff {pdiff:.4g}",
+            print(f"[offline packed, same pairs] {one['tokens'] / pw:,.0f} tok/s; |packed - one-at-a-time| "
+                  f"max {pdiff:.4g}, mean {pmean:.4g}; single item packed vs padded max {sdiff:.4g}",
                   flush=True)
             for runs in run_list:
                 res, _ = batched_phase(pscorer, args, runs, seed=runs, use_toa=use_toa)

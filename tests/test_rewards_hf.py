@@ -415,3 +415,34 @@ def test_gpu_real_oom_is_split():
 
     out = asyncio.run(main())
     assert len(out) == 4 and reward.stats.oom_splits >= 1
+
+
+@gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_gpu_varlen_attention_is_causal_per_sequence():
+    """The fused varlen kernel equals causal SDPA run on each sequence alone (GQA too)."""
+    import torch.nn.functional as F
+
+    from toa_graph.rewards.hf import _varlen_attention, _varlen_kernel
+
+    if _varlen_kernel() is None:
+        pytest.skip("torch.nn.attention.varlen not available")
+    torch.manual_seed(0)
+    lengths = [5, 130, 1, 77, 260]
+    total, hq, hkv, d = sum(lengths), 8, 2, 64
+    q = torch.randn(1, hq, total, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, hkv, total, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(1, hkv, total, d, device="cuda", dtype=torch.bfloat16)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    out, _ = _varlen_attention(None, q, k, v, None, scaling=d**-0.5, cu_seq_lens_q=cu,
+                               max_length_q=max(lengths))
+    assert out.shape == (1, total, hq, d)
+    start = 0
+    for n in lengths:
+        qs = q[:, :, start:start + n]
+        ks = k[:, :, start:start + n].repeat_interleave(hq // hkv, dim=1)
+        vs = v[:, :, start:start + n].repeat_interleave(hq // hkv, dim=1)
+        ref = F.scaled_dot_product_attention(qs.float(), ks.float(), vs.float(), is_causal=True)
+        got = out[0, start:start + n].transpose(0, 1).float()
+        assert torch.allclose(got, ref[0], atol=2e-2), (n, (got - ref[0]).abs().max())
+        start += n

@@ -116,8 +116,9 @@ class HFRewardConfig(_Strict):
     max_wait_ms: float = Field(default=5.0, ge=0)
     attn_implementation: str | None = None
     """transformers attention backend; default ``sdpa`` on GPU."""
-    packing: bool = False
-    """Padding-free batches (varlen attention); linear-head models only."""
+    packing: bool | None = None
+    """Padding-free batches (varlen flash attention, linear-head models only); default: on
+    where CUDA and ``torch.nn.attention.varlen`` are available."""
 
 
 class VLLMRewardConfig(_Strict):

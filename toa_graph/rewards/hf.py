@@ -122,8 +122,12 @@ def _varlen_attention(
 
     cu = kwargs.get("cu_seq_lens_q")
     max_len = kwargs.get("max_length_q")
-    if cu is None or max_len is None:
-        raise RewardError("packed attention called without cu_seq_lens_q / max_length_q")
+    if cu is None or max_len is None:  # an ordinary (unpacked, unmasked) call: causal SDPA
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(  # type: ignore[no-any-return]
+            module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=True
+        )
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     k = key[0].transpose(0, 1)  # [T, Hkv, D]
     v = value[0].transpose(0, 1)
@@ -191,7 +195,8 @@ class HFScorer:
         model: a loaded ``*ForSequenceClassification`` (or ArmoRM-style) model, in eval mode.
         tokenizer: its tokenizer, with a chat template.
         max_length: longest input in tokens; longer ones are left-truncated (see module doc).
-        packing: pack each batch into one row without padding (see module doc).
+        packing: pack each batch into one row without padding (see module doc); ``None``:
+            on where CUDA and ``torch.nn.attention.varlen`` are available (linear heads).
         name: used in logs and errors.
     """
 
@@ -201,7 +206,7 @@ class HFScorer:
         tokenizer: Any,
         *,
         max_length: int = 4096,
-        packing: bool = False,
+        packing: bool | None = False,
         name: str | None = None,
     ) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
@@ -217,6 +222,12 @@ class HFScorer:
         self.bos_id = getattr(tokenizer, "bos_token_id", None)
         self.truncations = 0
         self._head = self._detect_head()
+        if packing is None:  # auto: where the fused varlen kernel exists
+            packing = (
+                self._head == "linear"
+                and self.device.type == "cuda"
+                and _varlen_kernel() is not None
+            )
         self.packing = bool(packing)
         if self.packing:
             if self._head != "linear":
@@ -244,7 +255,7 @@ class HFScorer:
         max_length: int = 4096,
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
-        packing: bool = False,
+        packing: bool | None = None,
     ) -> HFScorer:
         """Load a reward model and its tokenizer from the Hub or a local folder."""
         try:
@@ -498,7 +509,7 @@ class HFReward(BatchingReward):
             max_length=cfg.max_length,
             trust_remote_code=cfg.trust_remote_code,
             attn_implementation=getattr(cfg, "attn_implementation", None),
-            packing=bool(getattr(cfg, "packing", False)),
+            packing=getattr(cfg, "packing", None),
         )
         return cls(
             scorer,
