@@ -458,14 +458,15 @@ def _text_of(msg: Any) -> str:
 
 
 def _split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | None) -> None:
-    """With ``n`` choices the server reports one usage: prompt tokens once, completion tokens
-    summed. Spread it so that summing the samples gives the request's true total."""
+    """With ``n`` choices the server reports one usage for the whole request (prompt tokens
+    once, completion tokens summed) and LangChain copies it onto every choice. Spread it
+    so that summing the samples gives the request's true total."""
     usage = (llm_output or {}).get("token_usage") or {}
-    if not usage or any(g.usage["total_tokens"] for g in gens[1:]):
-        return
-    k = len(gens)
     prompt = int(usage.get("prompt_tokens", 0) or 0)
     completion = int(usage.get("completion_tokens", 0) or 0)
+    if not (prompt or completion):  # no request-level usage: the copy on each choice is it
+        prompt, completion = gens[0].usage["input_tokens"], gens[0].usage["output_tokens"]
+    k = len(gens)
     for i, g in enumerate(gens):
         inp = prompt // k + (1 if i < prompt % k else 0)
         out = completion // k + (1 if i < completion % k else 0)

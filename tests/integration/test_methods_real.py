@@ -48,7 +48,9 @@ async def test_method_on_real_stack(method: str, embedded_config: ProjectConfig)
     assert out["best"] is not None and out["best"]["reward"] == max(s["reward"] for s in ok)
 
 
-async def test_toa_on_real_stack_uses_both_agents_and_refines(embedded_config: ProjectConfig) -> None:
+async def test_toa_on_real_stack_uses_both_agents_and_refines(
+    embedded_config: ProjectConfig,
+) -> None:
     agents = _agents(embedded_config)
     reward = build_reward(embedded_config.reward, agents=agents)
     graph = METHODS["toa"](agents=agents, reward=reward).compile()
