@@ -725,6 +725,8 @@ async def run_synthesis(
     prompt_timeout_s: float | None = None,
     collect_rows: bool = True,
     graph: Any = None,
+    record_sink: Callable[[dict[str, Any]], Any] | None = None,
+    failure_sink: Callable[[dict[str, Any]], Any] | None = None,
 ) -> SynthesisSummary:
     """Run ``method`` over every prompt of ``input`` and append one record per prompt.
 
@@ -741,6 +743,10 @@ async def run_synthesis(
         digest: config digest written in each record (default: computed from the args).
         prompt_timeout_s: give up on a prompt after this long (it is then "failed").
         graph: a compiled graph to use instead of building ``METHODS[method]``.
+        record_sink: when given, each finished record is handed to it instead of being
+            appended to records.jsonl (the distributed runner streams records to its
+            driver this way; see :mod:`toa_graph.distributed`).
+        failure_sink: also called with each failed.jsonl entry (``id``, ``line``, ``error``).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -796,11 +802,11 @@ async def run_synthesis(
 
     def note_failure(item: PromptItem, reason: str, wall: float) -> None:
         summary.failed += 1
-        failed_f.write(
-            json.dumps({"id": item.id, "line": item.line, "error": reason}, ensure_ascii=False)
-            + "\n"
-        )
+        entry = {"id": item.id, "line": item.line, "error": reason}
+        failed_f.write(json.dumps(entry, ensure_ascii=False) + "\n")
         failed_f.flush()
+        if failure_sink is not None:
+            failure_sink(entry)
         if collect_rows:
             summary.rows.append(PromptResult(item.id, None, None, 0, 0, round(wall, 3), reason))
 
@@ -834,7 +840,10 @@ async def run_synthesis(
             return
         if item.id in done_ids:  # a duplicate can only come from the caller's own items
             return
-        writer.append(record)
+        if record_sink is not None:
+            record_sink(record)
+        else:
+            writer.append(record)
         done_ids.add(item.id)
         totals = record["totals"]
         summary.done += 1
