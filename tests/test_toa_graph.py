@@ -251,3 +251,22 @@ def test_no_clients_created_at_construction():
 def test_uct_sanity_for_the_docs():
     # the README's worked example: mean 0.5, 4 visits, N = 10, alpha 0.3
     assert 0.5 + 0.3 * math.sqrt(2 * math.log(10) / 4) == pytest.approx(0.8219, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+async def test_each_invocation_on_a_thread_is_a_fresh_run(method):
+    """Studio and chat apps re-run graphs on one checkpointer thread: no state may leak."""
+    graph = METHODS[method](agents=fake_agents(), reward=hash_reward).compile(
+        checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": "same"}}
+    first = await graph.ainvoke({"prompt": "First question?"}, context={"budget": 6}, config=config)
+    second = await graph.ainvoke(
+        {"prompt": "Second question?"}, context={"budget": 6}, config=config
+    )
+    assert 1 <= len(second["samples"]) <= 6
+    assert [s["id"] for s in second["samples"]] == [f"s{i}" for i in range(len(second["samples"]))]
+    assert len(second["samples"]) == len(first["samples"])
+    assert second["best"] is None or second["best"]["id"] in {s["id"] for s in second["samples"]}
+    if method == "toa":
+        assert second["tree"]["plays"] == 6

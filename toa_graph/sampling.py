@@ -11,11 +11,13 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from langgraph.types import Overwrite
+
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import SamplingContext
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.rewards.base import RewardModel
-from toa_graph.state import Prompt, Sample, SampleKind
+from toa_graph.state import Prompt, Sample, SampleKind, SamplingState
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +251,20 @@ def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- helpers shared by the method graphs
+
+
+def start_run(state: SamplingState) -> dict[str, Any]:
+    """First node of every method graph: check the prompt and clear what an earlier run on
+    the same checkpointer thread left behind, so each invocation is one fresh run."""
+    validate_prompt(state["prompt"])
+    return {
+        "samples": Overwrite([]),
+        "inbox": Overwrite([]),
+        "best": None,
+        "tree": None,
+        "plays": [],
+        "round": 0,
+    }
 
 
 def context_of(runtime: Any) -> SamplingContext:

@@ -31,7 +31,8 @@ class Sample(TypedDict):
     agent: str
     text: str
     reward: float | None
-    """Raw reward-model score; ``None`` when generation or scoring failed (see ``error``)."""
+    """Raw reward-model score; ``None`` when generation or scoring failed (see ``error``)
+    or when the turn is not an answer (a debate critic's feedback: ``role="critic"``)."""
     parent: str | None
     """Id of the sample this one refines / aggregates / answers; ``None`` for a fresh answer."""
     kind: SampleKind

@@ -38,12 +38,13 @@ async def test_method_on_real_stack(method: str, embedded_config: ProjectConfig)
     assert 1 <= len(samples) <= BUDGET
     if method != "debate":  # debate's budget is an upper bound
         assert len(samples) == BUDGET
-    ok = [s for s in samples if not s["error"]]
+    # a debate critic's feedback is not an answer: it is never scored
+    ok = [s for s in samples if not s["error"] and s.get("role") != "critic"]
     assert ok, [s["error"] for s in samples]
     for s in ok:
         assert s["text"].strip()
         assert s["usage"]["output_tokens"] > 0 and s["usage"]["input_tokens"] > 0
-        assert s["reward"] is not None and 0.0 <= s["reward"] <= 100.0
+        assert s["reward"] is not None and 0.0 <= s["reward"] <= 1.0  # embedded reward is in [0, 1]
         assert s["latency_s"] > 0
     assert out["best"] is not None and out["best"]["reward"] == max(s["reward"] for s in ok)
 

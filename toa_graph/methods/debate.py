@@ -70,6 +70,7 @@ from toa_graph.sampling import (
     references_of,
     sample_id,
     score_samples,
+    start_run,
     user_turn_messages,
     validate_prompt,
 )
@@ -374,7 +375,9 @@ def create_debate_graph(
     builder.add_node("critic", cast(Any, critic_node))
     builder.add_node("student", cast(Any, student_node))
     builder.add_node("reward", reward_node)
-    builder.add_edge(START, "moderator")
+    builder.add_node("start", start_run)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "moderator")
     builder.add_edge("debater", "moderator")
     builder.add_edge("critic", "moderator")
     builder.add_edge("student", "moderator")

@@ -32,6 +32,7 @@ from toa_graph.sampling import (
     in_generation_order,
     sample_id,
     score_samples,
+    start_run,
     validate_prompt,
 )
 from toa_graph.state import Prompt, SamplingInput, SamplingOutput, SamplingState, best_sample
@@ -90,7 +91,9 @@ def create_ensemble_graph(
     builder.add_node("dispatch", dispatch)
     builder.add_node("agent", cast(Any, agent))  # a Send target: takes an AgentTask
     builder.add_node("reward", reward_node)
-    builder.add_edge(START, "dispatch")
+    builder.add_node("start", start_run)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "dispatch")
     builder.add_edge("agent", "reward")
     builder.add_edge("reward", END)
     return builder

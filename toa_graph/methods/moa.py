@@ -51,6 +51,7 @@ from toa_graph.sampling import (
     ranked,
     sample_id,
     score_samples,
+    start_run,
     validate_prompt,
 )
 from toa_graph.state import (
@@ -203,7 +204,9 @@ def create_moa_graph(
     builder.add_node("propose", cast(Any, propose))  # a Send target: takes a LayerTask
     builder.add_node("aggregate", cast(Any, aggregate))
     builder.add_node("reward", reward_node)
-    builder.add_edge(START, "dispatch")
+    builder.add_node("start", start_run)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "dispatch")
     builder.add_edge("propose", "reward")
     builder.add_edge("aggregate", "reward")
     builder.add_edge("reward", "dispatch")

@@ -27,6 +27,7 @@ from toa_graph.sampling import (
     sample_id,
     score_samples,
     single_agent,
+    start_run,
     validate_prompt,
 )
 from toa_graph.state import SamplingInput, SamplingOutput, SamplingState, best_sample
@@ -72,7 +73,9 @@ def create_random_sampling_graph(
     )
     builder.add_node("sample", sample)
     builder.add_node("reward", reward_node)
-    builder.add_edge(START, "sample")
+    builder.add_node("start", start_run)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "sample")
     builder.add_edge("sample", "reward")
     builder.add_edge("reward", END)
     return builder

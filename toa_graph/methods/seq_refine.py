@@ -34,6 +34,7 @@ from toa_graph.sampling import (
     refine_messages,
     sample_id,
     score_samples,
+    start_run,
     validate_prompt,
 )
 from toa_graph.state import SamplingInput, SamplingOutput, SamplingState, best_sample
@@ -91,6 +92,8 @@ def create_seq_refine_graph(
     )
     builder.add_node("step", step)
     builder.add_node("reward", reward_node)
-    builder.add_edge(START, "step")
+    builder.add_node("start", start_run)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "step")
     builder.add_edge("reward", END)
     return builder

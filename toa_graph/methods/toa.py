@@ -29,7 +29,7 @@ from toa_graph.sampling import (
     generate_sample,
     refine_messages,
     score_samples,
-    validate_prompt,
+    start_run,
 )
 from toa_graph.state import (
     Prompt,
@@ -94,7 +94,6 @@ def create_toa_graph(
         ctx = _context(runtime)
         tree = cast("mcts.Tree | None", state.get("tree"))
         if tree is None:
-            validate_prompt(state["prompt"])
             tree = mcts.new_tree(pool.names)
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
@@ -183,7 +182,9 @@ def create_toa_graph(
     builder.add_node("refine", refine)  # type: ignore[call-overload]
     builder.add_node("reward", reward_node)
     builder.add_node("backprop", backprop)
-    builder.add_edge(START, "controller")
+    builder.add_node("start", start_run)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "controller")
     builder.add_edge("agent", "reward")
     builder.add_edge("refine", "reward")
     builder.add_edge("reward", "backprop")
