@@ -67,6 +67,8 @@ __all__ = [
     "cache_dir",
     "default_config_path",
     "prepare",
+    "server_alive",
+    "spawn_server",
     "start_server",
     "status",
     "stop_all",
@@ -514,16 +516,52 @@ def start_server(
         "warning",
         *extra_args,
     ]
+    return spawn_server(
+        cmd,
+        model=model,
+        port=port,
+        aliases=names,
+        log_path=log_path,
+        env=_server_env(cache, kv_cache_gib, threads),
+        cwd=cache,
+        startup_timeout_s=startup_timeout_s,
+        die_with_parent=die_with_parent,
+    )
+
+
+def spawn_server(
+    cmd: Sequence[str],
+    *,
+    model: str,
+    port: int,
+    aliases: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    startup_timeout_s: float = 600.0,
+    die_with_parent: bool = False,
+) -> ServerInfo:
+    """Start a vLLM OpenAI server command (``python -m vllm.entrypoints.openai.api_server
+    ... --port PORT``, any build) in its own process group, logging to ``log_path``, and
+    wait until ``/health`` answers and ``/v1/models`` lists every alias.
+
+    Shared by :func:`start_server` (CPU build) and ``toa-graph launch`` (GPU build). The
+    returned :class:`ServerInfo` is what :func:`stop_server` needs. Raises
+    :class:`EmbeddedError` with the log tail if the server dies or is not healthy in
+    time; an interrupt while waiting stops the server before propagating.
+    """
+    names = list(aliases)
     t0 = time.monotonic()
     _log(f"starting vLLM for {model} as {names} on 127.0.0.1:{port} (log: {log_path})")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(
-            cmd,
+            list(cmd),
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,
-            env=_server_env(cache, kv_cache_gib, threads),
-            cwd=str(cache),
+            env=env,
+            cwd=str(cwd) if cwd else None,
             start_new_session=True,  # own process group: pgid == pid
             preexec_fn=_parent_death_signal if die_with_parent else None,
         )
@@ -536,26 +574,34 @@ def start_server(
         proc_start=_proc_start_time(proc.pid),
     )
     deadline = t0 + startup_timeout_s
-    while True:
-        code = proc.poll()
-        if code is not None:
-            raise EmbeddedError(
-                f"vLLM server for {model} exited with code {code} during start-up; "
-                f"log {log_path}:\n{_tail(log_path)}"
-            )
-        if _healthy(port) and set(names) <= _served_models(port):
-            break
-        if time.monotonic() > deadline:
-            stop_server(info)
-            raise EmbeddedError(
-                f"vLLM server for {model} not healthy after {startup_timeout_s:.0f} s; "
-                f"log {log_path}:\n{_tail(log_path)}"
-            )
-        time.sleep(0.5)
+    try:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise EmbeddedError(
+                    f"vLLM server for {model} exited with code {code} during start-up; "
+                    f"log {log_path}:\n{_tail(log_path)}"
+                )
+            if _healthy(port) and set(names) <= _served_models(port):
+                break
+            if time.monotonic() > deadline:
+                raise EmbeddedError(
+                    f"vLLM server for {model} not healthy after {startup_timeout_s:.0f} s; "
+                    f"log {log_path}:\n{_tail(log_path)}"
+                )
+            time.sleep(0.5)
+    except BaseException:
+        stop_server(info)
+        raise
     _log(
         f"vLLM for {model} healthy on port {port} after {time.monotonic() - t0:.1f} s (pid {proc.pid})"
     )
     return info
+
+
+def server_alive(info: ServerInfo) -> bool:
+    """True while ``info.pid`` still is the recorded vLLM server (not a recycled PID)."""
+    return _is_our_server(info)
 
 
 def stop_server(info: ServerInfo, *, timeout_s: float = 20.0) -> bool:

@@ -1,0 +1,1 @@
+"""Stand-in for vLLM in launch tests (no GPU needed)."""
