@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
