@@ -14,9 +14,11 @@ judged independently). The score returned is in [1, 10]:
 A reply holding no rating raises :class:`RewardError`: no number is ever invented. The
 judge is only as good as its model; the embedded 135M judge is a weak, noisy signal.
 
-On vLLM the reply is prefilled with "Rating (1-10):" (``continue_final_message``) so that
-the first token is the rating; servers that reject that (or ``logprobs``) are detected on
-the first 400 answer and asked again without it.
+On vLLM the reply is constrained to one of "1".."10" (structured outputs, ``choice``) and
+prefilled with "Rating (1-10):" (``continue_final_message``), so that the first token is
+always a rating (unconstrained, the 135M embedded judge answered with prose in ~6% of
+calls); servers that reject either (or ``logprobs``) are detected on the first 400 answer
+and asked again without it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ JUDGE_TEMPLATE = (
 )
 PREFILL = "Rating (1-10):"
 MIN_RATING, MAX_RATING = 1, 10
+_CHOICES = [str(i) for i in range(MIN_RATING, MAX_RATING + 1)]
 
 _OUT_OF = re.compile(r"(?<![\d.])(\d{1,2})(?:\.\d+)?\s*(?:/|out\s+of)\s*10\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\d.])(\d{1,2})(?:\.\d+)?(?![\d])")
@@ -147,6 +150,7 @@ class JudgeReward:
         use_logprobs: bool = True,
         top_logprobs: int = 20,
         prefill: bool = True,
+        constrain: bool = True,
         concurrency: int = 8,
     ) -> None:
         self.model = model
@@ -159,6 +163,7 @@ class JudgeReward:
         self.use_logprobs = use_logprobs
         self.top_logprobs = top_logprobs
         self.prefill = prefill
+        self.constrain = constrain
         self.concurrency = concurrency
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -240,16 +245,21 @@ class JudgeReward:
             }
             if self.use_logprobs:
                 kwargs.update(logprobs=True, top_logprobs=self.top_logprobs)
+            extra: dict[str, Any] = {}
+            if self.constrain:
+                extra["structured_outputs"] = {"choice": _CHOICES}
             if self.prefill:
-                kwargs["extra_body"] = {
-                    "add_generation_prompt": False,
-                    "continue_final_message": True,
-                }
+                extra.update(add_generation_prompt=False, continue_final_message=True)
+            if extra:
+                kwargs["extra_body"] = extra
             try:
                 return await client.chat.completions.create(**kwargs)
             except BadRequestError:
-                # Feature detection: drop the vLLM-only prefill first, then logprobs.
-                if self.prefill:
+                # Feature detection: drop the vLLM-only constraint and prefill first, then
+                # logprobs.
+                if self.constrain:
+                    self.constrain = False
+                elif self.prefill:
                     self.prefill = False
                 elif self.use_logprobs:
                     self.use_logprobs = False
