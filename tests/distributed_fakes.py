@@ -1,0 +1,54 @@
+"""Helpers that Ray worker processes import by name (so they live in a module, not a test)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from toa_graph.rewards.batching import BatchingReward
+
+
+@dataclass
+class _Item:
+    text: str
+    n_tokens: int
+
+
+class SlowLengthScorer:
+    """A :class:`~toa_graph.rewards.batching.PairScorer` whose every forward takes
+    ``forward_s`` whatever its size (a GPU-like cost): reward = words / 100."""
+
+    name = "slow-length"
+
+    def __init__(self, forward_s: float = 0.2) -> None:
+        self.forward_s = forward_s
+
+    def prepare(self, prompt: Any, response: str, reference: str | None = None) -> _Item:
+        return _Item(response, max(1, len(response.split())))
+
+    def score_batch(self, items: Sequence[_Item]) -> list[float]:
+        time.sleep(self.forward_s)
+        return [len(it.text.split()) / 100.0 for it in items]
+
+
+class BatchingLengthReward(BatchingReward):
+    """``reward: {kind: python, target: 'tests.distributed_fakes:BatchingLengthReward'}``"""
+
+    def __init__(self, forward_s: float = 0.2, max_wait_ms: float = 20.0) -> None:
+        super().__init__(SlowLengthScorer(forward_s), max_wait_ms=max_wait_ms, max_batch_size=256)
+
+
+class RewardCaller:
+    """A stand-in worker (run it as a Ray actor): scores ``n`` responses concurrently."""
+
+    def ping(self) -> bool:
+        return True
+
+    async def go(self, reward: Any, n: int) -> list[float]:
+        out = await asyncio.gather(
+            *(reward.ascore("prompt", [f"answer number {i} " + "w " * i]) for i in range(n))
+        )
+        return [s[0] for s in out]
