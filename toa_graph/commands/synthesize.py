@@ -28,6 +28,15 @@ shipped example prompts, and a per-prompt table. Examples:
   toa-graph synthesize --method toa --config model_configs/synthesis-4x8b.yaml \\
       --input prompts.jsonl --output runs/uf --budget 40 --concurrency 64
   toa-graph synthesize --input wmt22.de_en.500.jsonl --field-map reference=en --limit 50
+
+On a Ray cluster (pip install 'toa-graph[ray]'; see docs/deployment.md): --ray shards the
+prompts over --ray-workers actors, each running --concurrency prompts at once, with one
+shared reward actor; only this process writes OUTPUT/records.jsonl (one record per id,
+also when a worker dies and its shard is retried). --ray alone starts a local Ray on
+127.0.0.1; --ray ADDRESS (auto, HOST:PORT, ray://...) joins a running cluster:
+
+  toa-graph synthesize --config cluster.yaml --input prompts.jsonl --output runs/uf \
+      --ray auto --ray-workers 8 --concurrency 64
 """
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "examples.jsonl"
@@ -92,6 +101,29 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
     )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: no ADDRESS starts a local instance (127.0.0.1); else auto, HOST:PORT "
+        "or ray://HOST:PORT of a running cluster",
+    )
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="Ray worker actors, each with --concurrency prompts in flight (default 2)",
+    )
+    p.add_argument(
+        "--reward-gpus",
+        type=float,
+        default=0,
+        metavar="G",
+        help="GPUs for the shared reward actor with --ray (default 0)",
+    )
     p.set_defaults(func=run)
 
 
@@ -147,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         print("--concurrency must be >= 1", file=sys.stderr)
         return 2
+    if args.ray_workers < 1:
+        print("--ray-workers must be >= 1", file=sys.stderr)
+        return 2
     try:
         field_map = parse_field_map(args.field_map)
     except ValueError as exc:
@@ -172,10 +207,47 @@ def run(args: argparse.Namespace) -> int:
                 if args.output
                 else Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
             )
-            reward = build_reward(cfg.reward, agents=cfg.agents)
             digest = config_digest(
                 method=method, context=context, agents=cfg.agents, reward=cfg.reward
             )
+            if args.ray is not None:
+                from toa_graph.distributed import import_ray, run_distributed
+
+                try:
+                    import_ray(loopback=not args.ray)
+                except ImportError as exc:
+                    print(exc, file=sys.stderr)
+                    return 2
+                summary = asyncio.run(
+                    run_distributed(
+                        input_path,
+                        output,
+                        method=method,
+                        agents=cfg.agents,
+                        reward=cfg.reward,
+                        context=context,
+                        workers=args.ray_workers,
+                        concurrency=args.concurrency,
+                        address=args.ray or None,
+                        limit=args.limit,
+                        field_map=field_map,
+                        fsync=args.fsync,
+                        progress=not args.no_progress,
+                        digest=digest,
+                        prompt_timeout_s=args.prompt_timeout,
+                        reward_num_gpus=args.reward_gpus,
+                    )
+                )
+                if summary.rows:
+                    print(format_table(summary))
+                    print()
+                print(format_summary(summary))
+                print(
+                    f"ray: {summary.workers} workers, {summary.shards} shard runs "
+                    f"({summary.shard_retries} retried), {summary.worker_deaths} worker deaths"
+                )
+                return 1 if summary.failed else 0
+            reward = build_reward(cfg.reward, agents=cfg.agents)
             summary = asyncio.run(
                 run_synthesis(
                     input_path,
