@@ -98,29 +98,50 @@ def is_oom_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def pack_batches(lengths: Sequence[int], batch_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches: longest first, each batch's ``size x longest``
-    within ``batch_tokens`` and at most ``max_batch_size`` items. An item longer than the
-    budget gets a batch of its own (never dropped).
+def pack_batches(
+    lengths: Sequence[int],
+    batch_tokens: int,
+    max_batch_size: int,
+    *,
+    forward_cost_tokens: int = 1024,
+) -> list[list[int]]:
+    """Indices grouped into padded batches, longest first.
+
+    Each batch holds at most ``max_batch_size`` items and costs ``size x longest`` padded
+    tokens, within ``batch_tokens``; an item longer than the budget gets a batch of its own
+    (never dropped). Among such splits of the length-sorted items into runs, the one with
+    the least padded tokens plus ``forward_cost_tokens`` per forward pass is chosen
+    (dynamic programming), so a mixed-length flush is not padded to its longest item.
 
     >>> pack_batches([10, 300, 20, 290], batch_tokens=600, max_batch_size=8)
     [[1, 3], [2, 0]]
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    n = len(order)
+    if n == 0:
+        return []
+    lens = [max(1, int(lengths[i])) for i in order]
+    inf = float("inf")
+    best = [inf] * (n + 1)  # best[j]: cost of packing the first j (longest) items
+    cut = [0] * (n + 1)
+    best[0] = 0.0
+    for j in range(1, n + 1):
+        # batch = items i..j-1; its longest is lens[i] (sorted descending)
+        for i in range(j - 1, max(-1, j - 1 - max_batch_size), -1):
+            size = j - i
+            padded = size * lens[i]
+            if size > 1 and padded > batch_tokens:
+                break  # earlier i only makes it longer
+            c = best[i] + padded + forward_cost_tokens
+            if c < best[j]:
+                best[j], cut[j] = c, i
     batches: list[list[int]] = []
-    cur: list[int] = []
-    cur_max = 0
-    for i in order:
-        n = max(1, lengths[i])
-        longest = max(cur_max, n)
-        if cur and (len(cur) >= max_batch_size or (len(cur) + 1) * longest > batch_tokens):
-            batches.append(cur)
-            cur, cur_max = [], 0
-            longest = n
-        cur.append(i)
-        cur_max = longest
-    if cur:
-        batches.append(cur)
+    j = n
+    while j > 0:
+        i = cut[j]
+        batches.append(order[i:j])
+        j = i
+    batches.reverse()
     return batches
 
 
@@ -145,6 +166,8 @@ class BatchingReward:
         max_wait_ms: how long the first waiting item waits for company before a flush.
         padded: whether the scorer pads (budget counts ``items x longest``) or packs
             (budget counts the sum of lengths); taken from ``scorer.padded`` when present.
+        forward_cost_tokens: fixed cost of one forward pass, in padded-token equivalents,
+            used to trade padding against the number of passes (padded scorers).
     """
 
     def __init__(
@@ -155,6 +178,7 @@ class BatchingReward:
         max_batch_size: int = 64,
         max_wait_ms: float = 5.0,
         padded: bool | None = None,
+        forward_cost_tokens: int = 1024,
         name: str | None = None,
     ) -> None:
         if batch_tokens < 1 or max_batch_size < 1 or max_wait_ms < 0:
@@ -164,6 +188,7 @@ class BatchingReward:
         self.max_batch_size = int(max_batch_size)
         self.max_wait_s = float(max_wait_ms) / 1000.0
         self.padded = bool(getattr(scorer, "padded", True)) if padded is None else padded
+        self.forward_cost_tokens = int(forward_cost_tokens)
         self.name = name or getattr(scorer, "name", type(scorer).__name__)
         self.stats = BatchingStats()
         # One thread runs every forward (the GPU is one serial resource); it is created
@@ -317,7 +342,10 @@ class BatchingReward:
     def _pack(self, pending: list[_Pending]) -> list[list[_Pending]]:
         lengths = [p.n_tokens for p in pending]
         if self.padded:
-            groups = pack_batches(lengths, self.batch_tokens, self.max_batch_size)
+            groups = pack_batches(
+                lengths, self.batch_tokens, self.max_batch_size,
+                forward_cost_tokens=self.forward_cost_tokens,
+            )
         else:
             groups = _pack_sum(lengths, self.batch_tokens, self.max_batch_size)
         return [[pending[i] for i in g] for g in groups]
@@ -325,7 +353,10 @@ class BatchingReward:
     def _score_items_sync(self, items: list[Any]) -> list[float]:
         lengths = [int(it.n_tokens) for it in items]
         groups = (
-            pack_batches(lengths, self.batch_tokens, self.max_batch_size)
+            pack_batches(
+                lengths, self.batch_tokens, self.max_batch_size,
+                forward_cost_tokens=self.forward_cost_tokens,
+            )
             if self.padded
             else _pack_sum(lengths, self.batch_tokens, self.max_batch_size)
         )
