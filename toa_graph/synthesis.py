@@ -351,7 +351,10 @@ def iter_input(
     fmap = parse_field_map(field_map)
     fmt = _file_format(p)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise ImportError("Parquet input needs pyarrow: pip install 'toa-graph[data]'") from exc
 
         def rows() -> Iterator[Any]:
             pf = pq.ParquetFile(p)

@@ -120,14 +120,23 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
             w.writerow({k: r.get(k) for k in CSV_FIELDS})
 
 
-def plot(rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "") -> None:
-    """Mean best reward vs. budget (log2 x axis), one line per method, stderr bars."""
-    import matplotlib
+def plot(
+    rows: Sequence[Mapping[str, Any]], path: str | Path | None = None, *, title: str = ""
+) -> Any:
+    """Mean best reward vs. budget (log2 x axis), one line per method, stderr bars.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Draws on a standalone Agg figure (no pyplot, so a notebook's backend is left alone);
+    saves it to ``path`` when given and returns the ``matplotlib.figure.Figure``.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(
+            "the compare plot needs matplotlib: pip install 'toa-graph[data]'"
+        ) from exc
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.add_subplot()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["budget"])
@@ -145,8 +154,9 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = ""
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path)
+    return fig
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
