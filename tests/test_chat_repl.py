@@ -176,3 +176,49 @@ def test_session_sends_history_as_the_prompt() -> None:
     assert session.command("/agents b") and session.agents == ["b"]
     assert session.command("/method toa") and session.method == "toa"
     assert not session.command("/quit")
+
+
+def test_serve_command_end_to_end(config_path: Path) -> None:
+    """``toa-graph serve --config ... --api-key-env`` as a process: token from the env var,
+    127.0.0.1 by default, the config's method as "default"; stopped by PID."""
+    import time
+
+    import httpx
+    import openai
+
+    from tests.test_server import _free_port
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOA_TEST_SERVE_KEY": "s3cret"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toa_graph.cli", "serve", "--config", str(config_path),
+         "--port", str(port), "--api-key-env", "TOA_TEST_SERVE_KEY"],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret")
+        resp = client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "hello there"}]
+        )
+        info = resp.model_extra["x_toa"]
+        assert info["method"] == "toa" and info["samples"] == 4
+        assert resp.choices[0].message.content.startswith(f"fake-{info['best_agent']} answer")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(
+                base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0
+            ).models.list()
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    assert proc.stderr is not None
+    assert "s3cret" not in proc.stderr.read()  # the token is never logged
