@@ -12,7 +12,8 @@ reward. Two head styles are handled:
 Inputs are right-padded and run *without* an attention mask: with right padding and a
 causal model, every real token only ever attends to real tokens, so the last real token's
 score is exactly the unpadded one, and SDPA can take its fused causal (flash) path instead
-of a dense masked one. Optionally (``packing=True``), the batch is packed into one row
+of a dense masked one. With ``packing`` (the default on CUDA where
+``torch.nn.attention.varlen`` exists; ``packing=True`` forces it), the batch is packed into one row
 with no padding at all and attention runs per sequence (varlen flash attention on CUDA
 through ``torch.nn.attention.varlen`` when present, a per-sequence loop elsewhere).
 
