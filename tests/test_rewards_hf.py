@@ -31,7 +31,16 @@ def make_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    specials = [
+        "<pad>",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "<|user|>",
+        "<|assistant|>",
+        "<|system|>",
+        "<|end|>",
+    ]
     vocab = {t: i for i, t in enumerate(specials)}
     for i in range(N_WORDS):
         vocab[f"w{i}"] = len(vocab)
@@ -103,7 +112,9 @@ def reference_scores(model, tok, pairs):
     out = []
     with torch.no_grad():
         for prompt, resp in pairs:
-            msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            msgs = (
+                [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            )
             text = tok.apply_chat_template(
                 [*msgs, {"role": "assistant", "content": resp}], tokenize=False
             )
@@ -124,7 +135,7 @@ def test_batched_equals_one_at_a_time(tiny, workload):
     model, tok = tiny
     scorer = HFScorer(model, tok, max_length=512)
     ref = reference_scores(model, tok, workload)
-    one = [scorer.score_batch([scorer.prepare(p, r)]) [0] for p, r in workload]
+    one = [scorer.score_batch([scorer.prepare(p, r)])[0] for p, r in workload]
     batched = scorer.score_batch([scorer.prepare(p, r) for p, r in workload])
     assert one == pytest.approx(ref, abs=1e-4)
     assert batched == pytest.approx(ref, abs=1e-4)
@@ -254,7 +265,9 @@ async def test_single_item_oom_fails_only_its_caller(tiny):
     long = ("w1", words(rng, 80))
     shorts = [("w2", words(rng, 5)) for _ in range(7)]
     results = await asyncio.gather(
-        reward.ascore(long[0], [long[1]]), *(reward.ascore(s[0], [s[1]]) for s in shorts), return_exceptions=True
+        reward.ascore(long[0], [long[1]]),
+        *(reward.ascore(s[0], [s[1]]) for s in shorts),
+        return_exceptions=True,
     )
     assert isinstance(results[0], RewardError) and "out of memory" in str(results[0])
     assert all(isinstance(r, list) and len(r) == 1 for r in results[1:])
@@ -433,16 +446,19 @@ def test_gpu_varlen_attention_is_causal_per_sequence():
     q = torch.randn(1, hq, total, d, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, hkv, total, d, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(1, hkv, total, d, device="cuda", dtype=torch.bfloat16)
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
-    out, _ = _varlen_attention(None, q, k, v, None, scaling=d**-0.5, cu_seq_lens_q=cu,
-                               max_length_q=max(lengths))
+    cu = torch.tensor(
+        [0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda"
+    )
+    out, _ = _varlen_attention(
+        None, q, k, v, None, scaling=d**-0.5, cu_seq_lens_q=cu, max_length_q=max(lengths)
+    )
     assert out.shape == (1, total, hq, d)
     start = 0
     for n in lengths:
-        qs = q[:, :, start:start + n]
-        ks = k[:, :, start:start + n].repeat_interleave(hq // hkv, dim=1)
-        vs = v[:, :, start:start + n].repeat_interleave(hq // hkv, dim=1)
+        qs = q[:, :, start : start + n]
+        ks = k[:, :, start : start + n].repeat_interleave(hq // hkv, dim=1)
+        vs = v[:, :, start : start + n].repeat_interleave(hq // hkv, dim=1)
         ref = F.scaled_dot_product_attention(qs.float(), ks.float(), vs.float(), is_causal=True)
-        got = out[0, start:start + n].transpose(0, 1).float()
+        got = out[0, start : start + n].transpose(0, 1).float()
         assert torch.allclose(got, ref[0], atol=2e-2), (n, (got - ref[0]).abs().max())
         start += n
