@@ -33,7 +33,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-FILLER = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor"]
+FILLER = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+]
 
 
 class Stats:
@@ -51,6 +64,22 @@ class Stats:
         self.max_waiting = 0
         self.first_start: float | None = None
         self.last_end: float | None = None
+        # free slot-seconds, split by whether requests were waiting (server-side delay)
+        # or none were (the client had nothing to send: client-side shortfall)
+        self.free_no_queue_s = 0.0
+        self.free_with_queue_s = 0.0
+        self._t: float | None = None
+
+    def tick(self) -> None:
+        """Account the time since the last state change (call before changing state)."""
+        now = time.monotonic()
+        if self._t is not None and self.first_start is not None:
+            free = (self.capacity - self.inflight) * (now - self._t)
+            if self.waiting:
+                self.free_with_queue_s += free
+            else:
+                self.free_no_queue_s += free
+        self._t = now
 
     def to_json(self) -> dict[str, Any]:
         window = (self.last_end - self.first_start) if self.first_start and self.last_end else 0.0
@@ -64,6 +93,8 @@ class Stats:
             "inflight": self.inflight,
             "max_inflight": self.max_inflight,
             "max_waiting": self.max_waiting,
+            "free_no_queue_s": self.free_no_queue_s,
+            "free_with_queue_s": self.free_with_queue_s,
             "first_start": self.first_start,
             "last_end": self.last_end,
             "now": time.monotonic(),
@@ -88,9 +119,11 @@ def make_app(
         messages = body.get("messages") or []
         model = body.get("model", "fake")
         n = int(body.get("n") or 1)
+        stats.tick()
         stats.waiting += 1
         stats.max_waiting = max(stats.max_waiting, stats.waiting)
         async with sem:
+            stats.tick()
             stats.waiting -= 1
             start = time.monotonic()
             if stats.first_start is None:
@@ -100,6 +133,7 @@ def make_app(
             try:
                 await asyncio.sleep(delay_s)
             finally:
+                stats.tick()
                 end = time.monotonic()
                 stats.inflight -= 1
                 stats.busy_s += end - start
