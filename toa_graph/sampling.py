@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
 
+from langgraph.graph import START, StateGraph
 from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import SamplingContext
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.rewards.base import RewardModel
-from toa_graph.state import Prompt, Sample, SampleKind, SamplingState
+from toa_graph.state import (
+    Prompt,
+    Sample,
+    SampleKind,
+    SamplingInput,
+    SamplingOutput,
+    SamplingState,
+    best_sample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +220,10 @@ async def score_samples(
 ) -> list[Sample]:
     """Score every sample that has text, in one reward call; returns new sample dicts.
 
-    A failed reward call is retried with backoff; if it still fails, each sample keeps
-    ``reward=None`` and carries the error. No score is ever made up.
+    A failed reward call (an exception, the wrong number of scores, a NaN or infinite
+    score) is retried with backoff; if it still fails, each sample keeps ``reward=None``
+    and carries the error (after the last attempt only the non-finite scores are errors).
+    No score is ever made up.
     """
     out: list[dict[str, Any]] = [dict(s) for s in samples]
     todo = [i for i, s in enumerate(out) if not s.get("error")]
@@ -222,13 +234,19 @@ async def score_samples(
     last_error = ""
     for attempt in range(attempts):
         try:
-            scores = await reward.ascore(prompt, responses, refs)
+            scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
             if len(scores) != len(responses):
                 raise RuntimeError(
                     f"reward returned {len(scores)} scores for {len(responses)} responses"
                 )
+            bad = [j for j, s in enumerate(scores) if not math.isfinite(s)]
+            if bad and attempt + 1 < attempts:
+                raise RuntimeError(f"reward returned non-finite scores at positions {bad}")
             for i, s in zip(todo, scores, strict=True):
-                out[i]["reward"] = float(s)
+                if math.isfinite(s):
+                    out[i]["reward"] = s
+                else:  # NaN / inf is not a score: the sample stays unscored
+                    out[i]["error"] = f"reward: non-finite score ({s})"
             return out  # type: ignore[return-value]
         except asyncio.CancelledError:
             raise
@@ -251,6 +269,38 @@ def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- helpers shared by the method graphs
+
+
+def method_builder(
+    first: str,
+) -> StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]:
+    """A builder with the shared contract whose runs begin with :func:`start_run`, then ``first``."""
+    builder = StateGraph(
+        SamplingState,
+        context_schema=SamplingContext,
+        input_schema=SamplingInput,
+        output_schema=SamplingOutput,
+    )
+    builder.add_node("start", start_run)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", first)
+    return builder
+
+
+async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, Any]:
+    """The reward step of every method: score this step's generations (the ``inbox``) in
+    generation order with one reward call, append them to ``samples`` and update ``best``
+    over the whole run. Turns that are not answers (a debate critic's) stay unscored."""
+    turns = in_generation_order(state.get("inbox") or [])
+    answers = [s for s in turns if s.get("role") != "critic"]
+    scored = await score_samples(reward, state["prompt"], state.get("reference"), answers)
+    by_id = {s["id"]: s for s in scored}
+    new = [by_id.get(s["id"], s) for s in turns]
+    return {
+        "inbox": Overwrite([]),
+        "samples": new,
+        "best": best_sample([*(state.get("samples") or []), *new]),
+    }
 
 
 def start_run(state: SamplingState) -> dict[str, Any]:

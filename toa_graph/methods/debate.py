@@ -45,9 +45,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Overwrite, Send
+from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike
@@ -66,21 +66,18 @@ from toa_graph.sampling import (
     generate_sample,
     has_text,
     in_generation_order,
+    method_builder,
     question_text,
     references_of,
     sample_id,
-    score_samples,
-    start_run,
+    score_inbox,
     user_turn_messages,
     validate_prompt,
 )
 from toa_graph.state import (
     Prompt,
     Sample,
-    SamplingInput,
-    SamplingOutput,
     SamplingState,
-    best_sample,
 )
 
 __all__ = [
@@ -357,27 +354,14 @@ def create_debate_graph(
         return await _turn(task, runtime)
 
     async def reward_node(state: SamplingState) -> dict[str, Any]:
-        turns = in_generation_order(state.get("inbox") or [])
-        answers = [s for s in turns if s.get("role") != "critic"]
-        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), answers)
-        by_id = {s["id"]: s for s in scored}
-        samples = [by_id.get(s["id"], s) for s in turns]
-        return {"inbox": Overwrite([]), "samples": samples, "best": best_sample(scored)}
+        return await score_inbox(reward_model, state)
 
-    builder = StateGraph(
-        SamplingState,
-        context_schema=SamplingContext,
-        input_schema=SamplingInput,
-        output_schema=SamplingOutput,
-    )
+    builder = method_builder("moderator")
     builder.add_node("moderator", moderator)
     builder.add_node("debater", cast(Any, debater))  # Send targets: take a TurnTask
     builder.add_node("critic", cast(Any, critic_node))
     builder.add_node("student", cast(Any, student_node))
     builder.add_node("reward", reward_node)
-    builder.add_node("start", start_run)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "moderator")
     builder.add_edge("debater", "moderator")
     builder.add_edge("critic", "moderator")
     builder.add_edge("student", "moderator")

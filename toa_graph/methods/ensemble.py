@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Overwrite, Send
+from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike
@@ -29,13 +29,12 @@ from toa_graph.sampling import (
     context_of,
     even_split,
     generate_samples,
-    in_generation_order,
+    method_builder,
     sample_id,
-    score_samples,
-    start_run,
+    score_inbox,
     validate_prompt,
 )
-from toa_graph.state import Prompt, SamplingInput, SamplingOutput, SamplingState, best_sample
+from toa_graph.state import Prompt, SamplingState
 
 __all__ = ["create_ensemble_graph"]
 
@@ -78,22 +77,12 @@ def create_ensemble_graph(
         return {"inbox": samples}
 
     async def reward_node(state: SamplingState) -> dict[str, Any]:
-        inbox = in_generation_order(state.get("inbox") or [])
-        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
-        return {"inbox": Overwrite([]), "samples": scored, "best": best_sample(scored)}
+        return await score_inbox(reward_model, state)
 
-    builder = StateGraph(
-        SamplingState,
-        context_schema=SamplingContext,
-        input_schema=SamplingInput,
-        output_schema=SamplingOutput,
-    )
+    builder = method_builder("dispatch")
     builder.add_node("dispatch", dispatch)
     builder.add_node("agent", cast(Any, agent))  # a Send target: takes an AgentTask
     builder.add_node("reward", reward_node)
-    builder.add_node("start", start_run)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "dispatch")
     builder.add_edge("agent", "reward")
     builder.add_edge("reward", END)
     return builder

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from langgraph.graph import START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Overwrite, Send
+from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike
@@ -47,20 +47,16 @@ from toa_graph.sampling import (
     even_split,
     generate_samples,
     has_text,
-    in_generation_order,
+    method_builder,
     ranked,
     sample_id,
-    score_samples,
-    start_run,
+    score_inbox,
     validate_prompt,
 )
 from toa_graph.state import (
     Prompt,
     Sample,
-    SamplingInput,
-    SamplingOutput,
     SamplingState,
-    best_sample,
 )
 
 __all__ = ["create_moa_graph", "moa_plan"]
@@ -189,24 +185,13 @@ def create_moa_graph(
         return await _answer(task, context_of(runtime))
 
     async def reward_node(state: SamplingState) -> dict[str, Any]:
-        inbox = in_generation_order(state.get("inbox") or [])
-        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
-        samples = [*(state.get("samples") or []), *scored]
-        return {"inbox": Overwrite([]), "samples": scored, "best": best_sample(samples)}
+        return await score_inbox(reward_model, state)
 
-    builder = StateGraph(
-        SamplingState,
-        context_schema=SamplingContext,
-        input_schema=SamplingInput,
-        output_schema=SamplingOutput,
-    )
+    builder = method_builder("dispatch")
     builder.add_node("dispatch", dispatch)
     builder.add_node("propose", cast(Any, propose))  # a Send target: takes a LayerTask
     builder.add_node("aggregate", cast(Any, aggregate))
     builder.add_node("reward", reward_node)
-    builder.add_node("start", start_run)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "dispatch")
     builder.add_edge("propose", "reward")
     builder.add_edge("aggregate", "reward")
     builder.add_edge("reward", "dispatch")

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from langgraph.graph import START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Overwrite
+from langgraph.types import Command
 
 from toa_graph.agents import AgentPool, AgentsLike
 from toa_graph.context import SamplingContext
@@ -34,16 +34,15 @@ from toa_graph.sampling import (
     context_of,
     generate_samples,
     has_text,
-    in_generation_order,
+    method_builder,
     ranked,
     refine_messages,
     sample_id,
-    score_samples,
+    score_inbox,
     single_agent,
-    start_run,
     validate_prompt,
 )
-from toa_graph.state import SamplingInput, SamplingOutput, SamplingState, best_sample
+from toa_graph.state import SamplingState
 
 __all__ = ["create_prs_graph", "prs_split"]
 
@@ -80,10 +79,7 @@ def create_prs_graph(
     async def reward_node(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["refine", "__end__"]]:
-        inbox = in_generation_order(state.get("inbox") or [])
-        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
-        samples = [*(state.get("samples") or []), *scored]
-        update = {"inbox": Overwrite([]), "samples": scored, "best": best_sample(samples)}
+        update = await score_inbox(reward_model, state)
         _, n_refine = prs_split(context_of(runtime).budget)
         refining = state.get("round", 0) == 1 and n_refine > 0
         goto: Literal["refine", "__end__"] = "refine" if refining else "__end__"
@@ -109,18 +105,10 @@ def create_prs_graph(
             )
         return {"inbox": samples, "round": 2}
 
-    builder = StateGraph(
-        SamplingState,
-        context_schema=SamplingContext,
-        input_schema=SamplingInput,
-        output_schema=SamplingOutput,
-    )
+    builder = method_builder("sample")
     builder.add_node("sample", sample)
     builder.add_node("reward", reward_node)
     builder.add_node("refine", refine)
-    builder.add_node("start", start_run)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "sample")
     builder.add_edge("sample", "reward")
     builder.add_edge("refine", "reward")
     return builder

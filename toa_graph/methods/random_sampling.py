@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, AgentsLike
 from toa_graph.context import SamplingContext
@@ -23,14 +22,13 @@ from toa_graph.sampling import (
     answer_messages,
     context_of,
     generate_samples,
-    in_generation_order,
+    method_builder,
     sample_id,
-    score_samples,
+    score_inbox,
     single_agent,
-    start_run,
     validate_prompt,
 )
-from toa_graph.state import SamplingInput, SamplingOutput, SamplingState, best_sample
+from toa_graph.state import SamplingState
 
 __all__ = ["create_random_sampling_graph"]
 
@@ -61,21 +59,11 @@ def create_random_sampling_graph(
         return {"inbox": samples}
 
     async def reward_node(state: SamplingState) -> dict[str, Any]:
-        inbox = in_generation_order(state.get("inbox") or [])
-        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
-        return {"inbox": Overwrite([]), "samples": scored, "best": best_sample(scored)}
+        return await score_inbox(reward_model, state)
 
-    builder = StateGraph(
-        SamplingState,
-        context_schema=SamplingContext,
-        input_schema=SamplingInput,
-        output_schema=SamplingOutput,
-    )
+    builder = method_builder("sample")
     builder.add_node("sample", sample)
     builder.add_node("reward", reward_node)
-    builder.add_node("start", start_run)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "sample")
     builder.add_edge("sample", "reward")
     builder.add_edge("reward", END)
     return builder

@@ -18,9 +18,9 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Overwrite
+from langgraph.types import Command
 
 from toa_graph.agents import AgentPool, AgentsLike
 from toa_graph.context import SamplingContext
@@ -30,14 +30,13 @@ from toa_graph.sampling import (
     context_of,
     generate_sample,
     has_text,
-    in_generation_order,
+    method_builder,
     refine_messages,
     sample_id,
-    score_samples,
-    start_run,
+    score_inbox,
     validate_prompt,
 )
-from toa_graph.state import SamplingInput, SamplingOutput, SamplingState, best_sample
+from toa_graph.state import SamplingState
 
 __all__ = ["agent_order", "create_seq_refine_graph"]
 
@@ -80,20 +79,10 @@ def create_seq_refine_graph(
         return Command(update={"inbox": [sample]}, goto="step" if t + 1 < ctx.budget else "reward")
 
     async def reward_node(state: SamplingState) -> dict[str, Any]:
-        inbox = in_generation_order(state.get("inbox") or [])
-        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
-        return {"inbox": Overwrite([]), "samples": scored, "best": best_sample(scored)}
+        return await score_inbox(reward_model, state)
 
-    builder = StateGraph(
-        SamplingState,
-        context_schema=SamplingContext,
-        input_schema=SamplingInput,
-        output_schema=SamplingOutput,
-    )
+    builder = method_builder("step")
     builder.add_node("step", step)
     builder.add_node("reward", reward_node)
-    builder.add_node("start", start_run)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "step")
     builder.add_edge("reward", END)
     return builder

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any, Literal, cast
 
 from langgraph.config import get_stream_writer
-from langgraph.graph import START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Overwrite, Send
+from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 from toa_graph import mcts
@@ -27,16 +27,13 @@ from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     answer_messages,
     generate_sample,
+    method_builder,
     refine_messages,
-    score_samples,
-    start_run,
+    score_inbox,
 )
 from toa_graph.state import (
     Prompt,
-    SamplingInput,
-    SamplingOutput,
     SamplingState,
-    best_sample,
 )
 
 __all__ = ["create_toa_graph"]
@@ -132,9 +129,7 @@ def create_toa_graph(
         return {"inbox": [sample]}
 
     async def reward_node(state: SamplingState) -> dict[str, Any]:
-        inbox = sorted(state.get("inbox") or [], key=lambda s: int(s["id"][1:]))
-        scored = await score_samples(reward_model, state["prompt"], state.get("reference"), inbox)
-        return {"inbox": Overwrite([]), "samples": scored}
+        return await score_inbox(reward_model, state)
 
     def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         ctx = _context(runtime)
@@ -153,7 +148,7 @@ def create_toa_graph(
                 reward=sample["reward"] if ok else None,
                 params=params,
             )
-        best = best_sample(samples)
+        best = state.get("best")
         writer = get_stream_writer()
         writer(
             {
@@ -169,22 +164,14 @@ def create_toa_graph(
                 "best_agent": best["agent"] if best else None,
             }
         )  # fmt: skip
-        return {"tree": tree, "best": best, "plays": []}
+        return {"tree": tree, "plays": []}
 
-    builder = StateGraph(
-        SamplingState,
-        context_schema=SamplingContext,
-        input_schema=SamplingInput,
-        output_schema=SamplingOutput,
-    )
+    builder = method_builder("controller")
     builder.add_node("controller", controller)
     builder.add_node("agent", cast(Any, agent))  # Send targets: take a PlayTask
     builder.add_node("refine", cast(Any, refine))
     builder.add_node("reward", reward_node)
     builder.add_node("backprop", backprop)
-    builder.add_node("start", start_run)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "controller")
     builder.add_edge("agent", "reward")
     builder.add_edge("refine", "reward")
     builder.add_edge("reward", "backprop")
