@@ -37,7 +37,7 @@ class SlowLengthScorer:
 class BatchingLengthReward(BatchingReward):
     """``reward: {kind: python, target: 'tests.distributed_fakes:BatchingLengthReward'}``"""
 
-    def __init__(self, forward_s: float = 0.2, max_wait_ms: float = 20.0) -> None:
+    def __init__(self, forward_s: float = 0.5, max_wait_ms: float = 20.0) -> None:
         super().__init__(SlowLengthScorer(forward_s), max_wait_ms=max_wait_ms, max_batch_size=256)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,14 +210,66 @@ async def test_reward_actor_is_shared_and_batches_across_workers(cluster) -> Non
             for _ in range(2)
         ]
         await asyncio.gather(*(c.ping.remote() for c in callers))
+        # a first call keeps the (one) forward thread busy for half a second; the two
+        # workers' calls arrive meanwhile and must all go into the next forward
+        warm = asyncio.ensure_future(remote.with_caller("warm").ascore("p", ["warm up"]))
+        await asyncio.sleep(0.1)
         scores = await asyncio.gather(
             *(c.go.remote(remote.with_caller(f"c{i}"), 10) for i, c in enumerate(callers))
         )
+        await warm
         stats = await remote.actor.stats.remote()
         for a in [*callers, remote.actor]:
             ray.kill(a)
     assert scores[0] == scores[1] and len(scores[0]) == 10
-    assert stats["callers"] == {"c0": 10, "c1": 10} and stats["calls"] == 20
+    assert stats["callers"] == {"warm": 1, "c0": 10, "c1": 10} and stats["calls"] == 21
     # each caller sent 10 one-response calls: a forward of more than 10 items mixed both
-    assert stats["batching"]["max_batch"] > 10
-    assert stats["batching"]["forward_passes"] < 20
+    assert stats["batching"]["max_batch"] > 10, stats
+    assert stats["batching"]["forward_passes"] <= 3, stats
+
+
+def test_cli_ray_starts_a_local_instance_on_loopback(servers, prompts, reference, tmp_path) -> None:
+    """``toa-graph synthesize --ray`` (no address): a local Ray on 127.0.0.1, stopped at the
+    end (no Ray process of it survives), same records as the single-process run."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "agents:\n"
+        + "".join(
+            f"  - {{name: {n}, model: {n}-model, base_urls: [{servers[0].url}, {servers[1].url}],"
+            " max_retries: 2, timeout_s: 20}\n"
+            for n in ("alpha", "beta")
+        )
+        + "reward: {kind: python, target: 'tests.fakes:hash_reward'}\n"
+        + "method: {name: toa, context: {budget: 6}}\n"
+    )
+    out = tmp_path / "cli"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toa_graph.cli", "synthesize", "--config", str(cfg),
+         "--input", str(prompts), "--output", str(out), "--ray", "--ray-workers", "2",
+         "--concurrency", "4", "--limit", "12", "--no-progress"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        stdout, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stdout[-3000:]
+    assert "ray: 2 workers" in stdout and "12 done" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["node_ip"] for w in summary["worker_info"]] == ["127.0.0.1", "127.0.0.1"]
+    got = by_id(out)
+    assert len(got) == 12
+    for rid, rec in got.items():
+        assert {k: rec[k] for k in ("samples", "best", "tree")} == {
+            k: reference[rid][k] for k in ("samples", "best", "tree")
+        }
+    # nothing of that Ray instance is left (its session is named after the CLI's pid)
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    session = re.compile(rf"session_[\d_-]+_{proc.pid}\b")
+    assert not [ln for ln in ps.splitlines() if session.search(ln)]

@@ -152,7 +152,8 @@ def ray_session(
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 2, **kwargs)
+        # "local": always a new instance, even when a `ray start` cluster runs here
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2, **kwargs)
     try:
         yield ray
     finally:
@@ -318,15 +319,15 @@ class SynthesisWorker:
         """Slot, pid, host, Ray node id, shards run and prompts finished by this actor."""
         import socket
 
-        try:
+        node = ip = None
+        with contextlib.suppress(Exception):
             import ray
 
             node = ray.get_runtime_context().get_node_id()
-        except Exception:
-            node = None
+            ip = ray.util.get_node_ip_address()
         return {
-            "slot": self.slot, "pid": os.getpid(), "host": socket.gethostname(),
-            "node_id": node, "shards": self.shards, "prompts": self.prompts,
+            "slot": self.slot, "pid": os.getpid(), "host": socket.gethostname(), "node_id": node,
+            "node_ip": ip, "shards": self.shards, "prompts": self.prompts,
         }  # fmt: skip
 
     async def run_shard(
