@@ -473,3 +473,20 @@ async def test_tdpo_pairs_from_a_recorded_debate():
     assert debate_tdpo_pairs({**record, "reference": None}) == []
     assert len(debate_tdpo_pairs(record, max_pairs_per_round=1)) == 2
     assert json.loads(json.dumps(rows)) == rows
+
+
+async def test_debate_best_is_over_the_whole_run_not_the_last_round():
+    # the opening answers score highest; later rounds must not hide them
+    def reward(prompt, responses):
+        return [10.0 if "Final answer" not in r else 1.0 for r in responses]
+
+    def reply(name, k, messages):
+        return f"{name} opening {k}" if k == 0 else f"{name} turn {k}\nFinal answer: {k}{name}"
+
+    agents = fake_agents(["a", "b", "c"], reply=reply)
+    graph = METHODS["debate"](agents=agents, reward=reward).compile()
+    out = await graph.ainvoke({"prompt": "Q?"}, context={"budget": 20, "rounds": 2})
+    rounds = {s.get("round") for s in out["samples"]}
+    assert len(rounds) > 1
+    assert out["best"] == best_sample(out["samples"])
+    assert out["best"]["round"] == 0
