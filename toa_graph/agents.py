@@ -26,6 +26,7 @@ backoff. Single-URL agents keep the client's retries as before.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AgentLike = BaseChatModel | AgentConfig
+
+EMPTY_RESPONSE = "empty response"
+"""The error of a generation whose completion came back with no text."""
 AgentsLike = Mapping[str, AgentLike] | Sequence[AgentConfig]
 
 
@@ -122,6 +126,8 @@ class AgentPool:
         cooldown_s: how long a failed replica stays out before it is probed.
         max_cooldown_s: cap of the cool-down, which doubles each time a probe fails.
         probe_timeout_s: timeout of the health probe ``GET <base_url>/models``.
+        retry_backoff_s: first backoff before asking a single endpoint again after a
+            malformed answer or an empty completion (doubles per attempt, with jitter).
     """
 
     def __init__(
@@ -131,12 +137,14 @@ class AgentPool:
         cooldown_s: float = 5.0,
         max_cooldown_s: float = 60.0,
         probe_timeout_s: float = 5.0,
+        retry_backoff_s: float = 0.5,
     ) -> None:
         if cooldown_s <= 0 or max_cooldown_s < cooldown_s or probe_timeout_s <= 0:
             raise ValueError("need 0 < cooldown_s <= max_cooldown_s and probe_timeout_s > 0")
         self.cooldown_s = float(cooldown_s)
         self.max_cooldown_s = float(max_cooldown_s)
         self.probe_timeout_s = float(probe_timeout_s)
+        self.retry_backoff_s = float(retry_backoff_s)
         self._agents: dict[str, _Agent] = {}
         items: list[tuple[str, AgentLike]]
         if isinstance(agents, Mapping):
@@ -311,15 +319,39 @@ class AgentPool:
             kwargs["n"] = n
         chat = convert_to_messages(list(messages))
         if agent.model is not None or len(agent.replicas) == 1:
-            client, replica = self._client(agent)
-            start = time.perf_counter()
+            return await self._generate_single(agent, chat, kwargs, n)
+        return await self._generate_failover(agent, chat, kwargs, n)
+
+    async def _generate_single(
+        self, agent: _Agent, chat: list[BaseMessage], kwargs: dict[str, Any], n: int
+    ) -> list[Generation]:
+        """One request to a single endpoint. The client retries transport errors, 5xx and
+        429 itself; a malformed 200 answer (empty, truncated or non-JSON body) or an empty
+        completion is asked again here, with backoff and jitter, up to ``max_retries``."""
+        client, replica = self._client(agent)
+        attempts = 1 + (agent.config.max_retries if agent.config is not None else 0)
+        start = time.perf_counter()
+        for attempt in range(attempts):
+            last = attempt + 1 >= attempts
             try:
-                return await self._request(client, replica, chat, kwargs, n)
+                out = await self._request(client, replica, chat, kwargs, n)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                return self._failed(name, exc, time.perf_counter() - start, n)
-        return await self._generate_failover(agent, chat, kwargs, n)
+                if last or not is_bad_response(exc):
+                    return self._failed(agent.name, exc, time.perf_counter() - start, n)
+                why = describe_error(exc)
+            else:
+                if last or not (n == 1 and out[0].error == EMPTY_RESPONSE):
+                    return out
+                why = EMPTY_RESPONSE
+            delay = self.retry_backoff_s * 2**attempt * (0.5 + random.random() / 2)
+            logger.info(
+                "agent %s: bad answer (%s); asking again in %.2f s (%d/%d)",
+                agent.name, why, delay, attempt + 1, attempts - 1,
+            )  # fmt: skip
+            await asyncio.sleep(min(delay, 8.0))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _generate_failover(
         self, agent: _Agent, chat: list[BaseMessage], kwargs: dict[str, Any], n: int
@@ -385,7 +417,9 @@ class AgentPool:
                 for g in gens:
                     msg = getattr(g, "message", None)
                     usage = _usage_of(msg) if isinstance(msg, AIMessage) else _empty_usage()
-                    out.append(Generation(_text_of(msg or g), usage, latency / len(gens)))
+                    text = _text_of(msg or g)
+                    err = None if text.strip() else EMPTY_RESPONSE
+                    out.append(Generation(text, usage, latency / len(gens), err))
                 if not out:
                     raise RuntimeError("the endpoint returned no choices")
                 _split_shared_usage(out, result.llm_output)
@@ -400,7 +434,7 @@ class AgentPool:
                 msg = await client.ainvoke(chat, **kwargs)
                 latency = time.perf_counter() - start
                 text = _text_of(msg)
-                error = None if text.strip() else "empty response"
+                error = None if text.strip() else EMPTY_RESPONSE
                 result_gens = [Generation(text, _usage_of(msg), latency, error)]
             if replica is not None:
                 replica.requests += 1
@@ -425,9 +459,21 @@ def is_replica_error(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Worth sending again (to any replica): replica errors, 408/409/429."""
+    """Worth sending again (to any replica): replica errors, 408/409/429, malformed answers."""
     status = getattr(exc, "status_code", None)
-    return is_replica_error(exc) or status in (408, 409, 429)
+    return is_replica_error(exc) or status in (408, 409, 429) or is_bad_response(exc)
+
+
+def is_bad_response(exc: BaseException) -> bool:
+    """An HTTP 200 whose body is not a chat completion: empty, truncated or not JSON (a
+    proxy's error page, a server dying mid-write). The openai client does not retry these."""
+    if isinstance(exc, json.JSONDecodeError):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"APIResponseValidationError"}:
+        return True
+    # langchain-openai, given the text of a non-JSON 200 body instead of a completion
+    return isinstance(exc, ValueError) and str(exc).startswith("Unexpected response type")
 
 
 async def _health_check(url: str, cfg: AgentConfig, timeout_s: float) -> tuple[bool, str]:

@@ -15,6 +15,7 @@ that ``datasets.load_dataset("json" | "parquet", data_files=...)`` loads.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -82,7 +83,7 @@ def _usable(sample: Mapping[str, Any]) -> bool:
         not sample.get("error")
         and isinstance(r, int | float)
         and not isinstance(r, bool)
-        and r == r  # not NaN
+        and math.isfinite(r)  # NaN / inf is no score (and inf is not JSON)
         and isinstance(sample.get("text"), str)
         and bool(sample["text"].strip())
     )
@@ -148,7 +149,8 @@ def dpo_pair(
     keep_id: bool = False,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """``(row, None)`` or ``(None, reason)``. Chosen: rank 1; rejected: rank ``rejected_rank``
-    (1-based; default :func:`default_rejected_rank`; clamped to the last usable sample)."""
+    (1-based; default :func:`default_rejected_rank`; clamped to the last usable sample), or
+    the first sample after it with a reward strictly below the chosen one's when it ties."""
     ranked = ranked_samples(record)
     if len(ranked) < 2:
         return None, "with fewer than 2 usable samples"
@@ -157,7 +159,13 @@ def dpo_pair(
         if rejected_rank is None
         else max(2, min(rejected_rank, len(ranked)))
     )
-    chosen, rejected = ranked[0], ranked[k - 1]
+    chosen = ranked[0]
+    # A pair needs a preference: when the k-th ties with the best, take the first sample
+    # ranked below it whose reward is strictly lower.
+    lower = [s for s in ranked[k - 1 :] if float(s["reward"]) < float(chosen["reward"])]
+    if not lower:
+        return None, "with every usable sample tied with the best"
+    rejected = lower[0]
     gap = float(chosen["reward"]) - float(rejected["reward"])
     if min_gap is not None and gap < min_gap:
         return None, f"with reward gap < {min_gap}"
@@ -206,7 +214,7 @@ def tdpo_rows(
     Raises :class:`NotImplementedError` at once when that function is not available.
     """
     try:
-        from toa_graph.methods.debate import debate_tdpo_pairs  # type: ignore[attr-defined]
+        from toa_graph.methods.debate import debate_tdpo_pairs
     except ImportError as exc:
         raise NotImplementedError(
             "T-DPO export needs toa_graph.methods.debate.debate_tdpo_pairs(record) -> list of "
