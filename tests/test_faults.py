@@ -361,6 +361,8 @@ def test_cli_exits_nonzero_with_a_summary_when_prompts_fail(tmp_path: Path) -> N
     assert res.returncode == 1, res.stdout + res.stderr
     assert "3 done" in res.stdout and "1 failed" in res.stdout and "1 bad input lines" in res.stdout
     assert "HTTP 503" in res.stdout and "failed.jsonl" in res.stdout
+    summary = res.stdout[res.stdout.index("method toa:") :]  # after the per-prompt table
+    assert "1 x no usable sample (3 generations)" in summary and "HTTP 503" in summary
     recs = read_jsonl(out / "records.jsonl")
     assert sorted(r["id"] for r in recs) == ["q0", "q1", "q3"]
     assert [f["id"] for f in read_jsonl(out / "failed.jsonl")] == ["q2"]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,9 @@ def format_summary(s: Any) -> str:
         parts.append(
             f"failed prompts (retried on the next run): {Path(s.output_dir) / 'failed.jsonl'}"
         )
+        reasons = Counter(r.error[:160] for r in getattr(s, "rows", []) if r.error)
+        for reason, n in reasons.most_common(3):
+            parts.append(f"  {n} x {reason}")
     if s.torn_bytes_repaired:
         parts.append(
             f"cut a torn last line ({s.torn_bytes_repaired} bytes) left by an interrupted run"
