@@ -278,3 +278,25 @@ async def test_caller_items_and_limit(tmp_path: Path) -> None:
 async def test_unknown_method(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown method"):
         await run_synthesis([], tmp_path, method="nope", agents=fake_agents(), reward=hash_reward)
+
+
+async def test_shards_partition_the_prompts(tmp_path: Path) -> None:
+    from toa_graph.exports import read_record_files
+    from toa_graph.synthesis import in_shard, parse_shard
+
+    assert parse_shard("1/3") == (1, 3) and parse_shard(None) is None
+    for bad in ("3/3", "x/2", "1", "-1/2", "0/0"):
+        with pytest.raises(ValueError, match="K/N"):
+            parse_shard(bad)
+    inp = write_prompts(tmp_path / "in.jsonl", 30)
+    dones = []
+    for k in range(3):
+        s = await run_synthesis(
+            inp, tmp_path / f"shard{k}", method="toa", agents=fake_agents(), reward=hash_reward,
+            context={"budget": 2}, limit=24, shard=(k, 3), progress=False,
+        )  # fmt: skip
+        dones.append(s.done)
+    assert sum(dones) == 24 and all(d > 0 for d in dones)
+    ids = [r["id"] for r in read_record_files([tmp_path / f"shard{k}" for k in range(3)])]
+    assert sorted(ids) == sorted(f"p{i}" for i in range(24))
+    assert all(in_shard(f"p{i}", (0, 1)) for i in range(5))

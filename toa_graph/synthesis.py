@@ -58,11 +58,13 @@ __all__ = [
     "SynthesisSummary",
     "build_record",
     "config_digest",
+    "in_shard",
     "iter_input",
     "normalize_row",
     "parse_field_map",
     "parse_jsonl",
     "parse_rows",
+    "parse_shard",
     "read_records",
     "repair_records",
     "run_synthesis",
@@ -691,12 +693,36 @@ def _tqdm(total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="prompt", dynamic_ncols=True, smoothing=0.1)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/8"`` -> ``(2, 8)`` (shard 2 of 8, 0-based); ``None`` -> ``None``."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    try:
+        kk, nn = int(k), int(n)
+    except ValueError:
+        kk = nn = -1
+    if not sep or nn < 1 or not 0 <= kk < nn:
+        raise ValueError(f"--shard expects K/N with 0 <= K < N, e.g. 0/4; got {text!r}")
+    return kk, nn
+
+
+def in_shard(prompt_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a prompt id belongs to shard ``(k, n)``: a stable hash of the id, so every
+    process (and every rerun) agrees without coordination."""
+    if shard is None or shard[1] == 1:
+        return True
+    h = int.from_bytes(hashlib.sha256(prompt_id.encode("utf-8")).digest()[:8], "big")
+    return h % shard[1] == shard[0]
+
+
 def _count_todo(
     path: Path | None,
     items: Sequence[PromptItem] | None,
     fmap: Mapping[str, str],
     done: set[str],
     limit: int | None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[int, int]:
     """(to do, usable inputs) without keeping the items (one streaming pass)."""
     todo = seen = 0
@@ -706,7 +732,7 @@ def _count_todo(
             if limit is not None and seen >= limit:
                 break
             seen += 1
-            if it.id not in done:
+            if in_shard(it.id, shard) and it.id not in done:
                 todo += 1
     return todo, seen
 
@@ -728,6 +754,7 @@ async def run_synthesis(
     prompt_timeout_s: float | None = None,
     collect_rows: bool = True,
     graph: Any = None,
+    shard: tuple[int, int] | None = None,
     record_sink: Callable[[dict[str, Any]], Any] | None = None,
     failure_sink: Callable[[dict[str, Any]], Any] | None = None,
 ) -> SynthesisSummary:
@@ -746,6 +773,9 @@ async def run_synthesis(
         digest: config digest written in each record (default: computed from the args).
         prompt_timeout_s: give up on a prompt after this long (it is then "failed").
         graph: a compiled graph to use instead of building ``METHODS[method]``.
+        shard: ``(k, n)``: only the prompts whose id hashes to shard ``k`` of ``n`` (run
+            ``n`` processes, each with its own ``output_dir``, to use more CPU cores; export
+            them together, ids are disjoint). ``limit`` applies before sharding.
         record_sink: when given, each finished record is handed to it instead of being
             appended to records.jsonl (the distributed runner streams records to its
             driver this way; see :mod:`toa_graph.distributed`).
@@ -787,7 +817,7 @@ async def run_synthesis(
             raise FileNotFoundError(f"input file not found: {in_path}")
     else:
         items = list(input)
-    todo, _ = _count_todo(in_path, items, fmap, done_ids, limit)
+    todo, _ = _count_todo(in_path, items, fmap, done_ids, limit, shard)
 
     bar: Any = None
     if progress:
@@ -892,6 +922,8 @@ async def run_synthesis(
             if limit is not None and seen >= limit:
                 break
             seen += 1
+            if not in_shard(it.id, shard):
+                continue
             summary.inputs += 1
             if it.id in done_ids:
                 summary.skipped += 1

@@ -30,6 +30,10 @@ shipped example prompts, and a per-prompt table. Examples:
       --input prompts.jsonl --output runs/uf --budget 40 --concurrency 64
   toa-graph synthesize --input wmt22.de_en.500.jsonl --field-map reference=en --limit 50
 
+One process drives ~100-250 requests/s (about 4-5 ms of Python per generation). Past
+that, run N processes with --shard 0/N .. --shard N-1/N, each with its own --output, and
+export them together (toa-graph export dpo --input runs/s0 runs/s1 ...).
+
 On a Ray cluster (pip install 'toa-graph[ray]'; see docs/deployment.md): --ray shards the
 prompts over --ray-workers actors, each running --concurrency prompts at once, with one
 shared reward actor; only this process writes OUTPUT/records.jsonl (one record per id,
@@ -89,6 +93,13 @@ def add_parser(sub: Any) -> None:
         default=[],
         metavar="KNOB=VALUE",
         help="context knobs, e.g. --set alpha=0.05",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="only shard K of N (by a hash of the id); run N processes with their own --output "
+        "to use more cores, then export them together",
     )
     p.add_argument("--fsync", action="store_true", help="fsync each record (survives power loss)")
     p.add_argument(
@@ -178,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     from toa_graph.config import ConfigError
     from toa_graph.context import SamplingContext
     from toa_graph.rewards import build_reward
-    from toa_graph.synthesis import config_digest, parse_field_map, run_synthesis
+    from toa_graph.synthesis import config_digest, parse_field_map, parse_shard, run_synthesis
 
     if args.concurrency < 1:
         print("--concurrency must be >= 1", file=sys.stderr)
@@ -188,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         field_map = parse_field_map(args.field_map)
+        shard = parse_shard(args.shard)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -267,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress,
                     digest=digest,
                     prompt_timeout_s=args.prompt_timeout,
+                    shard=shard,
                 )
             )
     except ConfigError as exc:
