@@ -48,8 +48,16 @@ REPO = Path(__file__).resolve().parent.parent
 REPORT = os.environ.get("TOA_FAULT_REPORT")
 
 
-def report(category: str, case: str, outcome: str, *, lost: int = 0, duplicates: int = 0) -> None:
-    """One line of the fault report (only when TOA_FAULT_REPORT names a file)."""
+def report(
+    category: str,
+    case: str,
+    outcome: str,
+    *,
+    lost: int | None = None,
+    duplicates: int | None = None,
+) -> None:
+    """One line of the fault report (only when TOA_FAULT_REPORT names a file); ``None``
+    where records are not involved."""
     if REPORT:
         with open(REPORT, "a", encoding="utf-8") as f:
             row = {"category": category, "case": case, "outcome": outcome}
@@ -183,7 +191,7 @@ async def test_one_faulty_agent_fails_its_plays_and_the_search_goes_on(
         assert bad_requests == n_bad * attempts, (bad_requests, n_bad)
     lost, dup = res.lost([i.id for i in its]), res.duplicates()
     assert lost == 0 and dup == 0
-    how = f"{attempts} attempts each" if retried else "not retried (a 4xx)"
+    how = f"{attempts} attempts each" if retried else "1 attempt each: a 4xx is not retried"
     report(
         "agent endpoint",
         fault,
@@ -367,10 +375,13 @@ def test_cli_exits_nonzero_with_a_summary_when_prompts_fail(tmp_path: Path) -> N
     assert sorted(r["id"] for r in recs) == ["q0", "q1", "q3"]
     assert [f["id"] for f in read_jsonl(out / "failed.jsonl")] == ["q2"]
     assert [e["line"] for e in read_jsonl(out / "errors.jsonl")] == [5]
+    seen = [r["id"] for r in recs] + [f["id"] for f in read_jsonl(out / "failed.jsonl")]
     report(
         "all agents down",
         "503 for one prompt, via `toa-graph synthesize`",
-        "exit code 1; summary names the failed prompt, the reason and failed.jsonl",
+        "exit code 1; the summary names the failed prompt, its reason and failed.jsonl",
+        lost=len({r["id"] for r in rows} - set(seen)),
+        duplicates=len(recs) - len({r["id"] for r in recs}),
     )
 
 
@@ -626,9 +637,18 @@ async def test_bad_input_lines_are_named_and_the_rest_proceeds(tmp_path: Path) -
     [f] = failed  # the 1 MB prompt: every agent refused it (context length), reason kept
     assert f["id"] == "big" and "maximum context length" in f["error"]
     assert s.bad_lines == len(BAD_INPUTS)
-    lost = len((good_ids | {"big"}) - {r["id"] for r in recs} - {f["id"]})
-    for case, _, why in BAD_INPUTS:
-        report("bad input", case, f"line skipped, errors.jsonl: line number + “{why}…”")
+    rec_ids = {r["id"] for r in recs}
+    lost = len((good_ids | {"big"}) - rec_ids - {f["id"]})
+    for (case, _, why), line in zip(BAD_INPUTS, sorted(expected), strict=True):
+        # lost: the bad line missing from errors.jsonl, or the good line after it missing
+        missed = int(line not in {e["line"] for e in errors}) + int(f"g{line}" not in rec_ids)
+        report(
+            "bad input",
+            case,
+            f"line skipped; errors.jsonl: its line number + “{why}…”; next line loaded",
+            lost=missed,
+            duplicates=0,
+        )
     report(
         "bad input",
         "1 MB prompt",
