@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
                 except ImportError as exc:
                     print(exc, file=sys.stderr)
                     return 2
-                summary = asyncio.run(
+                dist = asyncio.run(
                     run_distributed(
                         input_path,
                         output,
@@ -254,15 +254,15 @@ def run(args: argparse.Namespace) -> int:
                         reward_num_gpus=args.reward_gpus,
                     )
                 )
-                if summary.rows:
-                    print(format_table(summary))
+                if dist.rows:
+                    print(format_table(dist))
                     print()
-                print(format_summary(summary))
+                print(format_summary(dist))
                 print(
-                    f"ray: {summary.workers} workers, {summary.shards} shard runs "
-                    f"({summary.shard_retries} retried), {summary.worker_deaths} worker deaths"
+                    f"ray: {dist.workers} workers, {dist.shards} shard runs "
+                    f"({dist.shard_retries} retried), {dist.worker_deaths} worker deaths"
                 )
-                return 1 if summary.failed else 0
+                return 1 if dist.failed else 0
             reward = build_reward(cfg.reward, agents=cfg.agents)
             summary = asyncio.run(
                 run_synthesis(
