@@ -85,7 +85,7 @@ def create_toa_graph(
     pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
     reward_model = as_reward_model(reward)
 
-    def controller(
+    async def controller(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["agent", "refine", "__end__"]]:
         ctx = _context(runtime)
@@ -131,7 +131,7 @@ def create_toa_graph(
     async def reward_node(state: SamplingState) -> dict[str, Any]:
         return await score_inbox(reward_model, state)
 
-    def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    async def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         ctx = _context(runtime)
         params = _params(ctx)
         tree = cast("mcts.Tree", state["tree"])
