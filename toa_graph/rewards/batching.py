@@ -245,7 +245,7 @@ class BatchingReward:
             if isinstance(err, RewardError):
                 raise err
             raise RewardError(f"{self.name}: {err}") from err
-        return check_scores(results, len(responses), self.name)
+        return check_scores(results, len(responses), self.name or "reward")
 
     def reset_stats(self) -> BatchingStats:
         """Return the counters so far and start new ones."""

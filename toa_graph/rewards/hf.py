@@ -126,7 +126,7 @@ def _varlen_attention(
     if cu is None or max_len is None:  # an ordinary (unpacked, unmasked) call: causal SDPA
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(  # type: ignore[no-any-return]
+        return sdpa_attention_forward(
             module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=True
         )
     q = query[0].transpose(0, 1)  # [T, Hq, D]
