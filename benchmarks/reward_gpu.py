@@ -39,8 +39,18 @@ TEMPLATE = (
     "{{ m['content'] }} <|eot_id|> {% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|> {% endif %}"
 )
-SPECIALS = ["<pad>", "<|begin_of_text|>", "<|end_of_text|>", "<unk>",
-            "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "user", "assistant", "system"]
+SPECIALS = [
+    "<pad>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<unk>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "user",
+    "assistant",
+    "system",
+]
 OVERHEAD = 9  # template tokens around one user turn and one assistant turn
 
 
@@ -54,8 +64,11 @@ def make_tokenizer(vocab_size: int) -> Any:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
-        pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=tok,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         additional_special_tokens=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
     )
     fast.chat_template = TEMPLATE
@@ -68,16 +81,33 @@ def make_model(kind: str, device: str) -> Any:
 
     if kind == "8b":
         cfg = LlamaConfig(
-            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-            rope_theta=500000.0, rms_norm_eps=1e-5, num_labels=1, pad_token_id=0,
-            bos_token_id=1, eos_token_id=2,
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=8192,
+            rope_theta=500000.0,
+            rms_norm_eps=1e-5,
+            num_labels=1,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
         )
     else:
         cfg = LlamaConfig(
-            vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            num_labels=1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            vocab_size=4096,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            num_labels=1,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
         )
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     cfg._attn_implementation = "sdpa"
@@ -106,7 +136,9 @@ class Recorder:
         return await self.inner.ascore(prompt, responses, references)
 
 
-def fake_agents(n_agents: int, prompt_len: int, rng: random.Random, args: argparse.Namespace) -> dict:
+def fake_agents(
+    n_agents: int, prompt_len: int, rng: random.Random, args: argparse.Namespace
+) -> dict:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import AIMessage
     from langchain_core.outputs import ChatGeneration, ChatResult
@@ -122,13 +154,19 @@ def fake_agents(n_agents: int, prompt_len: int, rng: random.Random, args: argpar
             total = rng.randint(args.min_len, args.max_len)
             n = max(5, total - prompt_len - OVERHEAD)
             text = words(rng, n, args.vocab)
-            msg = AIMessage(text, usage_metadata={"input_tokens": 0, "output_tokens": n, "total_tokens": n})
+            msg = AIMessage(
+                text, usage_metadata={"input_tokens": 0, "output_tokens": n, "total_tokens": n}
+            )
             return ChatResult(generations=[ChatGeneration(message=msg)])
 
-        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> ChatResult:
             return self._reply()
 
-        async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        async def _agenerate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> ChatResult:
             return self._reply()
 
     return {f"agent{i}": InstantAgent() for i in range(n_agents)}
@@ -147,17 +185,25 @@ async def drive_toa(reward: Any, args: argparse.Namespace, runs: int, seed: int)
     t0 = time.perf_counter()
     outs = await asyncio.gather(
         *(
-            g.ainvoke({"prompt": p}, context={"budget": args.budget}, config={"recursion_limit": 10_000})
+            g.ainvoke(
+                {"prompt": p}, context={"budget": args.budget}, config={"recursion_limit": 10_000}
+            )
             for g, p in zip(graphs, prompts, strict=True)
         )
     )
     wall = time.perf_counter() - t0
     errors = sum(1 for o in outs for s in o["samples"] if s.get("error"))
-    return {"wall_s": wall, "samples": sum(len(o["samples"]) for o in outs), "sample_errors": errors,
-            "driver": "toa"}
+    return {
+        "wall_s": wall,
+        "samples": sum(len(o["samples"]) for o in outs),
+        "sample_errors": errors,
+        "driver": "toa",
+    }
 
 
-async def drive_emulated(reward: Any, args: argparse.Namespace, runs: int, seed: int) -> dict[str, Any]:
+async def drive_emulated(
+    reward: Any, args: argparse.Namespace, runs: int, seed: int
+) -> dict[str, Any]:
     """TOA's pattern without LangGraph: each run scores one response per play, in turn."""
     rng = random.Random(seed)
 
@@ -173,8 +219,12 @@ async def drive_emulated(reward: Any, args: argparse.Namespace, runs: int, seed:
 
     t0 = time.perf_counter()
     done = await asyncio.gather(*(run(i) for i in range(runs)))
-    return {"wall_s": time.perf_counter() - t0, "samples": sum(done), "sample_errors": 0,
-            "driver": "emulated (no langgraph)"}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "samples": sum(done),
+        "sample_errors": 0,
+        "driver": "emulated (no langgraph)",
+    }
 
 
 def toa_available() -> bool:
@@ -205,15 +255,22 @@ def one_at_a_time(scorer: HFScorer, pairs: list[tuple[Any, str]], device: str) -
     scores = [scorer.score_batch([it])[0] for it in items]
     wall = time.perf_counter() - t0
     tokens = sum(it.n_tokens for it in items)
-    return {"wall_s": wall, "tokens": tokens, "items": len(items), "tokens_per_s": tokens / wall,
-            "scores": scores}
+    return {
+        "wall_s": wall,
+        "tokens": tokens,
+        "items": len(items),
+        "tokens_per_s": tokens / wall,
+        "scores": scores,
+    }
 
 
 def batched_phase(
     scorer: HFScorer, args: argparse.Namespace, runs: int, seed: int, use_toa: bool
 ) -> tuple[dict[str, Any], Recorder]:
     reward = BatchingReward(
-        scorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch,
+        scorer,
+        batch_tokens=args.batch_tokens,
+        max_batch_size=args.max_batch,
         max_wait_ms=args.max_wait_ms,
     )
     rec = Recorder(reward)
@@ -221,21 +278,32 @@ def batched_phase(
     res = asyncio.run(driver(rec, args, runs, seed))
     st = reward.stats
     res.update(
-        runs=runs, tokens=st.tokens, items=st.items, forward_passes=st.forward_passes,
-        padded_tokens=st.padded_tokens, oom_splits=st.oom_splits, forward_s=st.forward_s,
-        tokens_per_s=st.tokens / res["wall_s"], gpu_busy_tokens_per_s=st.tokens / max(st.forward_s, 1e-9),
-        mean_batch=st.items / max(st.forward_passes, 1), max_batch=st.max_batch,
+        runs=runs,
+        tokens=st.tokens,
+        items=st.items,
+        forward_passes=st.forward_passes,
+        padded_tokens=st.padded_tokens,
+        oom_splits=st.oom_splits,
+        forward_s=st.forward_s,
+        tokens_per_s=st.tokens / res["wall_s"],
+        gpu_busy_tokens_per_s=st.tokens / max(st.forward_s, 1e-9),
+        mean_batch=st.items / max(st.forward_passes, 1),
+        max_batch=st.max_batch,
         padding_waste=1 - st.tokens / max(st.padded_tokens, 1),
     )
     return res, rec
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", choices=["8b", "tiny"], default="8b")
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--runs", default="64,128", help="concurrent TOA runs; comma list for several")
-    ap.add_argument("--padded-runs", default=None, help="runs for the padded phases (default: --runs)")
+    ap.add_argument(
+        "--padded-runs", default=None, help="runs for the padded phases (default: --runs)"
+    )
     ap.add_argument("--budget", type=int, default=16, help="generations (reward calls) per TOA run")
     ap.add_argument("--agents", type=int, default=3)
     ap.add_argument("--min-len", type=int, default=150)
@@ -246,8 +314,12 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--packing", choices=["off", "on", "both"], default="both")
-    ap.add_argument("--one-at-a-time-items", type=int, default=0,
-                    help="score only this many items one at a time (0 = the whole workload)")
+    ap.add_argument(
+        "--one-at-a-time-items",
+        type=int,
+        default=0,
+        help="score only this many items one at a time (0 = the whole workload)",
+    )
     ap.add_argument("--emulate", action="store_true", help="don't use the TOA graph")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -263,18 +335,29 @@ def main() -> None:
     tok = make_tokenizer(args.vocab)
     scorer = HFScorer(model, tok, max_length=4096, name=f"llama-{args.model}-seqcls")
     print(f"built model + tokenizer in {time.perf_counter() - t_build:.1f}s", flush=True)
-    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor()
+    device_name = (
+        torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor()
+    )
     report: dict[str, Any] = {
-        "device": device_name, "torch": torch.__version__, "transformers": transformers.__version__,
-        "model": args.model, "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
-        "args": {k: v for k, v in vars(args).items() if k != "json"}, "driver": "toa" if use_toa else "emulated",
+        "device": device_name,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "model": args.model,
+        "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
+        "args": {k: v for k, v in vars(args).items() if k != "json"},
+        "driver": "toa" if use_toa else "emulated",
     }
 
     # Warm-up (kernels, allocator) on a few shapes.
     rng = random.Random(1)
-    warm = [(words(rng, 50, args.vocab), words(rng, rng.randint(100, 1100), args.vocab)) for _ in range(48)]
+    warm = [
+        (words(rng, 50, args.vocab), words(rng, rng.randint(100, 1100), args.vocab))
+        for _ in range(48)
+    ]
     scorer.score_batch([scorer.prepare(p, r) for p, r in warm[:1]])
-    BatchingReward(scorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch).score_pairs_sync(warm)
+    BatchingReward(
+        scorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch
+    ).score_pairs_sync(warm)
     sync(args.device)
 
     results: dict[str, Any] = {}
@@ -284,18 +367,24 @@ def main() -> None:
     for runs in padded_runs:
         res, rec = batched_phase(scorer, args, runs, seed=runs, use_toa=use_toa)
         results[f"batched_runs{runs}"] = res
-        print(f"[batched, {runs} concurrent {res['driver']} runs] {res['tokens']:,} tokens in "
-              f"{res['wall_s']:.2f}s = {res['tokens_per_s']:,.0f} tok/s; {res['forward_passes']} forwards, "
-              f"mean batch {res['mean_batch']:.1f}, padding {res['padding_waste']:.1%}, "
-              f"GPU-busy rate {res['gpu_busy_tokens_per_s']:,.0f} tok/s", flush=True)
+        print(
+            f"[batched, {runs} concurrent {res['driver']} runs] {res['tokens']:,} tokens in "
+            f"{res['wall_s']:.2f}s = {res['tokens_per_s']:,.0f} tok/s; {res['forward_passes']} forwards, "
+            f"mean batch {res['mean_batch']:.1f}, padding {res['padding_waste']:.1%}, "
+            f"GPU-busy rate {res['gpu_busy_tokens_per_s']:,.0f} tok/s",
+            flush=True,
+        )
         if not recorded:
             recorded = rec.pairs
 
     # One at a time: the workload of the first batched phase, same process, same model.
     pairs = recorded[: args.one_at_a_time_items] if args.one_at_a_time_items else recorded
     one = one_at_a_time(scorer, pairs, args.device)
-    print(f"[one at a time] {one['tokens']:,} tokens ({one['items']} items) in {one['wall_s']:.2f}s = "
-          f"{one['tokens_per_s']:,.0f} tok/s", flush=True)
+    print(
+        f"[one at a time] {one['tokens']:,} tokens ({one['items']} items) in {one['wall_s']:.2f}s = "
+        f"{one['tokens_per_s']:,.0f} tok/s",
+        flush=True,
+    )
     # Agreement: the same pairs scored in length-sorted padded batches.
     batched = BatchingReward(scorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch)
     sync(args.device)
@@ -309,23 +398,33 @@ def main() -> None:
     spread = (sum((x - mean) ** 2 for x in one["scores"]) / len(one["scores"])) ** 0.5
     results["one_at_a_time"] = {k: v for k, v in one.items() if k != "scores"}
     results["offline_batched_same_pairs"] = {
-        "wall_s": offline_wall, "tokens_per_s": one["tokens"] / offline_wall,
+        "wall_s": offline_wall,
+        "tokens_per_s": one["tokens"] / offline_wall,
         "forward_passes": batched.stats.forward_passes,
-        "max_abs_diff_vs_one_at_a_time": max(diffs), "score_scale": scale,
-        "mean_abs_diff_vs_one_at_a_time": sum(diffs) / len(diffs), "score_std": spread,
+        "max_abs_diff_vs_one_at_a_time": max(diffs),
+        "score_scale": scale,
+        "mean_abs_diff_vs_one_at_a_time": sum(diffs) / len(diffs),
+        "score_std": spread,
     }
-    print(f"[offline batched, same pairs] {one['tokens'] / offline_wall:,.0f} tok/s; "
-          f"|batched - one-at-a-time| max {max(diffs):.4g}, mean {sum(diffs) / len(diffs):.4g} "
-          f"(scores: std {spread:.3g}, max |s| {scale:.3g})", flush=True)
+    print(
+        f"[offline batched, same pairs] {one['tokens'] / offline_wall:,.0f} tok/s; "
+        f"|batched - one-at-a-time| max {max(diffs):.4g}, mean {sum(diffs) / len(diffs):.4g} "
+        f"(scores: std {spread:.3g}, max |s| {scale:.3g})",
+        flush=True,
+    )
     del batched_scores
 
     if args.packing in ("on", "both"):
         if args.packing == "on":
             results = {k: v for k, v in results.items() if not k.startswith("batched_runs")}
         try:
-            pscorer = HFScorer(model, tok, max_length=4096, packing=True, name=f"llama-{args.model}-packed")
+            pscorer = HFScorer(
+                model, tok, max_length=4096, packing=True, name=f"llama-{args.model}-packed"
+            )
             pscorer.score_batch([pscorer.prepare(p, r) for p, r in warm[:8]])
-            pk = BatchingReward(pscorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch)
+            pk = BatchingReward(
+                pscorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch
+            )
             t0 = time.perf_counter()
             pscores = pk.score_pairs_sync(pairs)
             sync(args.device)
@@ -336,19 +435,27 @@ def main() -> None:
             single = [pscorer.score_batch([pscorer.prepare(p, r)])[0] for p, r in pairs[:32]]
             sdiff = max(abs(a - b) for a, b in zip(one["scores"][:32], single, strict=True))
             results["offline_packed_same_pairs"] = {
-                "wall_s": pw, "tokens_per_s": one["tokens"] / pw, "forward_passes": pk.stats.forward_passes,
-                "max_abs_diff_vs_one_at_a_time": pdiff, "mean_abs_diff_vs_one_at_a_time": pmean,
+                "wall_s": pw,
+                "tokens_per_s": one["tokens"] / pw,
+                "forward_passes": pk.stats.forward_passes,
+                "max_abs_diff_vs_one_at_a_time": pdiff,
+                "mean_abs_diff_vs_one_at_a_time": pmean,
                 "max_abs_diff_single_item_packed_vs_padded": sdiff,
             }
-            print(f"[offline packed, same pairs] {one['tokens'] / pw:,.0f} tok/s; |packed - one-at-a-time| "
-                  f"max {pdiff:.4g}, mean {pmean:.4g}; single item packed vs padded max {sdiff:.4g}",
-                  flush=True)
+            print(
+                f"[offline packed, same pairs] {one['tokens'] / pw:,.0f} tok/s; |packed - one-at-a-time| "
+                f"max {pdiff:.4g}, mean {pmean:.4g}; single item packed vs padded max {sdiff:.4g}",
+                flush=True,
+            )
             for runs in run_list:
                 res, _ = batched_phase(pscorer, args, runs, seed=runs, use_toa=use_toa)
                 results[f"packed_runs{runs}"] = res
-                print(f"[packed, {runs} concurrent {res['driver']} runs] {res['tokens']:,} tokens in "
-                      f"{res['wall_s']:.2f}s = {res['tokens_per_s']:,.0f} tok/s; "
-                      f"{res['forward_passes']} forwards, mean batch {res['mean_batch']:.1f}", flush=True)
+                print(
+                    f"[packed, {runs} concurrent {res['driver']} runs] {res['tokens']:,} tokens in "
+                    f"{res['wall_s']:.2f}s = {res['tokens_per_s']:,.0f} tok/s; "
+                    f"{res['forward_passes']} forwards, mean batch {res['mean_batch']:.1f}",
+                    flush=True,
+                )
         except Exception as exc:
             results["packed_error"] = repr(exc)
             print(f"[packed] failed: {exc!r}", flush=True)
@@ -358,9 +465,13 @@ def main() -> None:
     for k, v in results.items():
         if isinstance(v, dict) and "tokens_per_s" in v:
             v["ratio_vs_one_at_a_time"] = v["tokens_per_s"] / base
-            print(f"  {k:32s} {v['tokens_per_s']:>10,.0f} tok/s  x{v['ratio_vs_one_at_a_time']:.2f}")
+            print(
+                f"  {k:32s} {v['tokens_per_s']:>10,.0f} tok/s  x{v['ratio_vs_one_at_a_time']:.2f}"
+            )
     report["results"] = results
-    out = args.json or (os.path.join(os.environ["OUT"], "reward_gpu.json") if os.environ.get("OUT") else None)
+    out = args.json or (
+        os.path.join(os.environ["OUT"], "reward_gpu.json") if os.environ.get("OUT") else None
+    )
     if out:
         Path(out).write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")

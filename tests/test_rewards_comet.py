@@ -41,7 +41,10 @@ async def test_missing_package_message(monkeypatch):
 
 async def test_kiwi_is_reference_free_and_batched(fake_comet):
     reward = CometReward("Unbabel/wmt22-cometkiwi-da", device="cpu", max_wait_ms=20)
-    prompt = [{"role": "system", "content": "translate"}, {"role": "user", "content": "Guten Morgen"}]
+    prompt = [
+        {"role": "system", "content": "translate"},
+        {"role": "user", "content": "Guten Morgen"},
+    ]
     results = await asyncio.gather(
         reward.ascore(prompt, ["Good morning", "Morning"], ["Good morning"]),
         reward.ascore("Hallo Welt", ["Hello world"]),
@@ -65,7 +68,10 @@ async def test_reference_based_uses_and_needs_reference(fake_comet):
 
 def test_source_text():
     assert source_text("abc") == "abc"
-    assert source_text([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]) == "x"
+    assert (
+        source_text([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        == "x"
+    )
     with pytest.raises(RewardError):
         source_text([{"role": "system", "content": "s"}])
 

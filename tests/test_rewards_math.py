@@ -124,14 +124,18 @@ async def test_math500_real_lines():
     for row in rows:
         gold = row["gold_answer"]
         boxed = f"Let's think. ... so we get $\\boxed{{{gold}}}$"
-        scores = await reward.ascore(row["instruction"], [row["gold_response"], boxed, "\\boxed{-987654}"], [gold])
+        scores = await reward.ascore(
+            row["instruction"], [row["gold_response"], boxed, "\\boxed{-987654}"], [gold]
+        )
         assert scores == [1.0, 1.0, 0.0], row["id"]
         if "frac" in gold:
             seen_frac = True
             num = parse_number(gold)
             if num is not None:  # the same value written as a/b and as a decimal
                 alt = f"{num.numerator}/{num.denominator}"
-                assert await reward.ascore(row["instruction"], [f"\\boxed{{{alt}}}"], [gold]) == [1.0]
+                assert await reward.ascore(row["instruction"], [f"\\boxed{{{alt}}}"], [gold]) == [
+                    1.0
+                ]
     assert seen_frac
 
 

@@ -40,7 +40,11 @@ class FakePooling:
                 answer = body["messages"][-1]["content"]
                 logit = -len(answer) / 10
                 if self.path == "/classify":
-                    out = {"data": [{"index": 0, "label": "LABEL_0", "probs": [logit], "num_classes": 1}]}
+                    out = {
+                        "data": [
+                            {"index": 0, "label": "LABEL_0", "probs": [logit], "num_classes": 1}
+                        ]
+                    }
                 else:  # per-token pooling output: the last token's value is the score
                     out = {"data": [{"index": 0, "data": [[0.0], [1.0], [logit]]}]}
                 return self._send(200, out)
@@ -100,7 +104,9 @@ async def test_client_error_names_endpoint():
 
 
 async def test_gives_up_after_retries_on_connection_errors():
-    reward = VLLMPoolingReward("http://127.0.0.1:9", "rm", max_retries=2, backoff_s=0.01, timeout_s=2)
+    reward = VLLMPoolingReward(
+        "http://127.0.0.1:9", "rm", max_retries=2, backoff_s=0.01, timeout_s=2
+    )
     with pytest.raises(RewardError, match=r"127\.0\.0\.1:9/classify: failed after 3 attempts"):
         await reward.ascore("q", ["a"])
     await reward.aclose()
@@ -125,8 +131,13 @@ def test_score_from_response_shapes():
 def test_from_config(monkeypatch):
     from toa_graph.config import VLLMRewardConfig
 
-    cfg = VLLMRewardConfig(kind="vllm", model="rm", base_url="http://h:8000/v1", endpoint="pooling",
-                           api_key_env="TOA_TEST_RM_KEY")
+    cfg = VLLMRewardConfig(
+        kind="vllm",
+        model="rm",
+        base_url="http://h:8000/v1",
+        endpoint="pooling",
+        api_key_env="TOA_TEST_RM_KEY",
+    )
     with pytest.raises(RewardError, match="TOA_TEST_RM_KEY"):
         VLLMPoolingReward.from_config(cfg)
     monkeypatch.setenv("TOA_TEST_RM_KEY", "k")

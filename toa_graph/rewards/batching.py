@@ -343,7 +343,9 @@ class BatchingReward:
         lengths = [p.n_tokens for p in pending]
         if self.padded:
             groups = pack_batches(
-                lengths, self.batch_tokens, self.max_batch_size,
+                lengths,
+                self.batch_tokens,
+                self.max_batch_size,
                 forward_cost_tokens=self.forward_cost_tokens,
             )
         else:
@@ -354,7 +356,9 @@ class BatchingReward:
         lengths = [int(it.n_tokens) for it in items]
         groups = (
             pack_batches(
-                lengths, self.batch_tokens, self.max_batch_size,
+                lengths,
+                self.batch_tokens,
+                self.max_batch_size,
                 forward_cost_tokens=self.forward_cost_tokens,
             )
             if self.padded
@@ -387,7 +391,8 @@ class BatchingReward:
                     self.stats.failed_items += 1
                     logger.warning(
                         "%s: out of memory on a single item of %d tokens",
-                        self.name, int(items[0].n_tokens),
+                        self.name,
+                        int(items[0].n_tokens),
                     )
                     return [
                         RewardError(
@@ -399,7 +404,10 @@ class BatchingReward:
                 mid = len(items) // 2
                 logger.info(
                     "%s: out of memory on a batch of %d; splitting into %d + %d",
-                    self.name, len(items), mid, len(items) - mid,
+                    self.name,
+                    len(items),
+                    mid,
+                    len(items) - mid,
                 )
                 return self._run_with_split(items[:mid]) + self._run_with_split(items[mid:])
             self.stats.failed_items += len(items)
@@ -411,9 +419,7 @@ class BatchingReward:
         lengths = [int(it.n_tokens) for it in items]
         self.stats.items += len(items)
         self.stats.tokens += sum(lengths)
-        self.stats.padded_tokens += (
-            max(lengths) * len(items) if self.padded else sum(lengths)
-        )
+        self.stats.padded_tokens += max(lengths) * len(items) if self.padded else sum(lengths)
         self.stats.max_batch = max(self.stats.max_batch, len(items))
         return [float(s) for s in scores]
 
@@ -434,4 +440,3 @@ def _pack_sum(lengths: Sequence[int], batch_tokens: int, max_batch_size: int) ->
     if cur:
         batches.append(cur)
     return batches
-

@@ -262,7 +262,9 @@ class HFScorer:
         try:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
         except ImportError as exc:  # pragma: no cover
-            raise RewardError("the hf reward needs `transformers` (pip install transformers)") from exc
+            raise RewardError(
+                "the hf reward needs `transformers` (pip install transformers)"
+            ) from exc
         dev, dt = resolve_device_dtype(device, dtype)
         kwargs: dict[str, Any] = {"dtype": dt, "trust_remote_code": bool(trust_remote_code)}
         if attn_implementation:
@@ -270,7 +272,9 @@ class HFScorer:
         elif dev.type == "cuda":
             kwargs["attn_implementation"] = "sdpa"
         try:
-            tok = AutoTokenizer.from_pretrained(model_name, trust_remote_code=bool(trust_remote_code))
+            tok = AutoTokenizer.from_pretrained(
+                model_name, trust_remote_code=bool(trust_remote_code)
+            )
             model = AutoModelForSequenceClassification.from_pretrained(model_name, **kwargs)
         except ValueError as exc:
             if "trust_remote_code" in str(exc) and not trust_remote_code:
@@ -299,7 +303,8 @@ class HFScorer:
             if m.score.out_features != 1:
                 logger.warning(
                     "%s: score head has %d outputs; using the first as the reward",
-                    self.name, m.score.out_features,
+                    self.name,
+                    m.score.out_features,
                 )
             return "linear"
         cfg = getattr(m, "config", None)
@@ -357,7 +362,11 @@ class HFScorer:
         self.truncations += 1
         logger.warning(
             "%s: input of %d tokens exceeds max_length=%d; dropped %d tokens from the left (%s)",
-            self.name, len(ids), limit, len(ids) - len(new), what,
+            self.name,
+            len(ids),
+            limit,
+            len(ids) - len(new),
+            what,
         )
         return EncodedPair(new, truncated=len(ids) - len(new))
 
@@ -497,7 +506,10 @@ class HFReward(BatchingReward):
         """Wrap an already loaded model and tokenizer."""
         scorer = HFScorer(model, tokenizer, max_length=max_length, packing=packing, name=name)
         return cls(
-            scorer, batch_tokens=batch_tokens, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms
+            scorer,
+            batch_tokens=batch_tokens,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
         )
 
     @classmethod

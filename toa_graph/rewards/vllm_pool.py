@@ -52,7 +52,9 @@ def score_from_response(body: Any, endpoint: str) -> float:
     try:
         item = body["data"][0]
     except (KeyError, IndexError, TypeError):
-        raise RewardError(f"{endpoint}: unexpected response (no data[0]): {str(body)[:200]}") from None
+        raise RewardError(
+            f"{endpoint}: unexpected response (no data[0]): {str(body)[:200]}"
+        ) from None
     for key in ("probs", "logits", "score", "data", "embedding"):
         if isinstance(item, dict) and key in item:
             value = _first_number(item[key])
@@ -110,7 +112,9 @@ class VLLMPoolingReward:
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
             if not key:
-                raise RewardError(f"vllm reward: env var {cfg.api_key_env} (api_key_env) is not set")
+                raise RewardError(
+                    f"vllm reward: env var {cfg.api_key_env} (api_key_env) is not set"
+                )
         return cls(
             cfg.base_url,
             cfg.model,
