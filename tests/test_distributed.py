@@ -273,3 +273,19 @@ def test_cli_ray_starts_a_local_instance_on_loopback(servers, prompts, reference
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     session = re.compile(rf"session_[\d_-]+_{proc.pid}\b")
     assert not [ln for ln in ps.splitlines() if session.search(ln)]
+
+
+async def test_reward_actor_that_cannot_start_fails_the_run_early(
+    cluster, servers, prompts, tmp_path
+) -> None:
+    from toa_graph.distributed import DistributedError
+
+    cfg = agents(servers)
+    bad = PythonRewardConfig(kind="python", target="tests.no_such_module:reward")
+    with pytest.raises(DistributedError, match=r"reward actor did not start.*no_such_module"):
+        await run_distributed(
+            prompts, tmp_path / "out", method="toa", agents=cfg, reward=bad, context=CONTEXT,
+            workers=2, concurrency=4, address=cluster.address, progress=False,
+            worker_options=WORKER_OPTIONS,
+        )  # fmt: skip
+    assert not (tmp_path / "out" / "records.jsonl").read_bytes()

@@ -201,6 +201,13 @@ class AgentPool:
         replica = self._choose(agent, ())
         return self._replica_client(agent, replica), replica
 
+    def build_clients(self) -> None:
+        """Build every replica's client now instead of on first use (a worker process
+        does this at start, so the first prompts do not pay for imports)."""
+        for agent in self._agents.values():
+            for replica in agent.replicas:
+                self._replica_client(agent, replica)
+
     def _replica_client(self, agent: _Agent, replica: _Replica) -> BaseChatModel:
         if replica.client is None:
             assert agent.config is not None

@@ -304,12 +304,15 @@ class SynthesisWorker:
         self.pool = (
             agents if isinstance(agents, AgentPool) else AgentPool(agents, **(pool_options or {}))
         )
+        # Everything slow happens here, at actor start: client imports and construction,
+        # loading a per-worker reward model.
+        self.pool.build_clients()
         if isinstance(reward, RemoteReward):
             reward = reward.with_caller(f"worker-{slot}")
-        elif hasattr(reward, "kind"):
-            from toa_graph.rewards import LazyReward
+        elif _is_config(reward):
+            from toa_graph.rewards import build_reward
 
-            reward = LazyReward(reward, agents=_agent_configs(agents))
+            reward = build_reward(reward, agents=_agent_configs(agents))
         self.reward = reward
         self.graph = METHODS[method](agents=self.pool, reward=reward).compile(name=method)
         self.shards = 0
@@ -387,6 +390,10 @@ class DistributedSummary(SynthesisSummary):
     """The live workers at the end (:meth:`SynthesisWorker.info`)."""
     reward_stats: dict[str, Any] | None = None
     """The shared reward actor's counters (:meth:`RewardActor.stats`), when one ran."""
+    startup_s: float | None = None
+    """From the start until every worker slot's actor was up (Ray, imports, graph)."""
+    run_s: float | None = None
+    """From then until the last result arrived: the time the prompts took."""
 
 
 @dataclass
@@ -550,6 +557,7 @@ async def run_distributed(
         return None
 
     def tick() -> None:
+        last_result[0] = time.perf_counter()
         if bar is not None:
             bar.update(1)
             if run_rewards:
@@ -619,6 +627,8 @@ async def run_distributed(
         retry.append(shard)
 
     last_error: list[str] = []
+    ready_at: list[float] = []
+    last_result = [0.0]
 
     with ray_session(address, num_cpus=num_cpus or max(os.cpu_count() or 2, workers + 1),
                      runtime_env=runtime_env) as ray:  # fmt: skip
@@ -633,6 +643,9 @@ async def run_distributed(
                 num_gpus=reward_num_gpus,
             )  # fmt: skip
             actors.append(worker_reward.actor)
+            reward_up: Any = asyncio.ensure_future(_ready(worker_reward.actor, "reward actor"))
+        else:
+            reward_up = None
         remote_cls = ray.remote(SynthesisWorker)
         opts: dict[str, Any] = {
             "num_cpus": 1,
@@ -656,6 +669,22 @@ async def run_distributed(
         async def slot_loop(slot: int) -> None:
             restarts = 0
             actor = new_actor(slot, 0)
+            while True:  # wait for the actor to be up (it builds the graph and clients)
+                try:
+                    await actor.info.remote()
+                    break
+                except RayError as exc:
+                    why = f"worker {slot} did not start: {str(exc).strip().splitlines()[-1][:300]}"
+                    logger.error("%s", why)
+                    last_error[:] = [why]
+                    live.pop(slot, None)
+                    if restarts >= max_restarts:
+                        return
+                    restarts += 1
+                    actor = new_actor(slot, restarts)
+            if reward_up is not None:
+                await reward_up  # a reward actor that cannot start ends the run here
+            ready_at.append(time.perf_counter())
             while True:
                 shard = next_shard()
                 if shard is None:
@@ -738,6 +767,9 @@ async def run_distributed(
             if bar is not None:
                 bar.close()
             summary.wall_s = round(time.perf_counter() - start, 3)
+            if ready_at:
+                summary.startup_s = round(max(ready_at) - start, 3)
+                summary.run_s = round(max(0.0, last_result[0] - max(ready_at)), 3)
             summary.bytes_written = writer.bytes_written
             summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
             summary.mean_best_reward_all = (
@@ -752,6 +784,17 @@ async def run_distributed(
 def synthesize_distributed(*args: Any, **kwargs: Any) -> DistributedSummary:
     """Blocking wrapper around :func:`run_distributed`."""
     return asyncio.run(run_distributed(*args, **kwargs))
+
+
+async def _ready(actor: Any, what: str) -> None:
+    from ray.exceptions import RayError
+
+    try:
+        await actor.stats.remote()
+    except RayError as exc:
+        raise DistributedError(
+            f"the {what} did not start: {str(exc).strip().splitlines()[-1][:500]}"
+        ) from exc
 
 
 def _agent_configs(agents: Any) -> list[Any]:
