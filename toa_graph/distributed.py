@@ -106,6 +106,11 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 127.0.0.1; Ray uses it on macOS/Windows). Set before ``import ray`` for local instances."""
 
 
+REMOTE_REWARD_KINDS = frozenset({"vllm", "judge"})
+"""Reward kinds that are clients of a server (a vLLM pooling runner, an LLM judge): by
+default each worker calls the server itself instead of going through a reward actor."""
+
+
 class DistributedError(RuntimeError):
     """The run could not finish: every worker slot gave up (see the message for why)."""
 
@@ -431,7 +436,7 @@ async def run_distributed(
     shard_size: int | None = None,
     max_attempts: int = 3,
     max_restarts: int = 3,
-    shared_reward: bool = True,
+    shared_reward: bool | None = None,
     reward_num_gpus: float = 0,
     pool_options: Mapping[str, Any] | None = None,
     num_cpus: int | None = None,
@@ -451,6 +456,8 @@ async def run_distributed(
         reward: a reward config (built once in a shared :class:`RewardActor`, or in each
             worker with ``shared_reward=False``) or a picklable reward object (a
             :class:`RemoteReward`, a function, ...), shipped to every worker.
+        shared_reward: run a reward config in one :class:`RewardActor` for all workers
+            (default: yes, except for kinds that are already servers: ``vllm``, ``judge``).
         workers: worker actors (slots); each runs ``concurrency`` prompts at once.
         address: a Ray cluster to connect to; ``None`` starts a local one on 127.0.0.1.
         shard_size: prompts per shard (default: an even split, at most 64 x concurrency).
@@ -637,6 +644,8 @@ async def run_distributed(
         actors: list[Any] = []
         live: dict[int, Any] = {}
         worker_reward = reward
+        if shared_reward is None:  # a reward that is already a service is called directly
+            shared_reward = getattr(reward, "kind", None) not in REMOTE_REWARD_KINDS
         if _is_config(reward) and shared_reward:
             worker_reward = start_reward_actor(
                 reward, [a for a in _agent_configs(agents)], name=f"{prefix}-reward",
