@@ -155,7 +155,7 @@ async def test_one_record_per_prompt_identical_to_single_process(
     # resume: nothing left to do, nothing written
     before = (out / "records.jsonl").read_bytes()
     s2 = await run_on_cluster(cluster, servers, prompts, out)
-    assert (s2.done, s2.skipped, s2.shards) == (0, N_PROMPTS, 0)
+    assert (s2.done, s2.skipped, s2.shards, s2.worker_info) == (0, N_PROMPTS, 0, [])
     assert (out / "records.jsonl").read_bytes() == before
 
 

@@ -637,6 +637,31 @@ async def run_distributed(
     ready_at: list[float] = []
     last_result = [0.0]
 
+    def finish() -> None:
+        writer.close()
+        errors_f.close()
+        failed_f.close()
+        if bar is not None:
+            bar.close()
+        summary.wall_s = round(time.perf_counter() - start, 3)
+        if ready_at:
+            summary.startup_s = round(max(ready_at) - start, 3)
+            summary.run_s = round(max(0.0, last_result[0] - max(ready_at)), 3)
+        summary.bytes_written = writer.bytes_written
+        summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
+        summary.mean_best_reward_all = sum(all_rewards) / len(all_rewards) if all_rewards else None
+        (out_dir / SUMMARY_FILE).write_text(
+            json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+        )
+
+    if todo == 0:  # everything is done already: count the input, start nothing
+        try:
+            for _ in fresh:
+                pass
+        finally:
+            finish()
+        return summary
+
     with ray_session(address, num_cpus=num_cpus or max(os.cpu_count() or 2, workers + 1),
                      runtime_env=runtime_env) as ray:  # fmt: skip
         from ray.exceptions import RayError, RayTaskError
@@ -770,23 +795,7 @@ async def run_distributed(
             for a in actors:
                 with contextlib.suppress(Exception):
                     ray.kill(a, no_restart=True)
-            writer.close()
-            errors_f.close()
-            failed_f.close()
-            if bar is not None:
-                bar.close()
-            summary.wall_s = round(time.perf_counter() - start, 3)
-            if ready_at:
-                summary.startup_s = round(max(ready_at) - start, 3)
-                summary.run_s = round(max(0.0, last_result[0] - max(ready_at)), 3)
-            summary.bytes_written = writer.bytes_written
-            summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
-            summary.mean_best_reward_all = (
-                sum(all_rewards) / len(all_rewards) if all_rewards else None
-            )
-            (out_dir / SUMMARY_FILE).write_text(
-                json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
-            )
+            finish()
     return summary
 
 
