@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --upgrade pip
   # The CPU build of torch (a local wheel on these machines; PyPI's default build otherwise).
   .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.4"
-  .venv/bin/pip install -q -e ".[dev,embedded,data,train,server,studio]"
+  .venv/bin/pip install -q -e ".[dev,embedded,data,train,server,studio,ray]"
   echo "$want" > "$stamp"
 else
   echo "[setup] .venv is up to date"

@@ -94,3 +94,21 @@ def test_unknown_agent_and_bad_agent_types() -> None:
         AgentPool({"x": object()})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="does not match"):
         AgentPool({"x": AgentConfig(name="y", model="m", base_url="http://h/v1")})
+
+
+def test_a_pool_and_a_graph_work_across_event_loops(fake_server: str) -> None:
+    """Notebooks and repeated synthesize() calls run several asyncio loops in one process."""
+    import asyncio
+
+    pool = AgentPool([agent(fake_server)])
+    graph = create_toa_graph(pool, lambda p, rs: [1.0] * len(rs)).compile()
+    for _ in range(2):
+        (g,) = asyncio.run(pool.generate("m", [{"role": "user", "content": "hi"}]))
+        assert g.error is None, g.error
+        out = asyncio.run(graph.ainvoke({"prompt": "hi"}, context={"budget": 2}))
+        assert all(s["error"] is None for s in out["samples"]), out["samples"]
+    # a fresh pool in yet another loop (langchain-openai's shared client cache)
+    (g,) = asyncio.run(
+        AgentPool([agent(fake_server)]).generate("m", [{"role": "user", "content": "x"}])
+    )
+    assert g.error is None, g.error

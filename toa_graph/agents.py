@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 
@@ -91,6 +92,8 @@ class _Replica:
     url: str
     outstanding: int = 0
     client: BaseChatModel | None = None
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    """The event loop the client's connections belong to (``None``: not used yet)."""
     down_until: float | None = None
     """``time.monotonic()`` when the cool-down ends; ``None`` while healthy."""
     strikes: int = 0
@@ -209,6 +212,15 @@ class AgentPool:
                 self._replica_client(agent, replica)
 
     def _replica_client(self, agent: _Agent, replica: _Replica) -> BaseChatModel:
+        loop = _running_loop()
+        if (
+            replica.client is not None
+            and None not in (loop, replica.loop)
+            and loop is not replica.loop
+        ):
+            # HTTP connections belong to the event loop that opened them: a pool reused
+            # from a second asyncio.run() (notebooks, repeated synthesize()) needs new ones.
+            replica.client = None
         if replica.client is None:
             assert agent.config is not None
             replica.client = _build_chat_openai(
@@ -216,6 +228,8 @@ class AgentPool:
                 replica.url,
                 max_retries=0 if len(agent.replicas) > 1 else None,
             )
+        if loop is not None:
+            replica.loop = loop
         return replica.client
 
     def _choose(self, agent: _Agent, tried: Sequence[_Replica]) -> _Replica:
@@ -553,4 +567,17 @@ def _build_chat_openai(
         kwargs["stop"] = list(cfg.stop)
     if cfg.extra_body:
         kwargs["extra_body"] = dict(cfg.extra_body)
+    # Our own connection pool per client: langchain-openai otherwise shares one cached
+    # client per URL across event loops ("Event loop is closed" on a second asyncio.run).
+    kwargs["http_async_client"] = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        timeout=cfg.timeout_s,
+    )
     return ChatOpenAI(**kwargs)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
