@@ -63,26 +63,23 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from toa_graph.synthesis import (
     ERRORS_FILE,
     FAILED_FILE,
-    RECORDS_FILE,
     SUMMARY_FILE,
     BadLine,
     PromptItem,
     PromptResult,
     RecordWriter,
     SynthesisSummary,
-    _count_todo,
     _dedupe,
     _tqdm,
     config_digest,
     iter_input,
+    open_run,
     parse_field_map,
-    repair_records,
     run_synthesis,
 )
 
@@ -483,32 +480,13 @@ async def run_distributed(
     digest = digest or config_digest(method=method, context=ctx, agents=agents, reward=reward)
     prefix = name_prefix or f"toa-graph-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
 
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records_path = out_dir / RECORDS_FILE
-    scan = repair_records(records_path)
-    done_ids = set(scan.ids)
     summary = DistributedSummary(
-        method=method, output_dir=str(out_dir), config_digest=digest, workers=workers,
+        method=method, output_dir=str(output_dir), config_digest=digest, workers=workers,
         ray_address=address,
     )  # fmt: skip
-    summary.torn_bytes_repaired = scan.torn_bytes
-    summary.digest_mismatch = bool(scan.digests - {digest})
-    if summary.digest_mismatch:
-        logger.warning(
-            "%s already holds records made with another config digest (%s); this run uses %s",
-            records_path, ", ".join(sorted(scan.digests - {digest})), digest,
-        )  # fmt: skip
-
-    in_path: Path | None = None
-    items: Sequence[PromptItem] | None = None
-    if isinstance(input, str | os.PathLike):
-        in_path = Path(input)
-        if not in_path.exists():
-            raise FileNotFoundError(f"input file not found: {in_path}")
-    else:
-        items = list(input)
-    todo, _ = _count_todo(in_path, items, fmap, done_ids, limit)
+    run = open_run(input, output_dir, summary, field_map=fmap, limit=limit)
+    out_dir, records_path, scan, done_ids = run.out_dir, run.records_path, run.scan, run.done_ids
+    in_path, items, todo = run.in_path, run.items, run.todo
     size = shard_size or max(1, min(math.ceil(todo / workers), 64 * concurrency))
 
     errors_f = (out_dir / ERRORS_FILE).open("w", encoding="utf-8")

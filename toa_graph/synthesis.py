@@ -737,6 +737,55 @@ def _count_todo(
     return todo, seen
 
 
+@dataclass
+class RunStart:
+    """What every runner (single process or Ray driver) needs before its first prompt."""
+
+    out_dir: Path
+    records_path: Path
+    scan: ScanResult
+    done_ids: set[str]
+    in_path: Path | None
+    items: Sequence[PromptItem] | None
+    todo: int
+
+
+def open_run(
+    input: str | os.PathLike[str] | Sequence[PromptItem],
+    output_dir: str | os.PathLike[str],
+    summary: SynthesisSummary,
+    *,
+    field_map: Mapping[str, str],
+    limit: int | None,
+    shard: tuple[int, int] | None = None,
+) -> RunStart:
+    """Create the output dir, cut a torn last record, note the resume state in ``summary``
+    (torn bytes, config-digest mismatch) and count what is left to do."""
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records_path = out_dir / RECORDS_FILE
+    scan = repair_records(records_path)
+    digest = summary.config_digest
+    summary.torn_bytes_repaired = scan.torn_bytes
+    summary.digest_mismatch = bool(scan.digests - {digest})
+    if summary.digest_mismatch:
+        logger.warning(
+            "%s already holds records made with another config digest (%s); this run uses %s",
+            records_path, ", ".join(sorted(scan.digests - {digest})), digest,
+        )  # fmt: skip
+    in_path: Path | None = None
+    items: Sequence[PromptItem] | None = None
+    if isinstance(input, str | os.PathLike):
+        in_path = Path(input)
+        if not in_path.exists():
+            raise FileNotFoundError(f"input file not found: {in_path}")
+    else:
+        items = list(input)
+    done_ids = set(scan.ids)
+    todo, _ = _count_todo(in_path, items, field_map, done_ids, limit, shard)
+    return RunStart(out_dir, records_path, scan, done_ids, in_path, items, todo)
+
+
 async def run_synthesis(
     input: str | os.PathLike[str] | Sequence[PromptItem],
     output_dir: str | os.PathLike[str],
@@ -794,30 +843,10 @@ async def run_synthesis(
         graph = METHODS[method](agents=agents, reward=reward).compile(name=method)
     digest = digest or config_digest(method=method, context=ctx, agents=agents, reward=reward)
 
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records_path = out_dir / RECORDS_FILE
-    scan = repair_records(records_path)
-    done_ids = set(scan.ids)
-
-    summary = SynthesisSummary(method=method, output_dir=str(out_dir), config_digest=digest)
-    summary.torn_bytes_repaired = scan.torn_bytes
-    summary.digest_mismatch = bool(scan.digests - {digest})
-    if summary.digest_mismatch:
-        logger.warning(
-            "%s already holds records made with another config digest (%s); this run uses %s",
-            records_path, ", ".join(sorted(scan.digests - {digest})), digest,
-        )  # fmt: skip
-
-    in_path: Path | None = None
-    items: Sequence[PromptItem] | None = None
-    if isinstance(input, str | os.PathLike):
-        in_path = Path(input)
-        if not in_path.exists():
-            raise FileNotFoundError(f"input file not found: {in_path}")
-    else:
-        items = list(input)
-    todo, _ = _count_todo(in_path, items, fmap, done_ids, limit, shard)
+    summary = SynthesisSummary(method=method, output_dir=str(output_dir), config_digest=digest)
+    run = open_run(input, output_dir, summary, field_map=fmap, limit=limit, shard=shard)
+    out_dir, records_path, scan, done_ids = run.out_dir, run.records_path, run.scan, run.done_ids
+    in_path, items, todo = run.in_path, run.items, run.todo
 
     bar: Any = None
     if progress:
