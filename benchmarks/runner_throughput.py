@@ -62,26 +62,9 @@ def http_json(url: str, method: str = "GET") -> dict[str, Any]:
 
 
 def start_server(delay: float, capacity: int) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fake_openai_server",
-            "--delay",
-            str(delay),
-            "--capacity",
-            str(capacity),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        raise SystemExit("fake server did not start")
-    return proc, int(json.loads(line)["port"])
+    from tests.fake_servers import spawn
+
+    return spawn("tests.fake_openai_server", "--delay", str(delay), "--capacity", str(capacity))
 
 
 async def bench_method(

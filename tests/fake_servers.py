@@ -17,6 +17,38 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 
+def spawn(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """Start ``python -m module *args``, a server that prints one JSON line with its
+    ``port`` once it listens; return the process (stop it by this handle) and the port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env if env is not None else {**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{module} did not start (exit code {proc.returncode})")
+    return proc, int(json.loads(line)["port"])
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 10) -> None:
+    """SIGTERM our own child, then SIGKILL if it does not exit in ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class FakeServer:
     """One fake OpenAI-compatible server process; ``kill()`` then ``start()`` brings it back
     on the same port (a replica going down and returning)."""
@@ -37,23 +69,17 @@ class FakeServer:
     def start(self) -> FakeServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
-        cmd = [
-            sys.executable, "-m", "tests.fake_openai_server",
-            "--delay", str(self.delay), "--capacity", str(self.capacity),
-            "--port", str(self.port),
+        args = [
+            "--delay", str(self.delay), "--capacity", str(self.capacity), "--port", str(self.port),
         ]  # fmt: skip
         if self.deterministic:
-            cmd.append("--deterministic")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+            args.append("--deterministic")
         for _ in range(50):  # the old socket may linger for a moment after a kill
-            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env)
-            assert self.proc.stdout is not None
-            line = self.proc.stdout.readline()
-            if line:
-                self.port = int(json.loads(line)["port"])
+            try:
+                self.proc, self.port = spawn("tests.fake_openai_server", *args)
                 return self
-            self.proc.wait()
-            time.sleep(0.1)
+            except RuntimeError:
+                time.sleep(0.1)
         raise RuntimeError(f"fake OpenAI server did not start on port {self.port}")
 
     def kill(self) -> None:
@@ -63,13 +89,8 @@ class FakeServer:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fake_servers import spawn, stop_process
 from toa_graph import create_toa_graph
 from toa_graph.agents import AgentPool
 from toa_graph.config import AgentConfig
@@ -22,19 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai_server", "--delay", "0", "--capacity", "16"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = spawn("tests.fake_openai_server", "--delay", "0", "--capacity", "16")
     try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
-        yield f"http://127.0.0.1:{info['port']}/v1"
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def agent(url: str, **kw: object) -> AgentConfig:

@@ -3,7 +3,6 @@ fake OpenAI-compatible server (tests/fake_openai_server.py) with a python reward
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,24 +13,18 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from tests.fake_servers import spawn, stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def fake_endpoint() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai_server", "--delay", "0.01", "--capacity", "8"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = spawn("tests.fake_openai_server", "--delay", "0.01", "--capacity", "8")
     try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
-        yield f"http://127.0.0.1:{info['port']}/v1"
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fake_servers import spawn
 from tests.fakes import fake_agents, hash_reward
 from tests.fault_server import FaultServer, free_port
 from toa_graph.agents import AgentPool
@@ -301,19 +302,7 @@ async def test_hanging_endpoint_longer_than_the_prompt_deadline(tmp_path: Path) 
 
 
 def start_fault_process(*args: str, env: dict[str, str] | None = None) -> tuple[Any, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fault_server", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env or cli_env(),
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        raise RuntimeError("fault server did not start")
-    return proc, int(json.loads(line)["port"])
+    return spawn("tests.fault_server", *args, env=env or cli_env())
 
 
 def stop(proc: Any) -> None:

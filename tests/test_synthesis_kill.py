@@ -14,30 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_servers import spawn
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def start_fake_server(delay: float, capacity: int) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fake_openai_server",
-            "--delay",
-            str(delay),
-            "--capacity",
-            str(capacity),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        raise RuntimeError("fake OpenAI server did not start")
-    return proc, int(json.loads(line)["port"])
+    return spawn("tests.fake_openai_server", "--delay", str(delay), "--capacity", str(capacity))
 
 
 @pytest.fixture
