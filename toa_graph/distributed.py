@@ -572,21 +572,9 @@ async def run_distributed(
             return
         writer.append(record)
         done_ids.add(rid)
-        totals = record["totals"]
-        best = record["best"]
-        summary.done += 1
-        summary.generations += totals["generations"]
-        summary.failed_generations += totals["failed_generations"]
-        summary.tokens += totals["tokens"]["total_tokens"]
-        run_rewards.append(float(best["reward"]))
-        all_rewards.append(float(best["reward"]))
-        if collect_rows:
-            summary.rows.append(
-                PromptResult(
-                    rid, float(best["reward"]), best.get("agent"), totals["generations"],
-                    totals["tokens"]["total_tokens"], round(float(totals["wall_s"]), 3),
-                )
-            )  # fmt: skip
+        reward = summary.add_record(record, row=collect_rows)
+        run_rewards.append(reward)
+        all_rewards.append(reward)
         tick()
 
     def give_back(shard: _Shard, why: str) -> None:

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toa_graph.sampling import validate_prompt
+from toa_graph.sampling import total_usage, validate_prompt
 from toa_graph.state import Prompt
 
 logger = logging.getLogger(__name__)
@@ -445,11 +445,7 @@ def build_record(
     samples = list(out.get("samples") or [])
     best = out.get("best")
     errored = [s for s in samples if s.get("error")]
-    usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-    for s in samples:
-        u = s.get("usage") or {}
-        for k in usage:
-            usage[k] += int(u.get(k, 0) or 0)
+    usage = total_usage(samples)
     budget = context.get("budget")
     ok = len(samples) - len(errored)
     record: dict[str, Any] = {
@@ -677,6 +673,23 @@ class SynthesisSummary:
     digest_mismatch: bool = False
     """The output already holds records made with another config/method/context."""
     rows: list[PromptResult] = field(default_factory=list)
+
+    def add_record(self, record: Mapping[str, Any], *, row: bool) -> float:
+        """Count one written record (and its table row); return its best reward."""
+        totals, best = record["totals"], record["best"]
+        reward = float(best["reward"])
+        self.done += 1
+        self.generations += totals["generations"]
+        self.failed_generations += totals["failed_generations"]
+        self.tokens += totals["tokens"]["total_tokens"]
+        if row:
+            self.rows.append(
+                PromptResult(
+                    str(record["id"]), reward, best.get("agent"), totals["generations"],
+                    totals["tokens"]["total_tokens"], round(float(totals["wall_s"]), 3),
+                )
+            )  # fmt: skip
+        return reward
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -907,20 +920,9 @@ async def run_synthesis(
         else:
             writer.append(record)
         done_ids.add(item.id)
-        totals = record["totals"]
-        summary.done += 1
-        summary.generations += totals["generations"]
-        summary.failed_generations += totals["failed_generations"]
-        summary.tokens += totals["tokens"]["total_tokens"]
-        run_rewards.append(float(best["reward"]))
-        all_rewards.append(float(best["reward"]))
-        if collect_rows:
-            summary.rows.append(
-                PromptResult(
-                    item.id, float(best["reward"]), best.get("agent"), totals["generations"],
-                    totals["tokens"]["total_tokens"], round(wall, 3),
-                )
-            )  # fmt: skip
+        reward = summary.add_record(record, row=collect_rows)
+        run_rewards.append(reward)
+        all_rewards.append(reward)
 
     async def worker() -> None:
         while True:
