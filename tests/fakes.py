@@ -13,6 +13,20 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
+CONTRACT_KEYS = {
+    "id",
+    "agent",
+    "text",
+    "reward",
+    "parent",
+    "kind",
+    "layer",
+    "usage",
+    "latency_s",
+    "error",
+}
+"""The keys every sample carries (DESIGN.md's public contract)."""
+
 
 class FakeAgent(BaseChatModel):
     """Deterministic chat model: replies ``"<name>#<k>: <last user text tail>"``.

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
 
-from tests.fakes import FakeAgent, fake_agents, hash_reward
+from tests.fakes import CONTRACT_KEYS, FakeAgent, fake_agents, hash_reward
 from toa_graph import METHODS, best_sample, debate_tdpo_pairs
 from toa_graph.methods.debate import answers_match, final_answer
 from toa_graph.methods.moa import moa_plan
@@ -22,23 +21,6 @@ from toa_graph.methods.seq_refine import agent_order
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 BASELINES = ["random", "prs", "ensemble", "seq_refine", "moa"]
 ALL = [*BASELINES, "debate"]
-SAMPLE_KEYS = {
-    "id",
-    "agent",
-    "text",
-    "reward",
-    "parent",
-    "kind",
-    "layer",
-    "usage",
-    "latency_s",
-    "error",
-}
-
-
-@pytest.fixture(params=["none", "memory"])
-def compile_kwargs(request):
-    return {} if request.param == "none" else {"checkpointer": InMemorySaver()}
 
 
 async def run(
@@ -90,7 +72,7 @@ async def test_exactly_budget_generations(method, budget, compile_kwargs):
     assert total_calls(agents) == budget
     assert ids(out) == [f"s{i}" for i in range(budget)]  # generation order
     for s in out["samples"]:
-        assert set(s) >= SAMPLE_KEYS
+        assert set(s) >= CONTRACT_KEYS
         assert s["error"] is None and s["reward"] is not None
         assert s["kind"] in ("fresh", "refine", "aggregate")
         assert (s["parent"] is None) == (s["kind"] == "fresh")

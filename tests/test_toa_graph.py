@@ -9,33 +9,16 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from tests.fakes import FakeAgent, fake_agents, hash_reward
+from tests.fakes import CONTRACT_KEYS, FakeAgent, fake_agents, hash_reward
 from toa_graph import METHODS, SamplingContext, create_toa_graph
 from toa_graph.mcts import tree_reward
 from toa_graph.prompts import REFINE_TEMPLATE
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-CONTRACT_KEYS = {
-    "id",
-    "agent",
-    "text",
-    "reward",
-    "parent",
-    "kind",
-    "layer",
-    "usage",
-    "latency_s",
-    "error",
-}
 
 
 def play_sequence(out):
     return [(s["agent"], s["kind"], s["parent"]) for s in out["samples"]]
-
-
-@pytest.fixture(params=["none", "memory"])
-def compile_kwargs(request):
-    return {} if request.param == "none" else {"checkpointer": InMemorySaver()}
 
 
 async def ainvoke(graph, inp, context, **kw):
