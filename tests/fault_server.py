@@ -61,6 +61,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fake_openai_server import FILLER
+
 FAULTS = (
     "ok",
     "reset",
@@ -83,20 +85,6 @@ CONTEXT_LENGTH_MESSAGE = (
 )
 """vLLM's message (400 BadRequestError) for a prompt plus max_tokens over max_model_len."""
 
-FILLER = [
-    "lorem",
-    "ipsum",
-    "dolor",
-    "sit",
-    "amet",
-    "consectetur",
-    "adipiscing",
-    "elit",
-    "sed",
-    "do",
-    "eiusmod",
-    "tempor",
-]
 
 _REASONS = {
     200: "OK",
