@@ -686,7 +686,7 @@ def stop_all(cache: Path | None = None) -> int:
 # ------------------------------------------------------------------------------ the stack
 
 
-def _embedded_key(agent: AgentConfig) -> str | None:
+def embedded_key(agent: AgentConfig) -> str | None:
     urls = agent.urls
     if len(urls) == 1 and urls[0].startswith(EMBEDDED_SCHEME):
         return urls[0][len(EMBEDDED_SCHEME) :].strip("/")
@@ -736,7 +736,7 @@ class EmbeddedStack:
         """Model key -> served aliases, from the config's ``embedded://`` agents."""
         out: dict[str, list[str]] = {}
         for a in self._template.agents:
-            key = _embedded_key(a)
+            key = embedded_key(a)
             if key is not None:
                 if key not in MODELS:
                     raise EmbeddedError(
@@ -797,7 +797,7 @@ class EmbeddedStack:
         """The config with every ``embedded://`` agent pointed at its running server."""
         agents = []
         for a in self._template.agents:
-            key = _embedded_key(a)
+            key = embedded_key(a)
             if key is None:
                 agents.append(a)
                 continue

@@ -111,7 +111,7 @@ def plan_servers(
         raise LaunchError(f"--model-path names no agent: {unknown}; agents: {sorted(known)}")
     specs: dict[tuple[bool, str], ServerSpec] = {}
     for a in cfg.agents:
-        key = embedded._embedded_key(a)
+        key = embedded.embedded_key(a)
         if key is not None:
             spec_key = (True, key)
             path = key

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 __all__ = [
     "InFlight",
@@ -350,17 +350,3 @@ def record_result(
     # path runs root -> ... -> model node: exactly "from the expanded model node to the root".
     _apply_path(nodes, play["path"], visits=1, value=value, count=1)
     return Tree(agents=tree["agents"], nodes=nodes, plays=tree["plays"], inflight=inflight)
-
-
-def summarize(tree: Tree) -> dict[str, Any]:
-    """Small summary for logs and progress events."""
-    responses = [n for n in tree["nodes"] if n["type"] == "response"]
-    best = max(responses, key=lambda n: n["reward"] or -math.inf, default=None)
-    return {
-        "plays": tree["plays"],
-        "nodes": len(tree["nodes"]),
-        "responses": len(responses),
-        "depth": max((n["layer"] for n in responses), default=-1) + 1,
-        "best_reward": best["reward"] if best else None,
-        "best_agent": best["agent"] if best else None,
-    }

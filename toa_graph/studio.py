@@ -31,11 +31,9 @@ def studio_config(path: str | None = None) -> ProjectConfig:
         running = {}
     agents = []
     for a in cfg.agents:
-        url = a.urls[0]
-        if url.startswith(embedded.EMBEDDED_SCHEME):
-            key = url[len(embedded.EMBEDDED_SCHEME) :].strip("/")
-            if key in running and a.model in running[key].aliases:
-                a = a.model_copy(update={"base_url": running[key].base_url})
+        key = embedded.embedded_key(a)
+        if key in running and a.model in running[key].aliases:
+            a = a.model_copy(update={"base_url": running[key].base_url})
         agents.append(a)
     return cfg.model_copy(update={"agents": agents})
 

@@ -26,9 +26,11 @@ from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     answer_messages,
+    context_of,
     generate_sample,
     method_builder,
     refine_messages,
+    sample_id,
     score_inbox,
 )
 from toa_graph.state import (
@@ -47,23 +49,10 @@ class PlayTask(TypedDict):
     parent_text: str | None
 
 
-def _context(runtime: Runtime[SamplingContext]) -> SamplingContext:
-    ctx = runtime.context
-    if ctx is None:
-        return SamplingContext()
-    if isinstance(ctx, dict):
-        return SamplingContext(**ctx)
-    return ctx
-
-
 def _params(ctx: SamplingContext) -> mcts.SearchParams:
     return mcts.SearchParams(
         alpha=ctx.alpha, tau=ctx.tau, width=ctx.effective_width, top_k_child=ctx.top_k_child
     )
-
-
-def sample_id(play_index: int) -> str:
-    return f"s{play_index}"
 
 
 def create_toa_graph(
@@ -88,7 +77,7 @@ def create_toa_graph(
     async def controller(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["agent", "refine", "__end__"]]:
-        ctx = _context(runtime)
+        ctx = context_of(runtime)
         tree = cast("mcts.Tree | None", state.get("tree"))
         if tree is None:
             tree = mcts.new_tree(pool.names)
@@ -111,7 +100,7 @@ def create_toa_graph(
         play = task["play"]
         msgs = answer_messages(task["prompt"], pool.system_prompt(play["agent"]))
         sample = await generate_sample(
-            pool, play["agent"], msgs, _context(runtime),
+            pool, play["agent"], msgs, context_of(runtime),
             sample_id=sample_id(play["index"]), kind="fresh", parent=None, layer=play["layer"],
         )  # fmt: skip
         return {"inbox": [sample]}
@@ -122,7 +111,7 @@ def create_toa_graph(
             task["prompt"], task["parent_text"] or "", pool.system_prompt(play["agent"])
         )
         sample = await generate_sample(
-            pool, play["agent"], msgs, _context(runtime),
+            pool, play["agent"], msgs, context_of(runtime),
             sample_id=sample_id(play["index"]), kind="refine",
             parent=play["parent_sample"], layer=play["layer"],
         )  # fmt: skip
@@ -132,7 +121,7 @@ def create_toa_graph(
         return await score_inbox(reward_model, state)
 
     async def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = _context(runtime)
+        ctx = context_of(runtime)
         params = _params(ctx)
         tree = cast("mcts.Tree", state["tree"])
         samples = state.get("samples") or []
