@@ -107,6 +107,24 @@ def _text_of(content: Any) -> str:
     return str(content or "")
 
 
+def completion_body(
+    cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` response body."""
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
 def make_app(
     delay_s: float, capacity: int, *, deterministic: bool = False
 ) -> tuple[Starlette, Stats]:
@@ -163,18 +181,9 @@ def make_app(
                 }
             )
         return JSONResponse(
-            {
-                "id": f"chatcmpl-{counter['k']}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
+            completion_body(
+                f"chatcmpl-{counter['k']}", model, choices, prompt_tokens, completion_tokens
+            )
         )
 
     async def get_stats(request: Request) -> JSONResponse:

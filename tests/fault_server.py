@@ -61,7 +61,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fake_openai_server import FILLER
+from tests.fake_openai_server import FILLER, completion_body
 
 FAULTS = (
     "ok",
@@ -308,18 +308,9 @@ class FaultServer:
                     "logprobs": None,
                 }
             )
-        return {
-            "id": f"chatcmpl-{len(self.log)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        return completion_body(
+            f"chatcmpl-{len(self.log)}", model, choices, prompt_tokens, completion_tokens
+        )
 
     # ------------------------------------------------------------ HTTP/1.1
 
