@@ -119,6 +119,10 @@ class HFRewardConfig(_Strict):
     packing: bool | None = None
     """Padding-free batches (varlen flash attention, linear-head models only); default: on
     where CUDA and ``torch.nn.attention.varlen`` are available."""
+    fused: bool = False
+    """Score with the fused Llama/Mistral/Qwen2 forward (one QKV and one gate-up GEMM per
+    layer, compiled element-wise kernels on CUDA, last layer on the scored tokens only);
+    implies padding-free packing. Off by default: not yet measured on a GPU."""
 
 
 class VLLMRewardConfig(_Strict):

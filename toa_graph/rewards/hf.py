@@ -41,6 +41,7 @@ from toa_graph.state import Prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     from toa_graph.config import HFRewardConfig
+    from toa_graph.rewards.fused import FusedDecoder
 
 __all__ = ["EncodedPair", "HFReward", "HFScorer", "resolve_device_dtype", "to_messages"]
 
@@ -105,38 +106,21 @@ def _varlen_kernel() -> Any | None:
     return varlen_attn
 
 
-def _varlen_attention(
-    module: Any,
-    query: Any,
-    key: Any,
-    value: Any,
-    attention_mask: Any,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs: Any,
-) -> tuple[Any, None]:
-    """Attention over sequences packed in one row: ``query`` is ``[1, Hq, T, D]``;
-    ``cu_seq_lens_q`` (int32, ``[N+1]``) and ``max_length_q`` come through the model's kwargs.
-    Returns ``[1, T, Hq, D]`` as transformers' attention functions do."""
+def varlen_attend(q: Any, k: Any, v: Any, cu: Any, max_len: int, scale: float | None) -> Any:
+    """Causal attention over sequences packed in one row.
+
+    ``q`` is ``[T, Hq, D]``, ``k``/``v`` ``[T, Hkv, D]`` (grouped-query heads allowed),
+    ``cu`` the int32 ``[N+1]`` sequence boundaries; returns ``[T, Hq, D]``. Uses the varlen
+    flash kernel (``torch.nn.attention.varlen``) on CUDA, one causal SDPA per sequence
+    elsewhere."""
     import torch
     import torch.nn.functional as F
 
-    cu = kwargs.get("cu_seq_lens_q")
-    max_len = kwargs.get("max_length_q")
-    if cu is None or max_len is None:  # an ordinary (unpacked, unmasked) call: causal SDPA
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=True
-        )
-    q = query[0].transpose(0, 1)  # [T, Hq, D]
-    k = key[0].transpose(0, 1)  # [T, Hkv, D]
-    v = value[0].transpose(0, 1)
     hq, hkv = q.shape[1], k.shape[1]
     kernel = _varlen_kernel() if q.is_cuda else None
     if kernel is not None:
         params = inspect.signature(kernel).parameters
-        extra: dict[str, Any] = {"scale": scaling}
+        extra: dict[str, Any] = {"scale": scale}
         if "window_size" in params:
             extra["window_size"] = (-1, 0)
         elif "is_causal" in params:
@@ -148,20 +132,42 @@ def _varlen_attention(
                 k = k.repeat_interleave(hq // hkv, dim=1)
                 v = v.repeat_interleave(hq // hkv, dim=1)
         out = kernel(q, k, v, cu, cu, int(max_len), int(max_len), **extra)
-        if isinstance(out, tuple):
-            out = out[0]
-        return out.unsqueeze(0), None
+        return out[0] if isinstance(out, tuple) else out
     # Portable fallback: one causal SDPA per sequence.
     if hq != hkv:
         k = k.repeat_interleave(hq // hkv, dim=1)
         v = v.repeat_interleave(hq // hkv, dim=1)
-    bounds = cu.tolist()
     outs = []
-    for s, e in itertools.pairwise(bounds):
+    for s, e in itertools.pairwise(cu.tolist()):
         qs, ks, vs = (t[s:e].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-        o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scaling)
+        o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale)
         outs.append(o[0].transpose(0, 1))
-    return torch.cat(outs, dim=0).unsqueeze(0), None
+    return torch.cat(outs, dim=0)
+
+
+def _varlen_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """transformers attention function over sequences packed in one row: ``query`` is
+    ``[1, Hq, T, D]``; ``cu_seq_lens_q`` (int32, ``[N+1]``) and ``max_length_q`` come through
+    the model's kwargs. Returns ``[1, T, Hq, D]`` as transformers' attention functions do."""
+    cu = kwargs.get("cu_seq_lens_q")
+    max_len = kwargs.get("max_length_q")
+    if cu is None or max_len is None:  # an ordinary (unpacked, unmasked) call: causal SDPA
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=True
+        )
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
+    return varlen_attend(q, k, v, cu, int(max_len), scaling).unsqueeze(0), None
 
 
 def _no_mask(*args: Any, **kwargs: Any) -> None:
@@ -198,6 +204,9 @@ class HFScorer:
         max_length: longest input in tokens; longer ones are left-truncated (see module doc).
         packing: pack each batch into one row without padding (see module doc); ``None``:
             on where CUDA and ``torch.nn.attention.varlen`` are available (linear heads).
+        fused: score packed batches with :class:`~toa_graph.rewards.fused.FusedDecoder`
+            (fused QKV / gate-up GEMMs, compiled element-wise kernels on CUDA, last layer
+            on the scored tokens only); implies packing. Llama / Mistral / Qwen2 only.
         name: used in logs and errors.
     """
 
@@ -208,6 +217,7 @@ class HFScorer:
         *,
         max_length: int = 4096,
         packing: bool | None = False,
+        fused: bool = False,
         name: str | None = None,
     ) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
@@ -223,6 +233,15 @@ class HFScorer:
         self.bos_id = getattr(tokenizer, "bos_token_id", None)
         self.truncations = 0
         self._head = self._detect_head()
+        self.fused: FusedDecoder | None = None
+        if fused:
+            from toa_graph.rewards.fused import FusedDecoder, fusable
+
+            reason = fusable(model, self.max_length)
+            if reason is not None:
+                raise RewardError(f"{self.name}: fused forward not available: {reason}")
+            self.fused = FusedDecoder(model)
+            packing = True
         if packing is None:  # auto: where the fused varlen kernel exists
             packing = (
                 self._head == "linear"
@@ -230,7 +249,7 @@ class HFScorer:
                 and _varlen_kernel() is not None
             )
         self.packing = bool(packing)
-        if self.packing:
+        if self.packing and self.fused is None:
             if self._head != "linear":
                 raise RewardError(f"{self.name}: packing needs a linear .score head")
             name_ = register_varlen_attention()
@@ -257,6 +276,7 @@ class HFScorer:
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
         packing: bool | None = None,
+        fused: bool = False,
     ) -> HFScorer:
         """Load a reward model and its tokenizer from the Hub or a local folder."""
         try:
@@ -286,7 +306,7 @@ class HFScorer:
         except OSError as exc:
             raise RewardError(f"could not load reward model {model_name!r}: {exc}") from exc
         model.to(dev)
-        return cls(model, tok, max_length=max_length, packing=packing, name=model_name)
+        return cls(model, tok, max_length=max_length, packing=packing, fused=fused, name=model_name)
 
     def _detect_head(self) -> str:
         """``linear``: backbone + ``.score`` Linear (Llama/Mistral/Qwen/Gemma seq-cls);
@@ -423,6 +443,8 @@ class HFScorer:
         ids = torch.as_tensor(flat, dtype=torch.long).unsqueeze(0).to(self.device)
         position_ids = torch.as_tensor(pos, dtype=torch.long).unsqueeze(0).to(self.device)
         cu = torch.as_tensor(cu_list, dtype=torch.int32).to(self.device)
+        if self.fused is not None:
+            return self.fused(ids[0], position_ids[0], cu, max(lengths))
         last = torch.as_tensor(cu_list[1:], dtype=torch.long).to(self.device) - 1
         m = self.model
         backbone = getattr(m, m.base_model_prefix)
@@ -498,13 +520,16 @@ class HFReward(BatchingReward):
         *,
         max_length: int = 4096,
         packing: bool = False,
+        fused: bool = False,
         batch_tokens: int = 32768,
         max_batch_size: int = 64,
         max_wait_ms: float = 5.0,
         name: str | None = None,
     ) -> HFReward:
         """Wrap an already loaded model and tokenizer."""
-        scorer = HFScorer(model, tokenizer, max_length=max_length, packing=packing, name=name)
+        scorer = HFScorer(
+            model, tokenizer, max_length=max_length, packing=packing, fused=fused, name=name
+        )
         return cls(
             scorer,
             batch_tokens=batch_tokens,
@@ -523,6 +548,7 @@ class HFReward(BatchingReward):
             trust_remote_code=cfg.trust_remote_code,
             attn_implementation=getattr(cfg, "attn_implementation", None),
             packing=getattr(cfg, "packing", None),
+            fused=bool(getattr(cfg, "fused", False)),
         )
         return cls(
             scorer,
