@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from toa_graph.rewards import fused as fused_mod
 from toa_graph.rewards.batching import BatchingReward
 from toa_graph.rewards.hf import HFScorer
 
@@ -90,6 +91,20 @@ def make_model(kind: str, device: str) -> Any:
             max_position_embeddings=8192,
             rope_theta=500000.0,
             rms_norm_eps=1e-5,
+            num_labels=1,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    elif kind == "small":  # big enough for CPU timings to mean something
+        cfg = LlamaConfig(
+            vocab_size=16384,
+            hidden_size=512,
+            intermediate_size=1536,
+            num_hidden_layers=6,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
             num_labels=1,
             pad_token_id=0,
             bos_token_id=1,
@@ -298,7 +313,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", choices=["8b", "tiny"], default="8b")
+    ap.add_argument("--model", choices=["8b", "small", "tiny"], default="8b")
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--runs", default="64,128", help="concurrent TOA runs; comma list for several")
     ap.add_argument(
@@ -314,6 +329,13 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--packing", choices=["off", "on", "both"], default="both")
+    ap.add_argument(
+        "--fused",
+        choices=["off", "on"],
+        default="on",
+        help="also measure the fused forward (toa_graph.rewards.fused), after the packed one",
+    )
+    ap.add_argument("--no-compile", action="store_true", help="fused forward without torch.compile")
     ap.add_argument(
         "--one-at-a-time-items",
         type=int,
@@ -414,60 +436,91 @@ def main() -> None:
     )
     del batched_scores
 
+    variants: list[tuple[str, dict[str, Any]]] = []
     if args.packing in ("on", "both"):
         if args.packing == "on":
             results = {k: v for k, v in results.items() if not k.startswith("batched_runs")}
+        variants.append(("packed", {"packing": True}))
+    if args.fused == "on":
+        variants.append(("fused", {"fused": True}))
+    for label, kw in variants:
         try:
-            pscorer = HFScorer(
-                model, tok, max_length=4096, packing=True, name=f"llama-{args.model}-packed"
+            vscorer = HFScorer(
+                model, tok, max_length=4096, name=f"llama-{args.model}-{label}", **kw
             )
-            pscorer.score_batch([pscorer.prepare(p, r) for p, r in warm[:8]])
-            pk = BatchingReward(
-                pscorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch
+            if vscorer.fused is not None and args.no_compile:
+                vscorer.fused.compile = False
+                vscorer.fused._k = fused_mod._EAGER
+            t0 = time.perf_counter()
+            vscorer.score_batch([vscorer.prepare(p, r) for p, r in warm[:8]])
+            vscorer.score_batch([vscorer.prepare(p, r) for p, r in warm[8:9]])
+            sync(args.device)
+            warm_s = time.perf_counter() - t0
+            vk = BatchingReward(
+                vscorer, batch_tokens=args.batch_tokens, max_batch_size=args.max_batch
             )
             t0 = time.perf_counter()
-            pscores = pk.score_pairs_sync(pairs)
+            vscores = vk.score_pairs_sync(pairs)
             sync(args.device)
-            pw = time.perf_counter() - t0
-            pdiffs = [abs(a - b) for a, b in zip(one["scores"], pscores, strict=True)]
-            pdiff, pmean = max(pdiffs), sum(pdiffs) / len(pdiffs)
-            # the same pairs one at a time through the packed path (attention kernel only differs)
-            single = [pscorer.score_batch([pscorer.prepare(p, r)])[0] for p, r in pairs[:32]]
-            sdiff = max(abs(a - b) for a, b in zip(one["scores"][:32], single, strict=True))
-            results["offline_packed_same_pairs"] = {
-                "wall_s": pw,
-                "tokens_per_s": one["tokens"] / pw,
-                "forward_passes": pk.stats.forward_passes,
-                "max_abs_diff_vs_one_at_a_time": pdiff,
-                "mean_abs_diff_vs_one_at_a_time": pmean,
-                "max_abs_diff_single_item_packed_vs_padded": sdiff,
+            vw = time.perf_counter() - t0
+            vdiffs = [abs(a - b) for a, b in zip(one["scores"], vscores, strict=True)]
+            vdiff, vmean = max(vdiffs), sum(vdiffs) / len(vdiffs)
+            # the same pairs one at a time through this path (only the kernels differ)
+            vone = one_at_a_time(vscorer, pairs, args.device)
+            sdiff = max(abs(a - b) for a, b in zip(one["scores"], vone["scores"], strict=True))
+            results[f"one_at_a_time_{label}"] = {k: v for k, v in vone.items() if k != "scores"}
+            results[f"offline_{label}_same_pairs"] = {
+                "wall_s": vw,
+                "tokens_per_s": one["tokens"] / vw,
+                "forward_passes": vk.stats.forward_passes,
+                "warmup_s": warm_s,
+                "compiled": bool(vscorer.fused is not None and vscorer.fused.compile),
+                "max_abs_diff_vs_one_at_a_time": vdiff,
+                "mean_abs_diff_vs_one_at_a_time": vmean,
+                "max_abs_diff_single_item_vs_transformers": sdiff,
             }
             print(
-                f"[offline packed, same pairs] {one['tokens'] / pw:,.0f} tok/s; |packed - one-at-a-time| "
-                f"max {pdiff:.4g}, mean {pmean:.4g}; single item packed vs padded max {sdiff:.4g}",
+                f"[{label}: warm-up {warm_s:.1f}s] one at a time {vone['tokens_per_s']:,.0f} tok/s; "
+                f"offline same pairs {one['tokens'] / vw:,.0f} tok/s; |{label} - one-at-a-time| "
+                f"max {vdiff:.4g}, mean {vmean:.4g}; single items vs transformers max {sdiff:.4g}",
                 flush=True,
             )
             for runs in run_list:
-                res, _ = batched_phase(pscorer, args, runs, seed=runs, use_toa=use_toa)
-                results[f"packed_runs{runs}"] = res
+                res, _ = batched_phase(vscorer, args, runs, seed=runs, use_toa=use_toa)
+                results[f"{label}_runs{runs}"] = res
                 print(
-                    f"[packed, {runs} concurrent {res['driver']} runs] {res['tokens']:,} tokens in "
+                    f"[{label}, {runs} concurrent {res['driver']} runs] {res['tokens']:,} tokens in "
                     f"{res['wall_s']:.2f}s = {res['tokens_per_s']:,.0f} tok/s; "
                     f"{res['forward_passes']} forwards, mean batch {res['mean_batch']:.1f}",
                     flush=True,
                 )
         except Exception as exc:
-            results["packed_error"] = repr(exc)
-            print(f"[packed] failed: {exc!r}", flush=True)
+            results[f"{label}_error"] = repr(exc)
+            print(f"[{label}] failed: {exc!r}", flush=True)
 
     base = results["one_at_a_time"]["tokens_per_s"]
-    print("\nsummary (real tokens/s; ratio vs one-at-a-time):")
+    print(
+        "\nsummary (real tokens/s; ratio vs one-at-a-time through transformers, the reference "
+        "code's way; [ratio vs one-at-a-time through the same kernels])"
+    )
     for k, v in results.items():
         if isinstance(v, dict) and "tokens_per_s" in v:
             v["ratio_vs_one_at_a_time"] = v["tokens_per_s"] / base
-            print(
-                f"  {k:32s} {v['tokens_per_s']:>10,.0f} tok/s  x{v['ratio_vs_one_at_a_time']:.2f}"
+            line = (
+                f"  {k:34s} {v['tokens_per_s']:>10,.0f} tok/s  x{v['ratio_vs_one_at_a_time']:.2f}"
             )
+            same = next(
+                (
+                    results[f"one_at_a_time_{lb}"]
+                    for lb in ("fused", "packed")
+                    if k.startswith(f"{lb}_") or f"_{lb}_" in k
+                ),
+                None,
+            )
+            if same is not None and not k.startswith("one_at_a_time"):
+                v["ratio_vs_same_kernels_one_at_a_time"] = v["tokens_per_s"] / same["tokens_per_s"]
+                line += f"  [x{v['ratio_vs_same_kernels_one_at_a_time']:.2f}]"
+            print(line)
     report["results"] = results
     out = args.json or (
         os.path.join(os.environ["OUT"], "reward_gpu.json") if os.environ.get("OUT") else None
