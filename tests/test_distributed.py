@@ -289,3 +289,22 @@ async def test_reward_actor_that_cannot_start_fails_the_run_early(
             worker_options=WORKER_OPTIONS,
         )  # fmt: skip
     assert not (tmp_path / "out" / "records.jsonl").read_bytes()
+
+
+async def test_a_busy_output_directory_is_refused_before_any_actor_starts(
+    servers, prompts, tmp_path
+) -> None:
+    from toa_graph.synthesis import OutputBusyError, OutputLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = OutputLock(out).acquire()
+    try:
+        with pytest.raises(OutputBusyError, match=f"pid {os.getpid()}"):
+            await run_distributed(
+                prompts, out, method="toa", agents=agents(servers), reward=REWARD,
+                context=CONTEXT, workers=2, address="127.0.0.1:1", progress=False,
+            )  # fmt: skip
+    finally:
+        held.release()
+    assert not (out / "records.jsonl").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ import pytest
 from tests.fakes import FakeAgent, fake_agents, hash_reward
 from toa_graph.methods import METHODS
 from toa_graph.synthesis import (
+    LOCK_FILE,
+    OutputBusyError,
+    OutputLock,
     RecordWriter,
     read_records,
     repair_records,
@@ -300,3 +304,101 @@ async def test_shards_partition_the_prompts(tmp_path: Path) -> None:
     ids = [r["id"] for r in read_record_files([tmp_path / f"shard{k}" for k in range(3)])]
     assert sorted(ids) == sorted(f"p{i}" for i in range(24))
     assert all(in_shard(f"p{i}", (0, 1)) for i in range(5))
+
+
+async def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
+    tmp_path: Path,
+) -> None:
+    """Two writers on one records.jsonl would interleave and duplicate records."""
+    inp = write_prompts(tmp_path / "in.jsonl", 6)
+    gate = asyncio.Event()
+
+    async def gated_reward(prompt: Any, responses: list[str]) -> list[float]:
+        await gate.wait()
+        return [0.5] * len(responses)
+
+    first = asyncio.create_task(
+        run_synthesis(
+            inp,
+            tmp_path / "out",
+            method="toa",
+            agents=fake_agents(),
+            reward=gated_reward,
+            context={"budget": 2},
+            concurrency=2,
+            progress=False,
+        )
+    )
+    while not (tmp_path / "out" / LOCK_FILE).exists():
+        await asyncio.sleep(0.01)
+    with pytest.raises(
+        OutputBusyError, match=rf"in use by another toa-graph run \(pid {os.getpid()}\)"
+    ):
+        await run_synthesis(
+            inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+            context={"budget": 2}, progress=False,
+        )  # fmt: skip
+    gate.set()
+    s = await first
+    assert s.done == 6 and len(lines_of(tmp_path / "out" / "records.jsonl")) == 6
+    # released at the end: the next run resumes (nothing left to do)
+    again = await run_synthesis(
+        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+        context={"budget": 2}, progress=False,
+    )  # fmt: skip
+    assert (again.done, again.skipped) == (0, 6)
+
+
+async def test_the_lock_is_released_when_a_run_fails(tmp_path: Path) -> None:
+    class Boom(RuntimeError):
+        pass
+
+    class BrokenGraph:
+        async def ainvoke(self, *args: Any, **kwargs: Any) -> Any:
+            raise Boom("graph exploded")
+
+    inp = write_prompts(tmp_path / "in.jsonl", 2)
+    with pytest.raises(FileNotFoundError):  # fails inside open_run, after the lock
+        await run_synthesis(
+            tmp_path / "missing.jsonl", tmp_path / "out", method="toa", agents=fake_agents(),
+            reward=hash_reward, progress=False,
+        )  # fmt: skip
+    OutputLock(tmp_path / "out").acquire().release()  # free again
+    s = await run_synthesis(
+        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+        progress=False, graph=BrokenGraph(),
+    )  # fmt: skip
+    assert s.failed == 2
+    OutputLock(tmp_path / "out").acquire().release()
+
+
+def test_a_lock_held_by_another_process_names_it_and_dies_with_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import sys, time; from pathlib import Path; "
+            "from toa_graph.synthesis import OutputLock; "
+            "lock = OutputLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputBusyError, match=f"pid {holder.pid}"):
+            OutputLock(out).acquire()
+        cli = subprocess.run(
+            [sys.executable, "-m", "toa_graph.cli", "synthesize", "--output", str(out),
+             "--no-progress"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert cli.returncode == 2 and f"pid {holder.pid}" in cli.stderr, cli.stderr[-2000:]
+    finally:
+        holder.kill()  # SIGKILL: no clean-up of its own
+        holder.wait()
+    OutputLock(out).acquire().release()  # the kernel dropped the dead process's lock

@@ -485,284 +485,294 @@ async def run_distributed(
         ray_address=address,
     )  # fmt: skip
     run = open_run(input, output_dir, summary, field_map=fmap, limit=limit)
-    out_dir, records_path, scan, done_ids = run.out_dir, run.records_path, run.scan, run.done_ids
-    in_path, items, todo = run.in_path, run.items, run.todo
-    size = shard_size or max(1, min(math.ceil(todo / workers), 64 * concurrency))
-
-    errors_f = (out_dir / ERRORS_FILE).open("w", encoding="utf-8")
-    failed_f = (out_dir / FAILED_FILE).open("w", encoding="utf-8")
-    writer = RecordWriter(records_path, fsync=fsync)
-    run_rewards: list[float] = []
-    all_rewards = list(scan.best_rewards)
-    bar: Any = None
-    if progress:
-        factory = progress if callable(progress) else _tqdm
-        bar = factory(total=todo, desc=f"{method} x{workers}")
-    start = time.perf_counter()
-
-    def shards_from_input() -> Iterator[_Shard]:
-        seen = 0
-        stream = _dedupe(items) if items is not None else iter_input(in_path, field_map=fmap)  # type: ignore[arg-type]
-        batch: list[PromptItem] = []
-        n = 0
-        for it in stream:
-            if isinstance(it, BadLine):
-                summary.bad_lines += 1
-                errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
-                errors_f.flush()
-                continue
-            if limit is not None and seen >= limit:
-                break
-            seen += 1
-            summary.inputs += 1
-            if it.id in done_ids:
-                summary.skipped += 1
-                continue
-            batch.append(it)
-            if len(batch) >= size:
-                yield _Shard(n, batch)
-                n += 1
-                batch = []
-        if batch:
-            yield _Shard(n, batch)
-
-    fresh = shards_from_input()
-    retry: deque[_Shard] = deque()
-    fresh_done = False
-
-    def next_shard() -> _Shard | None:
-        nonlocal fresh_done
-        if retry:
-            return retry.popleft()
-        if not fresh_done:
-            nxt = next(fresh, None)
-            if nxt is not None:
-                return nxt
-            fresh_done = True
-        return None
-
-    def tick() -> None:
-        last_result[0] = time.perf_counter()
-        if bar is not None:
-            bar.update(1)
-            if run_rewards:
-                bar.set_postfix(
-                    best=f"{sum(run_rewards) / len(run_rewards):.4f}", failed=summary.failed,
-                    deaths=summary.worker_deaths, refresh=False,
-                )  # fmt: skip
-
-    def note_failure(shard: _Shard | None, entry: dict[str, Any]) -> None:
-        if shard is not None:
-            shard.received.add(str(entry["id"]))
-        summary.failed += 1
-        failed_f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        failed_f.flush()
-        if collect_rows:
-            summary.rows.append(
-                PromptResult(str(entry["id"]), None, None, 0, 0, 0.0, str(entry.get("error")))
-            )
-        tick()
-
-    def on_record(shard: _Shard, record: dict[str, Any]) -> None:
-        rid = str(record["id"])
-        shard.received.add(rid)
-        if rid in done_ids:
-            summary.duplicates_dropped += 1
-            logger.warning("record for %s arrived twice; the second copy is dropped", rid)
-            return
-        writer.append(record)
-        done_ids.add(rid)
-        reward = summary.add_record(record, row=collect_rows)
-        run_rewards.append(reward)
-        all_rewards.append(reward)
-        tick()
-
-    def give_back(shard: _Shard, why: str) -> None:
-        rest = shard.remaining()
-        if not rest:
-            return
-        if shard.attempts >= max_attempts:
-            logger.error(
-                "shard %d: %d prompts not done after %d attempts (%s); noted as failed",
-                shard.id, len(rest), shard.attempts, why,
-            )  # fmt: skip
-            for it in rest:
-                note_failure(
-                    shard,
-                    {
-                        "id": it.id,
-                        "line": it.line,
-                        "error": f"worker lost {shard.attempts} times: {why}",
-                    },
-                )
-            return
-        summary.shard_retries += 1
-        retry.append(shard)
-
-    last_error: list[str] = []
-    ready_at: list[float] = []
-    last_result = [0.0]
-
-    def finish() -> None:
-        writer.close()
-        errors_f.close()
-        failed_f.close()
-        if bar is not None:
-            bar.close()
-        summary.wall_s = round(time.perf_counter() - start, 3)
-        if ready_at:
-            summary.startup_s = round(max(ready_at) - start, 3)
-            summary.run_s = round(max(0.0, last_result[0] - max(ready_at)), 3)
-        summary.bytes_written = writer.bytes_written
-        summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
-        summary.mean_best_reward_all = sum(all_rewards) / len(all_rewards) if all_rewards else None
-        (out_dir / SUMMARY_FILE).write_text(
-            json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+    try:
+        out_dir, records_path, scan, done_ids = (
+            run.out_dir,
+            run.records_path,
+            run.scan,
+            run.done_ids,
         )
+        in_path, items, todo = run.in_path, run.items, run.todo
+        size = shard_size or max(1, min(math.ceil(todo / workers), 64 * concurrency))
 
-    if todo == 0:  # everything is done already: count the input, start nothing
-        try:
-            for _ in fresh:
-                pass
-        finally:
-            finish()
-        return summary
+        errors_f = (out_dir / ERRORS_FILE).open("w", encoding="utf-8")
+        failed_f = (out_dir / FAILED_FILE).open("w", encoding="utf-8")
+        writer = RecordWriter(records_path, fsync=fsync)
+        run_rewards: list[float] = []
+        all_rewards = list(scan.best_rewards)
+        bar: Any = None
+        if progress:
+            factory = progress if callable(progress) else _tqdm
+            bar = factory(total=todo, desc=f"{method} x{workers}")
+        start = time.perf_counter()
 
-    with ray_session(address, num_cpus=num_cpus or max(os.cpu_count() or 2, workers + 1),
-                     runtime_env=runtime_env) as ray:  # fmt: skip
-        from ray.exceptions import RayError, RayTaskError
-
-        actors: list[Any] = []
-        live: dict[int, Any] = {}
-        worker_reward = reward
-        if shared_reward is None:  # a reward that is already a service is called directly
-            shared_reward = getattr(reward, "kind", None) not in REMOTE_REWARD_KINDS
-        if _is_config(reward) and shared_reward:
-            worker_reward = start_reward_actor(
-                reward, [a for a in _agent_configs(agents)], name=f"{prefix}-reward",
-                num_gpus=reward_num_gpus,
-            )  # fmt: skip
-            actors.append(worker_reward.actor)
-            reward_up: Any = asyncio.ensure_future(_ready(worker_reward.actor, "reward actor"))
-        else:
-            reward_up = None
-        remote_cls = ray.remote(SynthesisWorker)
-        opts: dict[str, Any] = {
-            "num_cpus": 1,
-            "max_concurrency": 4,
-            "scheduling_strategy": "SPREAD",
-        }
-        opts.update(worker_options or {})
-
-        def new_actor(slot: int, restart: int) -> Any:
-            actor = remote_cls.options(name=f"{prefix}-worker-{slot}.{restart}", **opts).remote(
-                slot, method=method, agents=agents, reward=worker_reward, context=ctx,
-                concurrency=concurrency, digest=digest, prompt_timeout_s=prompt_timeout_s,
-                pool_options=dict(pool_options or {}),
-            )  # fmt: skip
-            actors.append(actor)
-            live[slot] = actor
-            return actor
-
-        busy = [0]
-
-        async def slot_loop(slot: int) -> None:
-            restarts = 0
-            actor = new_actor(slot, 0)
-            while True:  # wait for the actor to be up (it builds the graph and clients)
-                try:
-                    await actor.info.remote()
+        def shards_from_input() -> Iterator[_Shard]:
+            seen = 0
+            stream = _dedupe(items) if items is not None else iter_input(in_path, field_map=fmap)  # type: ignore[arg-type]
+            batch: list[PromptItem] = []
+            n = 0
+            for it in stream:
+                if isinstance(it, BadLine):
+                    summary.bad_lines += 1
+                    errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
+                    errors_f.flush()
+                    continue
+                if limit is not None and seen >= limit:
                     break
-                except RayError as exc:
-                    why = f"worker {slot} did not start: {str(exc).strip().splitlines()[-1][:300]}"
-                    logger.error("%s", why)
-                    last_error[:] = [why]
-                    live.pop(slot, None)
-                    if restarts >= max_restarts:
-                        return
-                    restarts += 1
-                    actor = new_actor(slot, restarts)
-            if reward_up is not None:
-                await reward_up  # a reward actor that cannot start ends the run here
-            ready_at.append(time.perf_counter())
-            while True:
-                shard = next_shard()
-                if shard is None:
-                    if busy[0] == 0:
-                        return
-                    # another slot is still running: a shard it gives back needs a taker
-                    await asyncio.sleep(0.1)
+                seen += 1
+                summary.inputs += 1
+                if it.id in done_ids:
+                    summary.skipped += 1
                     continue
-                shard.attempts += 1
-                summary.shards += 1
-                busy[0] += 1
-                try:
-                    gen = actor.run_shard.options(num_returns="streaming").remote(
-                        shard.id, shard.remaining()
-                    )
-                    async for ref in gen:
-                        for kind, payload in await ref:
-                            if kind == "record":
-                                on_record(shard, payload)
-                            else:
-                                note_failure(shard, payload)
-                except RayTaskError as exc:
-                    # the runner raised inside a live worker: retry the rest of the shard
-                    why = f"worker {slot} failed: {str(exc).strip().splitlines()[-1][:200]}"
-                    logger.error("shard %d: %s", shard.id, why)
-                    last_error[:] = [why]
-                    give_back(shard, why)
-                    continue
-                except RayError as exc:  # RayActorError, lost objects, node death
-                    why = f"worker {slot} died: {type(exc).__name__}"
-                    logger.warning(
-                        "shard %d: %s after %d of %d prompts; the rest is queued again",
-                        shard.id, why, len(shard.received), len(shard.items),
-                    )  # fmt: skip
-                    summary.worker_deaths += 1
-                    last_error[:] = [why]
-                    give_back(shard, why)
-                    live.pop(slot, None)
-                    if restarts >= max_restarts:
-                        logger.error(
-                            "worker slot %d: %d restarts used; slot closed", slot, restarts
-                        )
-                        return
-                    restarts += 1
-                    with contextlib.suppress(Exception):
-                        ray.kill(actor, no_restart=True)
-                    actor = new_actor(slot, restarts)
-                    continue
-                finally:
-                    busy[0] -= 1
-                if shard.remaining():  # the worker ended without a word about some ids
-                    give_back(shard, "worker returned no result for them")
+                batch.append(it)
+                if len(batch) >= size:
+                    yield _Shard(n, batch)
+                    n += 1
+                    batch = []
+            if batch:
+                yield _Shard(n, batch)
 
-        try:
-            await asyncio.gather(*(slot_loop(i) for i in range(workers)))
-            if retry or (not fresh_done and next(fresh, None) is not None):
-                raise DistributedError(
-                    "every Ray worker slot gave up before the prompts were done"
-                    + (f" (last error: {last_error[0]})" if last_error else "")
-                    + "; finished records are kept, re-run to resume"
+        fresh = shards_from_input()
+        retry: deque[_Shard] = deque()
+        fresh_done = False
+
+        def next_shard() -> _Shard | None:
+            nonlocal fresh_done
+            if retry:
+                return retry.popleft()
+            if not fresh_done:
+                nxt = next(fresh, None)
+                if nxt is not None:
+                    return nxt
+                fresh_done = True
+            return None
+
+        def tick() -> None:
+            last_result[0] = time.perf_counter()
+            if bar is not None:
+                bar.update(1)
+                if run_rewards:
+                    bar.set_postfix(
+                        best=f"{sum(run_rewards) / len(run_rewards):.4f}", failed=summary.failed,
+                        deaths=summary.worker_deaths, refresh=False,
+                    )  # fmt: skip
+
+        def note_failure(shard: _Shard | None, entry: dict[str, Any]) -> None:
+            if shard is not None:
+                shard.received.add(str(entry["id"]))
+            summary.failed += 1
+            failed_f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            failed_f.flush()
+            if collect_rows:
+                summary.rows.append(
+                    PromptResult(str(entry["id"]), None, None, 0, 0, 0.0, str(entry.get("error")))
                 )
-        finally:
-            with contextlib.suppress(Exception):
-                summary.worker_info = list(
-                    await asyncio.wait_for(
-                        asyncio.gather(*(a.info.remote() for _, a in sorted(live.items()))), 30
+            tick()
+
+        def on_record(shard: _Shard, record: dict[str, Any]) -> None:
+            rid = str(record["id"])
+            shard.received.add(rid)
+            if rid in done_ids:
+                summary.duplicates_dropped += 1
+                logger.warning("record for %s arrived twice; the second copy is dropped", rid)
+                return
+            writer.append(record)
+            done_ids.add(rid)
+            reward = summary.add_record(record, row=collect_rows)
+            run_rewards.append(reward)
+            all_rewards.append(reward)
+            tick()
+
+        def give_back(shard: _Shard, why: str) -> None:
+            rest = shard.remaining()
+            if not rest:
+                return
+            if shard.attempts >= max_attempts:
+                logger.error(
+                    "shard %d: %d prompts not done after %d attempts (%s); noted as failed",
+                    shard.id, len(rest), shard.attempts, why,
+                )  # fmt: skip
+                for it in rest:
+                    note_failure(
+                        shard,
+                        {
+                            "id": it.id,
+                            "line": it.line,
+                            "error": f"worker lost {shard.attempts} times: {why}",
+                        },
                     )
-                )
-            if isinstance(worker_reward, RemoteReward) and worker_reward is not reward:
-                with contextlib.suppress(Exception):
-                    summary.reward_stats = await asyncio.wait_for(
-                        worker_reward.actor.stats.remote(), 30
+                return
+            summary.shard_retries += 1
+            retry.append(shard)
+
+        last_error: list[str] = []
+        ready_at: list[float] = []
+        last_result = [0.0]
+
+        def finish() -> None:
+            writer.close()
+            errors_f.close()
+            failed_f.close()
+            if bar is not None:
+                bar.close()
+            summary.wall_s = round(time.perf_counter() - start, 3)
+            if ready_at:
+                summary.startup_s = round(max(ready_at) - start, 3)
+                summary.run_s = round(max(0.0, last_result[0] - max(ready_at)), 3)
+            summary.bytes_written = writer.bytes_written
+            summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
+            summary.mean_best_reward_all = (
+                sum(all_rewards) / len(all_rewards) if all_rewards else None
+            )
+            (out_dir / SUMMARY_FILE).write_text(
+                json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+            )
+
+        if todo == 0:  # everything is done already: count the input, start nothing
+            try:
+                for _ in fresh:
+                    pass
+            finally:
+                finish()
+            return summary
+
+        with ray_session(address, num_cpus=num_cpus or max(os.cpu_count() or 2, workers + 1),
+                         runtime_env=runtime_env) as ray:  # fmt: skip
+            from ray.exceptions import RayError, RayTaskError
+
+            actors: list[Any] = []
+            live: dict[int, Any] = {}
+            worker_reward = reward
+            if shared_reward is None:  # a reward that is already a service is called directly
+                shared_reward = getattr(reward, "kind", None) not in REMOTE_REWARD_KINDS
+            if _is_config(reward) and shared_reward:
+                worker_reward = start_reward_actor(
+                    reward, [a for a in _agent_configs(agents)], name=f"{prefix}-reward",
+                    num_gpus=reward_num_gpus,
+                )  # fmt: skip
+                actors.append(worker_reward.actor)
+                reward_up: Any = asyncio.ensure_future(_ready(worker_reward.actor, "reward actor"))
+            else:
+                reward_up = None
+            remote_cls = ray.remote(SynthesisWorker)
+            opts: dict[str, Any] = {
+                "num_cpus": 1,
+                "max_concurrency": 4,
+                "scheduling_strategy": "SPREAD",
+            }
+            opts.update(worker_options or {})
+
+            def new_actor(slot: int, restart: int) -> Any:
+                actor = remote_cls.options(name=f"{prefix}-worker-{slot}.{restart}", **opts).remote(
+                    slot, method=method, agents=agents, reward=worker_reward, context=ctx,
+                    concurrency=concurrency, digest=digest, prompt_timeout_s=prompt_timeout_s,
+                    pool_options=dict(pool_options or {}),
+                )  # fmt: skip
+                actors.append(actor)
+                live[slot] = actor
+                return actor
+
+            busy = [0]
+
+            async def slot_loop(slot: int) -> None:
+                restarts = 0
+                actor = new_actor(slot, 0)
+                while True:  # wait for the actor to be up (it builds the graph and clients)
+                    try:
+                        await actor.info.remote()
+                        break
+                    except RayError as exc:
+                        why = f"worker {slot} did not start: {str(exc).strip().splitlines()[-1][:300]}"
+                        logger.error("%s", why)
+                        last_error[:] = [why]
+                        live.pop(slot, None)
+                        if restarts >= max_restarts:
+                            return
+                        restarts += 1
+                        actor = new_actor(slot, restarts)
+                if reward_up is not None:
+                    await reward_up  # a reward actor that cannot start ends the run here
+                ready_at.append(time.perf_counter())
+                while True:
+                    shard = next_shard()
+                    if shard is None:
+                        if busy[0] == 0:
+                            return
+                        # another slot is still running: a shard it gives back needs a taker
+                        await asyncio.sleep(0.1)
+                        continue
+                    shard.attempts += 1
+                    summary.shards += 1
+                    busy[0] += 1
+                    try:
+                        gen = actor.run_shard.options(num_returns="streaming").remote(
+                            shard.id, shard.remaining()
+                        )
+                        async for ref in gen:
+                            for kind, payload in await ref:
+                                if kind == "record":
+                                    on_record(shard, payload)
+                                else:
+                                    note_failure(shard, payload)
+                    except RayTaskError as exc:
+                        # the runner raised inside a live worker: retry the rest of the shard
+                        why = f"worker {slot} failed: {str(exc).strip().splitlines()[-1][:200]}"
+                        logger.error("shard %d: %s", shard.id, why)
+                        last_error[:] = [why]
+                        give_back(shard, why)
+                        continue
+                    except RayError as exc:  # RayActorError, lost objects, node death
+                        why = f"worker {slot} died: {type(exc).__name__}"
+                        logger.warning(
+                            "shard %d: %s after %d of %d prompts; the rest is queued again",
+                            shard.id, why, len(shard.received), len(shard.items),
+                        )  # fmt: skip
+                        summary.worker_deaths += 1
+                        last_error[:] = [why]
+                        give_back(shard, why)
+                        live.pop(slot, None)
+                        if restarts >= max_restarts:
+                            logger.error(
+                                "worker slot %d: %d restarts used; slot closed", slot, restarts
+                            )
+                            return
+                        restarts += 1
+                        with contextlib.suppress(Exception):
+                            ray.kill(actor, no_restart=True)
+                        actor = new_actor(slot, restarts)
+                        continue
+                    finally:
+                        busy[0] -= 1
+                    if shard.remaining():  # the worker ended without a word about some ids
+                        give_back(shard, "worker returned no result for them")
+
+            try:
+                await asyncio.gather(*(slot_loop(i) for i in range(workers)))
+                if retry or (not fresh_done and next(fresh, None) is not None):
+                    raise DistributedError(
+                        "every Ray worker slot gave up before the prompts were done"
+                        + (f" (last error: {last_error[0]})" if last_error else "")
+                        + "; finished records are kept, re-run to resume"
                     )
-            for a in actors:
+            finally:
                 with contextlib.suppress(Exception):
-                    ray.kill(a, no_restart=True)
-            finish()
-    return summary
+                    summary.worker_info = list(
+                        await asyncio.wait_for(
+                            asyncio.gather(*(a.info.remote() for _, a in sorted(live.items()))), 30
+                        )
+                    )
+                if isinstance(worker_reward, RemoteReward) and worker_reward is not reward:
+                    with contextlib.suppress(Exception):
+                        summary.reward_stats = await asyncio.wait_for(
+                            worker_reward.actor.stats.remote(), 30
+                        )
+                for a in actors:
+                    with contextlib.suppress(Exception):
+                        ray.kill(a, no_restart=True)
+                finish()
+        return summary
+    finally:
+        run.lock.release()
 
 
 def synthesize_distributed(*args: Any, **kwargs: Any) -> DistributedSummary:

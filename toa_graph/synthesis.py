@@ -52,6 +52,7 @@ __all__ = [
     "BadLine",
     "InputError",
     "LoadResult",
+    "OutputBusyError",
     "PromptItem",
     "RecordWriter",
     "ScanResult",
@@ -75,6 +76,7 @@ RECORDS_FILE = "records.jsonl"
 ERRORS_FILE = "errors.jsonl"
 FAILED_FILE = "failed.jsonl"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".toa-graph.lock"
 
 PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
 """Input fields tried, in order, for the prompt (a string, or chat messages)."""
@@ -750,6 +752,49 @@ def _count_todo(
     return todo, seen
 
 
+class OutputBusyError(RuntimeError):
+    """Another run is writing to the same output directory."""
+
+
+class OutputLock:
+    """An exclusive, non-blocking ``flock`` on ``output_dir/.toa-graph.lock``: two runs
+    appending to one records.jsonl would interleave and duplicate records. The kernel drops
+    the lock when its process dies, so a killed run never leaves a stale one."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_FILE
+        self._fh: Any = None
+
+    def acquire(self) -> OutputLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return self
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise OutputBusyError(
+                f"output directory {self.path.parent} is in use by another toa-graph run "
+                f"({holder}); wait for it to finish or choose another --output"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()  # closing the file drops the flock
+
+
 @dataclass
 class RunStart:
     """What every runner (single process or Ray driver) needs before its first prompt."""
@@ -761,6 +806,7 @@ class RunStart:
     in_path: Path | None
     items: Sequence[PromptItem] | None
     todo: int
+    lock: OutputLock
 
 
 def open_run(
@@ -772,10 +818,28 @@ def open_run(
     limit: int | None,
     shard: tuple[int, int] | None = None,
 ) -> RunStart:
-    """Create the output dir, cut a torn last record, note the resume state in ``summary``
-    (torn bytes, config-digest mismatch) and count what is left to do."""
+    """Create the output dir and lock it (:class:`OutputLock`; the caller releases
+    ``run.lock``), cut a torn last record, note the resume state in ``summary`` (torn
+    bytes, config-digest mismatch) and count what is left to do."""
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(out_dir).acquire()
+    try:
+        return _open_locked(input, out_dir, summary, lock, field_map, limit, shard)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open_locked(
+    input: str | os.PathLike[str] | Sequence[PromptItem],
+    out_dir: Path,
+    summary: SynthesisSummary,
+    lock: OutputLock,
+    field_map: Mapping[str, str],
+    limit: int | None,
+    shard: tuple[int, int] | None,
+) -> RunStart:
     records_path = out_dir / RECORDS_FILE
     scan = repair_records(records_path)
     digest = summary.config_digest
@@ -796,7 +860,7 @@ def open_run(
         items = list(input)
     done_ids = set(scan.ids)
     todo, _ = _count_todo(in_path, items, field_map, done_ids, limit, shard)
-    return RunStart(out_dir, records_path, scan, done_ids, in_path, items, todo)
+    return RunStart(out_dir, records_path, scan, done_ids, in_path, items, todo, lock)
 
 
 async def run_synthesis(
@@ -858,134 +922,152 @@ async def run_synthesis(
 
     summary = SynthesisSummary(method=method, output_dir=str(output_dir), config_digest=digest)
     run = open_run(input, output_dir, summary, field_map=fmap, limit=limit, shard=shard)
-    out_dir, records_path, scan, done_ids = run.out_dir, run.records_path, run.scan, run.done_ids
-    in_path, items, todo = run.in_path, run.items, run.todo
-
-    bar: Any = None
-    if progress:
-        factory = progress if callable(progress) else _tqdm
-        bar = factory(total=todo, desc=f"{method}")
-
-    run_rewards: list[float] = []
-    all_rewards = list(scan.best_rewards)
-    queue: asyncio.Queue[PromptItem | None] = asyncio.Queue(maxsize=2 * concurrency)
-    start = time.perf_counter()
-
-    errors_f = (out_dir / ERRORS_FILE).open("w", encoding="utf-8")
-    failed_f = (out_dir / FAILED_FILE).open("w", encoding="utf-8")
-    writer = RecordWriter(records_path, fsync=fsync)
-
-    def note_failure(item: PromptItem, reason: str, wall: float) -> None:
-        summary.failed += 1
-        entry = {"id": item.id, "line": item.line, "error": reason}
-        failed_f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        failed_f.flush()
-        if failure_sink is not None:
-            failure_sink(entry)
-        if collect_rows:
-            summary.rows.append(PromptResult(item.id, None, None, 0, 0, round(wall, 3), reason))
-
-    async def process(item: PromptItem) -> None:
-        t0 = time.perf_counter()
-        inp: dict[str, Any] = {"prompt": item.prompt, "reference": item.reference, "id": item.id}
-        try:
-            call = graph.ainvoke(inp, context=dict(ctx))
-            out = await (asyncio.wait_for(call, prompt_timeout_s) if prompt_timeout_s else call)
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            note_failure(item, f"timed out after {prompt_timeout_s} s", time.perf_counter() - t0)
-            return
-        except Exception as exc:
-            from toa_graph.agents import describe_error
-
-            logger.warning("prompt %s failed: %s", item.id, describe_error(exc))
-            note_failure(item, describe_error(exc), time.perf_counter() - t0)
-            return
-        wall = time.perf_counter() - t0
-        record = build_record(item, out, method=method, digest=digest, context=ctx, wall_s=wall)
-        best = record["best"]
-        if not isinstance(best, dict) or best.get("reward") is None:
-            errs = "; ".join(record["errors"]) or "no sample was generated"
-            note_failure(
-                item,
-                f"no usable sample ({record['totals']['generations']} generations): {errs}",
-                wall,
-            )
-            return
-        if item.id in done_ids:  # a duplicate can only come from the caller's own items
-            return
-        if record_sink is not None:
-            record_sink(record)
-        else:
-            writer.append(record)
-        done_ids.add(item.id)
-        reward = summary.add_record(record, row=collect_rows)
-        run_rewards.append(reward)
-        all_rewards.append(reward)
-
-    async def worker() -> None:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            try:
-                await process(item)
-            finally:
-                if bar is not None:
-                    bar.update(1)
-                    if run_rewards:
-                        bar.set_postfix(
-                            best=f"{sum(run_rewards) / len(run_rewards):.4f}",
-                            failed=summary.failed,
-                            refresh=False,
-                        )
-
-    async def produce() -> None:
-        seen = 0
-        stream = _dedupe(items) if items is not None else iter_input(in_path, field_map=fmap)  # type: ignore[arg-type]
-        for n, it in enumerate(stream):
-            if isinstance(it, BadLine):
-                summary.bad_lines += 1
-                errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
-                errors_f.flush()
-                continue
-            if limit is not None and seen >= limit:
-                break
-            seen += 1
-            if not in_shard(it.id, shard):
-                continue
-            summary.inputs += 1
-            if it.id in done_ids:
-                summary.skipped += 1
-                continue
-            await queue.put(it)
-            if n % 256 == 0:
-                await asyncio.sleep(0)
-        for _ in range(concurrency):
-            await queue.put(None)
-
-    workers = [asyncio.create_task(worker(), name=f"synth-worker-{i}") for i in range(concurrency)]
     try:
-        await asyncio.gather(produce(), *workers)
-    finally:
-        for w in workers:
-            w.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*workers, return_exceptions=True)
-        writer.close()
-        errors_f.close()
-        failed_f.close()
-        if bar is not None:
-            bar.close()
-        summary.wall_s = round(time.perf_counter() - start, 3)
-        summary.bytes_written = writer.bytes_written
-        summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
-        summary.mean_best_reward_all = sum(all_rewards) / len(all_rewards) if all_rewards else None
-        (out_dir / SUMMARY_FILE).write_text(
-            json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+        out_dir, records_path, scan, done_ids = (
+            run.out_dir,
+            run.records_path,
+            run.scan,
+            run.done_ids,
         )
-    return summary
+        in_path, items, todo = run.in_path, run.items, run.todo
+
+        bar: Any = None
+        if progress:
+            factory = progress if callable(progress) else _tqdm
+            bar = factory(total=todo, desc=f"{method}")
+
+        run_rewards: list[float] = []
+        all_rewards = list(scan.best_rewards)
+        queue: asyncio.Queue[PromptItem | None] = asyncio.Queue(maxsize=2 * concurrency)
+        start = time.perf_counter()
+
+        errors_f = (out_dir / ERRORS_FILE).open("w", encoding="utf-8")
+        failed_f = (out_dir / FAILED_FILE).open("w", encoding="utf-8")
+        writer = RecordWriter(records_path, fsync=fsync)
+
+        def note_failure(item: PromptItem, reason: str, wall: float) -> None:
+            summary.failed += 1
+            entry = {"id": item.id, "line": item.line, "error": reason}
+            failed_f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            failed_f.flush()
+            if failure_sink is not None:
+                failure_sink(entry)
+            if collect_rows:
+                summary.rows.append(PromptResult(item.id, None, None, 0, 0, round(wall, 3), reason))
+
+        async def process(item: PromptItem) -> None:
+            t0 = time.perf_counter()
+            inp: dict[str, Any] = {
+                "prompt": item.prompt,
+                "reference": item.reference,
+                "id": item.id,
+            }
+            try:
+                call = graph.ainvoke(inp, context=dict(ctx))
+                out = await (asyncio.wait_for(call, prompt_timeout_s) if prompt_timeout_s else call)
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                note_failure(
+                    item, f"timed out after {prompt_timeout_s} s", time.perf_counter() - t0
+                )
+                return
+            except Exception as exc:
+                from toa_graph.agents import describe_error
+
+                logger.warning("prompt %s failed: %s", item.id, describe_error(exc))
+                note_failure(item, describe_error(exc), time.perf_counter() - t0)
+                return
+            wall = time.perf_counter() - t0
+            record = build_record(item, out, method=method, digest=digest, context=ctx, wall_s=wall)
+            best = record["best"]
+            if not isinstance(best, dict) or best.get("reward") is None:
+                errs = "; ".join(record["errors"]) or "no sample was generated"
+                note_failure(
+                    item,
+                    f"no usable sample ({record['totals']['generations']} generations): {errs}",
+                    wall,
+                )
+                return
+            if item.id in done_ids:  # a duplicate can only come from the caller's own items
+                return
+            if record_sink is not None:
+                record_sink(record)
+            else:
+                writer.append(record)
+            done_ids.add(item.id)
+            reward = summary.add_record(record, row=collect_rows)
+            run_rewards.append(reward)
+            all_rewards.append(reward)
+
+        async def worker() -> None:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                try:
+                    await process(item)
+                finally:
+                    if bar is not None:
+                        bar.update(1)
+                        if run_rewards:
+                            bar.set_postfix(
+                                best=f"{sum(run_rewards) / len(run_rewards):.4f}",
+                                failed=summary.failed,
+                                refresh=False,
+                            )
+
+        async def produce() -> None:
+            seen = 0
+            stream = _dedupe(items) if items is not None else iter_input(in_path, field_map=fmap)  # type: ignore[arg-type]
+            for n, it in enumerate(stream):
+                if isinstance(it, BadLine):
+                    summary.bad_lines += 1
+                    errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
+                    errors_f.flush()
+                    continue
+                if limit is not None and seen >= limit:
+                    break
+                seen += 1
+                if not in_shard(it.id, shard):
+                    continue
+                summary.inputs += 1
+                if it.id in done_ids:
+                    summary.skipped += 1
+                    continue
+                await queue.put(it)
+                if n % 256 == 0:
+                    await asyncio.sleep(0)
+            for _ in range(concurrency):
+                await queue.put(None)
+
+        workers = [
+            asyncio.create_task(worker(), name=f"synth-worker-{i}") for i in range(concurrency)
+        ]
+        try:
+            await asyncio.gather(produce(), *workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*workers, return_exceptions=True)
+            writer.close()
+            errors_f.close()
+            failed_f.close()
+            if bar is not None:
+                bar.close()
+            summary.wall_s = round(time.perf_counter() - start, 3)
+            summary.bytes_written = writer.bytes_written
+            summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
+            summary.mean_best_reward_all = (
+                sum(all_rewards) / len(all_rewards) if all_rewards else None
+            )
+            (out_dir / SUMMARY_FILE).write_text(
+                json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+            )
+        return summary
+    finally:
+        run.lock.release()
 
 
 def synthesize(*args: Any, **kwargs: Any) -> SynthesisSummary:

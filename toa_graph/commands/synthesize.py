@@ -189,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
     from toa_graph.config import ConfigError
     from toa_graph.context import SamplingContext
     from toa_graph.rewards import build_reward
-    from toa_graph.synthesis import config_digest, parse_field_map, parse_shard, run_synthesis
+    from toa_graph.synthesis import (
+        OutputBusyError,
+        OutputLock,
+        config_digest,
+        parse_field_map,
+        parse_shard,
+        run_synthesis,
+    )
 
     if args.concurrency < 1:
         print("--concurrency must be >= 1", file=sys.stderr)
@@ -207,6 +214,12 @@ def run(args: argparse.Namespace) -> int:
     if not input_path.exists():
         print(f"input file not found: {input_path}", file=sys.stderr)
         return 2
+    if args.output and Path(args.output).is_dir():  # fail before starting any server
+        try:
+            OutputLock(Path(args.output)).acquire().release()
+        except OutputBusyError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     knobs = parse_knobs(args.set)
     try:
         with project_config(args.config, keep_servers=args.keep_servers) as cfg:
@@ -282,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
                     shard=shard,
                 )
             )
-    except ConfigError as exc:
+    except (ConfigError, OutputBusyError) as exc:
         print(exc, file=sys.stderr)
         return 2
     if summary.rows:
