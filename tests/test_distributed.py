@@ -176,11 +176,18 @@ async def test_worker_killed_mid_run_loses_and_duplicates_nothing(
     killed: dict[str, Any] = {}
 
     async def kill_worker_0() -> None:
+        # Kill worker 0 once *it* has delivered a few prompts of its shard (not when the
+        # file holds N new lines: on a loaded machine worker 1 could write them all while
+        # worker 0 was still starting, and the kill would then interrupt nothing).
         ray = import_ray(loopback=False)
-        while records.read_bytes().count(b"\n") < len(done_before) + 6:
-            await asyncio.sleep(0.02)
-        actor = await asyncio.to_thread(ray.get_actor, "tkill-worker-0.0")
-        info = await actor.info.remote()
+        actor = None
+        while actor is None:
+            try:
+                actor = await asyncio.to_thread(ray.get_actor, "tkill-worker-0.0")
+            except ValueError:  # not created yet
+                await asyncio.sleep(0.02)
+        while (info := await actor.info.remote())["prompts"] < 2:
+            await asyncio.sleep(0.01)
         killed["prompts_before_kill"] = info["prompts"]
         ray.kill(actor, no_restart=True)
 
