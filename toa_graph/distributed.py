@@ -69,15 +69,13 @@ from toa_graph.synthesis import (
     ERRORS_FILE,
     FAILED_FILE,
     SUMMARY_FILE,
-    BadLine,
     PromptItem,
     PromptResult,
     RecordWriter,
     SynthesisSummary,
-    _dedupe,
     _tqdm,
     config_digest,
-    iter_input,
+    iter_todo,
     open_run,
     parse_field_map,
     run_synthesis,
@@ -486,13 +484,8 @@ async def run_distributed(
     )  # fmt: skip
     run = open_run(input, output_dir, summary, field_map=fmap, limit=limit)
     try:
-        out_dir, records_path, scan, done_ids = (
-            run.out_dir,
-            run.records_path,
-            run.scan,
-            run.done_ids,
-        )
-        in_path, items, todo = run.in_path, run.items, run.todo
+        out_dir, records_path, scan, todo = run.out_dir, run.records_path, run.scan, run.todo
+        done_ids = run.done_ids
         size = shard_size or max(1, min(math.ceil(todo / workers), 64 * concurrency))
 
         errors_f = (out_dir / ERRORS_FILE).open("w", encoding="utf-8")
@@ -507,23 +500,9 @@ async def run_distributed(
         start = time.perf_counter()
 
         def shards_from_input() -> Iterator[_Shard]:
-            seen = 0
-            stream = _dedupe(items) if items is not None else iter_input(in_path, field_map=fmap)  # type: ignore[arg-type]
             batch: list[PromptItem] = []
             n = 0
-            for it in stream:
-                if isinstance(it, BadLine):
-                    summary.bad_lines += 1
-                    errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
-                    errors_f.flush()
-                    continue
-                if limit is not None and seen >= limit:
-                    break
-                seen += 1
-                summary.inputs += 1
-                if it.id in done_ids:
-                    summary.skipped += 1
-                    continue
+            for it in iter_todo(run, summary, errors_f, field_map=fmap, limit=limit):
                 batch.append(it)
                 if len(batch) >= size:
                     yield _Shard(n, batch)

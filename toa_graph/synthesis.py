@@ -731,25 +731,33 @@ def in_shard(prompt_id: str, shard: tuple[int, int] | None) -> bool:
     return h % shard[1] == shard[0]
 
 
-def _count_todo(
+def _walk_input(
     path: Path | None,
     items: Sequence[PromptItem] | None,
     fmap: Mapping[str, str],
     done: set[str],
     limit: int | None,
-    shard: tuple[int, int] | None = None,
-) -> tuple[int, int]:
-    """(to do, usable inputs) without keeping the items (one streaming pass)."""
-    todo = seen = 0
-    stream = _dedupe(items) if items is not None else iter_input(path, field_map=fmap)  # type: ignore[arg-type]
+    shard: tuple[int, int] | None,
+) -> Iterator[tuple[str, PromptItem | BadLine]]:
+    """Each input row in order as ``("bad", line)``, ``("other-shard", item)``,
+    ``("done", item)`` or ``("todo", item)``; stops after ``limit`` usable rows."""
+    if items is not None:
+        stream: Iterable[PromptItem | BadLine] = _dedupe(items)
+    else:
+        assert path is not None
+        stream = iter_input(path, field_map=fmap)
+    seen = 0
     for it in stream:
-        if isinstance(it, PromptItem):
-            if limit is not None and seen >= limit:
-                break
-            seen += 1
-            if in_shard(it.id, shard) and it.id not in done:
-                todo += 1
-    return todo, seen
+        if isinstance(it, BadLine):
+            yield "bad", it
+            continue
+        if limit is not None and seen >= limit:
+            return
+        seen += 1
+        if not in_shard(it.id, shard):
+            yield "other-shard", it
+        else:
+            yield ("done" if it.id in done else "todo"), it
 
 
 class OutputBusyError(RuntimeError):
@@ -809,6 +817,31 @@ class RunStart:
     lock: OutputLock
 
 
+def iter_todo(
+    run: RunStart,
+    summary: SynthesisSummary,
+    errors_f: Any,
+    *,
+    field_map: Mapping[str, str],
+    limit: int | None,
+    shard: tuple[int, int] | None = None,
+) -> Iterator[PromptItem]:
+    """The prompts a run still has to do, in input order (both runners' producer): bad
+    lines are written to ``errors_f`` and counted, only the first ``limit`` usable rows are
+    read, prompts of other shards are passed over, finished ids are counted as skipped."""
+    for kind, it in _walk_input(run.in_path, run.items, field_map, run.done_ids, limit, shard):
+        if isinstance(it, BadLine):
+            summary.bad_lines += 1
+            errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
+            errors_f.flush()
+        elif kind != "other-shard":
+            summary.inputs += 1
+            if kind == "done":
+                summary.skipped += 1
+            else:
+                yield it
+
+
 def open_run(
     input: str | os.PathLike[str] | Sequence[PromptItem],
     output_dir: str | os.PathLike[str],
@@ -859,7 +892,9 @@ def _open_locked(
     else:
         items = list(input)
     done_ids = set(scan.ids)
-    todo, _ = _count_todo(in_path, items, field_map, done_ids, limit, shard)
+    todo = sum(
+        kind == "todo" for kind, _ in _walk_input(in_path, items, field_map, done_ids, limit, shard)
+    )
     return RunStart(out_dir, records_path, scan, done_ids, in_path, items, todo, lock)
 
 
@@ -923,13 +958,8 @@ async def run_synthesis(
     summary = SynthesisSummary(method=method, output_dir=str(output_dir), config_digest=digest)
     run = open_run(input, output_dir, summary, field_map=fmap, limit=limit, shard=shard)
     try:
-        out_dir, records_path, scan, done_ids = (
-            run.out_dir,
-            run.records_path,
-            run.scan,
-            run.done_ids,
-        )
-        in_path, items, todo = run.in_path, run.items, run.todo
+        out_dir, records_path, scan, todo = run.out_dir, run.records_path, run.scan, run.todo
+        done_ids = run.done_ids
 
         bar: Any = None
         if progress:
@@ -1018,23 +1048,8 @@ async def run_synthesis(
                             )
 
         async def produce() -> None:
-            seen = 0
-            stream = _dedupe(items) if items is not None else iter_input(in_path, field_map=fmap)  # type: ignore[arg-type]
-            for n, it in enumerate(stream):
-                if isinstance(it, BadLine):
-                    summary.bad_lines += 1
-                    errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
-                    errors_f.flush()
-                    continue
-                if limit is not None and seen >= limit:
-                    break
-                seen += 1
-                if not in_shard(it.id, shard):
-                    continue
-                summary.inputs += 1
-                if it.id in done_ids:
-                    summary.skipped += 1
-                    continue
+            todo_items = iter_todo(run, summary, errors_f, field_map=fmap, limit=limit, shard=shard)
+            for n, it in enumerate(todo_items):
                 await queue.put(it)
                 if n % 256 == 0:
                     await asyncio.sleep(0)
