@@ -76,54 +76,28 @@ def make_tokenizer(vocab_size: int) -> Any:
     return fast
 
 
+SHAPES: dict[str, dict[str, Any]] = {
+    "8b": dict(  # Llama-3.1-8B
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+        rope_theta=500000.0, rms_norm_eps=1e-5,
+    ),
+    "small": dict(  # big enough for CPU timings to mean something
+        vocab_size=16384, hidden_size=512, intermediate_size=1536, num_hidden_layers=6,
+        num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
+    ),
+    "tiny": dict(
+        vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+    ),
+}  # fmt: skip
+
+
 def make_model(kind: str, device: str) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    if kind == "8b":
-        cfg = LlamaConfig(
-            vocab_size=128256,
-            hidden_size=4096,
-            intermediate_size=14336,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            max_position_embeddings=8192,
-            rope_theta=500000.0,
-            rms_norm_eps=1e-5,
-            num_labels=1,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
-    elif kind == "small":  # big enough for CPU timings to mean something
-        cfg = LlamaConfig(
-            vocab_size=16384,
-            hidden_size=512,
-            intermediate_size=1536,
-            num_hidden_layers=6,
-            num_attention_heads=8,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            num_labels=1,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
-    else:
-        cfg = LlamaConfig(
-            vocab_size=4096,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            num_labels=1,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
+    cfg = LlamaConfig(**SHAPES[kind], num_labels=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
@@ -313,7 +287,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", choices=["8b", "small", "tiny"], default="8b")
+    ap.add_argument("--model", choices=sorted(SHAPES), default="8b")
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--runs", default="64,128", help="concurrent TOA runs; comma list for several")
     ap.add_argument(
