@@ -28,22 +28,31 @@ from toa_graph.rewards.fused import FusedDecoder, fusable  # noqa: E402
 from toa_graph.rewards.hf import HFReward, HFScorer  # noqa: E402
 
 
-def make_qwen2(vocab_size: int, *, seed: int = 0):
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+def tiny_classifier(arch: str, vocab_size: int, **overrides):
+    """A random-weight ``<Arch>ForSequenceClassification`` (hidden 64, 4 heads, 1 label)."""
+    import transformers
 
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        num_labels=1,
-        pad_token_id=0,
+    name = {"qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}[arch]
+    cfg = getattr(transformers, f"{name}Config")(
+        **{
+            "vocab_size": vocab_size,
+            "hidden_size": 64,
+            "intermediate_size": 96,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "num_labels": 1,
+            "pad_token_id": 0,
+            **overrides,
+        }
     )
-    model = Qwen2ForSequenceClassification(cfg).float().eval()
+    return getattr(transformers, f"{name}ForSequenceClassification")(cfg).float().eval()
+
+
+def make_qwen2(vocab_size: int, *, seed: int = 0):
+    torch.manual_seed(seed)
+    model = tiny_classifier("qwen2", vocab_size, num_hidden_layers=3, num_key_value_heads=1)
     with torch.no_grad():  # q/k/v carry biases in Qwen2; make them matter
         for layer in model.model.layers:
             for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
@@ -103,42 +112,15 @@ def test_truncated_inputs_score_like_the_truncated_conversation(caplog):
 
 
 def test_unsupported_models_are_refused_with_the_reason():
-    from transformers import Qwen3Config, Qwen3ForSequenceClassification
-
     tok = make_tokenizer()
-    qwen3 = Qwen3ForSequenceClassification(
-        Qwen3Config(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            num_labels=1,
-            pad_token_id=0,
-        )
-    )
+    qwen3 = tiny_classifier("qwen3", len(tok))
     assert "qwen3" in (fusable(qwen3) or "")
     with pytest.raises(RewardError, match=r"fused forward not available.*qwen3"):
         HFScorer(qwen3, tok, max_length=64, fused=True)
     llama = make_model(len(tok))
     llama.config.hidden_act = "gelu"
     assert "gelu" in (fusable(llama) or "")
-    from transformers import MistralConfig, MistralForSequenceClassification
-
-    mistral = MistralForSequenceClassification(
-        MistralConfig(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            sliding_window=32,
-            num_labels=1,
-            pad_token_id=0,
-        )
-    )
+    mistral = tiny_classifier("mistral", len(tok), sliding_window=32)
     assert "sliding window 32" in (fusable(mistral, max_length=64) or "")
     assert fusable(mistral, max_length=32) is None
 
