@@ -68,13 +68,13 @@ from typing import Any
 from toa_graph.synthesis import (
     ERRORS_FILE,
     FAILED_FILE,
-    SUMMARY_FILE,
     PromptItem,
     PromptResult,
     RecordWriter,
     SynthesisSummary,
     _tqdm,
     config_digest,
+    finish_run,
     iter_todo,
     open_run,
     parse_field_map,
@@ -589,22 +589,11 @@ async def run_distributed(
         last_result = [0.0]
 
         def finish() -> None:
-            writer.close()
-            errors_f.close()
-            failed_f.close()
-            if bar is not None:
-                bar.close()
-            summary.wall_s = round(time.perf_counter() - start, 3)
             if ready_at:
                 summary.startup_s = round(max(ready_at) - start, 3)
                 summary.run_s = round(max(0.0, last_result[0] - max(ready_at)), 3)
-            summary.bytes_written = writer.bytes_written
-            summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
-            summary.mean_best_reward_all = (
-                sum(all_rewards) / len(all_rewards) if all_rewards else None
-            )
-            (out_dir / SUMMARY_FILE).write_text(
-                json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+            finish_run(
+                run, summary, writer, (errors_f, failed_f), bar, start, run_rewards, all_rewards
             )
 
         if todo == 0:  # everything is done already: count the input, start nothing

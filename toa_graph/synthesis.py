@@ -817,6 +817,32 @@ class RunStart:
     lock: OutputLock
 
 
+def finish_run(
+    run: RunStart,
+    summary: SynthesisSummary,
+    writer: RecordWriter,
+    files: Iterable[Any],
+    bar: Any,
+    start: float,
+    run_rewards: Sequence[float],
+    all_rewards: Sequence[float],
+) -> None:
+    """Close a run's record writer, side files and progress bar, fill in the summary's
+    totals and write summary.json (both runners)."""
+    writer.close()
+    for f in files:
+        f.close()
+    if bar is not None:
+        bar.close()
+    summary.wall_s = round(time.perf_counter() - start, 3)
+    summary.bytes_written = writer.bytes_written
+    summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
+    summary.mean_best_reward_all = sum(all_rewards) / len(all_rewards) if all_rewards else None
+    (run.out_dir / SUMMARY_FILE).write_text(
+        json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+    )
+
+
 def iter_todo(
     run: RunStart,
     summary: SynthesisSummary,
@@ -1066,19 +1092,8 @@ async def run_synthesis(
                 w.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*workers, return_exceptions=True)
-            writer.close()
-            errors_f.close()
-            failed_f.close()
-            if bar is not None:
-                bar.close()
-            summary.wall_s = round(time.perf_counter() - start, 3)
-            summary.bytes_written = writer.bytes_written
-            summary.mean_best_reward = sum(run_rewards) / len(run_rewards) if run_rewards else None
-            summary.mean_best_reward_all = (
-                sum(all_rewards) / len(all_rewards) if all_rewards else None
-            )
-            (out_dir / SUMMARY_FILE).write_text(
-                json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8"
+            finish_run(
+                run, summary, writer, (errors_f, failed_f), bar, start, run_rewards, all_rewards
             )
         return summary
     finally:
