@@ -192,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
     from toa_graph.synthesis import (
         OutputBusyError,
         OutputLock,
+        SynthesisSummary,
         config_digest,
         parse_field_map,
         parse_shard,
@@ -239,6 +240,20 @@ def run(args: argparse.Namespace) -> int:
             digest = config_digest(
                 method=method, context=context, agents=cfg.agents, reward=cfg.reward
             )
+            summary: SynthesisSummary
+            ray_line = ""
+            common: dict[str, Any] = {
+                "method": method,
+                "agents": cfg.agents,
+                "context": context,
+                "concurrency": args.concurrency,
+                "limit": args.limit,
+                "field_map": field_map,
+                "fsync": args.fsync,
+                "progress": not args.no_progress,
+                "digest": digest,
+                "prompt_timeout_s": args.prompt_timeout,
+            }
             if args.ray is not None:
                 from toa_graph.distributed import import_ray, run_distributed
 
@@ -251,50 +266,23 @@ def run(args: argparse.Namespace) -> int:
                     run_distributed(
                         input_path,
                         output,
-                        method=method,
-                        agents=cfg.agents,
                         reward=cfg.reward,
-                        context=context,
                         workers=args.ray_workers,
-                        concurrency=args.concurrency,
                         address=args.ray or None,
-                        limit=args.limit,
-                        field_map=field_map,
-                        fsync=args.fsync,
-                        progress=not args.no_progress,
-                        digest=digest,
-                        prompt_timeout_s=args.prompt_timeout,
                         reward_num_gpus=args.reward_gpus,
+                        **common,
                     )
                 )
-                if dist.rows:
-                    print(format_table(dist))
-                    print()
-                print(format_summary(dist))
-                print(
+                summary = dist
+                ray_line = (
                     f"ray: {dist.workers} workers, {dist.shards} shard runs "
                     f"({dist.shard_retries} retried), {dist.worker_deaths} worker deaths"
                 )
-                return 1 if dist.failed else 0
-            reward = build_reward(cfg.reward, agents=cfg.agents)
-            summary = asyncio.run(
-                run_synthesis(
-                    input_path,
-                    output,
-                    method=method,
-                    agents=cfg.agents,
-                    reward=reward,
-                    context=context,
-                    concurrency=args.concurrency,
-                    limit=args.limit,
-                    field_map=field_map,
-                    fsync=args.fsync,
-                    progress=not args.no_progress,
-                    digest=digest,
-                    prompt_timeout_s=args.prompt_timeout,
-                    shard=shard,
+            else:
+                reward = build_reward(cfg.reward, agents=cfg.agents)
+                summary = asyncio.run(
+                    run_synthesis(input_path, output, reward=reward, shard=shard, **common)
                 )
-            )
     except (ConfigError, OutputBusyError) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -302,4 +290,6 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(summary))
         print()
     print(format_summary(summary))
+    if ray_line:
+        print(ray_line)
     return 1 if summary.failed else 0
