@@ -95,6 +95,15 @@ class CallableReward:
         return f"CallableReward({self.name})"
 
 
+def reference_list(references: Sequence[str] | str | None) -> list[str]:
+    """A prompt's references as a list of non-blank strings (one string is one reference)."""
+    if references is None:
+        return []
+    if isinstance(references, str):
+        references = [references]
+    return [r for r in (str(x) for x in references) if r.strip()]
+
+
 def check_scores(result: Any, n: int, name: str = "reward") -> list[float]:
     """Validate a reward model's answer: one finite float per response, or raise."""
     try:

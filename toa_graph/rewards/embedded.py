@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toa_graph.config import AgentConfig, EmbeddedRewardConfig, MathRewardConfig
-from toa_graph.rewards.base import RewardError, RewardModel, check_scores
+from toa_graph.rewards.base import RewardError, RewardModel, check_scores, reference_list
 from toa_graph.rewards.judge import MAX_RATING, MIN_RATING, JudgeReward
 from toa_graph.rewards.reference import ReferenceReward
 from toa_graph.state import Prompt
@@ -135,9 +135,7 @@ class EmbeddedReward:
         responses: Sequence[str],
         references: Sequence[str] | None = None,
     ) -> list[float]:
-        if isinstance(references, str):
-            references = [references]
-        refs = [str(r) for r in (references or []) if str(r).strip()]
+        refs = reference_list(references)
         kind = self.kind_for(refs)
         self.last_kind = kind
         if not responses:

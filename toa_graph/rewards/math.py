@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from toa_graph.rewards.base import RewardError
+from toa_graph.rewards.base import RewardError, reference_list
 from toa_graph.state import Prompt
 
 __all__ = [
@@ -179,9 +179,7 @@ class MathReward:
         return self.score(responses, references)
 
     def score(self, responses: Sequence[str], references: Sequence[str] | None) -> list[float]:
-        if isinstance(references, str):
-            references = [references]
-        golds = [gold_answer(r) for r in (references or []) if r and str(r).strip()]
+        golds = [gold_answer(r) for r in reference_list(references)]
         if not golds:
             raise RewardError(
                 "math reward needs a gold answer: pass the prompt's reference (e.g. GSM8K "

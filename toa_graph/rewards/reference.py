@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from toa_graph.config import AgentConfig, ReferenceRewardConfig
-from toa_graph.rewards.base import RewardError, check_scores
+from toa_graph.rewards.base import RewardError, check_scores, reference_list
 from toa_graph.state import Prompt
 
 if TYPE_CHECKING:
@@ -37,14 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddingModel", "ReferenceReward", "chrf_scores", "minilm_path"]
 
 Metric = Literal["chrf", "embedding"]
-
-
-def _refs(references: Sequence[str] | str | None) -> list[str]:
-    if references is None:
-        return []
-    if isinstance(references, str):
-        references = [references]
-    return [r for r in (str(x) for x in references) if r.strip()]
 
 
 def chrf_scores(responses: Sequence[str], references: Sequence[str]) -> list[float]:
@@ -170,7 +162,7 @@ class ReferenceReward:
         responses: Sequence[str],
         references: Sequence[str] | None = None,
     ) -> list[float]:
-        refs = _refs(references)
+        refs = reference_list(references)
         if not refs:
             raise RewardError(
                 f"reference reward ({self.metric}) needs a reference; the prompt has none"
