@@ -465,6 +465,11 @@ class AgentPool:
                 replica.outstanding -= 1
 
 
+def as_agent_pool(agents: AgentsLike | AgentPool) -> AgentPool:
+    """``agents`` itself when it is already a pool, else a new :class:`AgentPool` of them."""
+    return agents if isinstance(agents, AgentPool) else AgentPool(agents)
+
+
 def is_replica_error(exc: BaseException) -> bool:
     """Whether a failed request says the replica is unwell (connection refused or reset,
     timeout, HTTP 5xx) rather than that the request itself is bad (4xx)."""

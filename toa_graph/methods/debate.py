@@ -50,7 +50,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.prompts import (
     CRITIC_TEMPLATE,
@@ -246,7 +246,7 @@ def create_debate_graph(
 
     Per-run knobs: ``budget`` (upper bound), ``rounds``, ``temperature``, ``max_tokens``.
     """
-    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
     critic_name = critic or pool.names[0]
     student_name = student or pool.names[-1]

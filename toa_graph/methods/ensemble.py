@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
@@ -52,7 +52,7 @@ def create_ensemble_graph(
     reward: RewardLike,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) parallel-ensemble graph over every agent in ``agents``."""
-    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
 
     def dispatch(

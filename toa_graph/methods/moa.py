@@ -37,7 +37,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
@@ -119,7 +119,7 @@ def create_moa_graph(
 
     Per-run knobs: ``budget``, ``layers``, ``num_references``, ``temperature``, ``max_tokens``.
     """
-    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
     if aggregator is not None and aggregator not in pool:
         raise ValueError(f"aggregator {aggregator!r} is not one of the agents {pool.names}")

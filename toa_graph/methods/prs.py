@@ -26,7 +26,7 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
@@ -61,7 +61,7 @@ def create_prs_graph(
     reward: RewardLike,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) PRS graph (single agent: ``context.agent``, default the first)."""
-    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
 
     async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
 
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
@@ -44,7 +44,7 @@ def create_random_sampling_graph(
             AgentPool). Only ``context.agent`` (default: the first) is called.
         reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable.
     """
-    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
 
     async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
@@ -53,7 +53,7 @@ def create_seq_refine_graph(
     reward: RewardLike,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) sequential-refinement graph over every agent in ``agents``."""
-    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
 
     async def step(

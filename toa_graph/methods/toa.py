@@ -21,7 +21,7 @@ from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 from toa_graph import mcts
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
@@ -71,7 +71,7 @@ def create_toa_graph(
     ``alpha``, ``tau``, ``width``, ``top_k_child``, ``plays_per_step``, ``temperature``,
     ``max_tokens``.
     """
-    pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+    pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
 
     async def controller(

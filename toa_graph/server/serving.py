@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.methods import METHODS
 from toa_graph.progress import Progress, RunResult, astream_run
@@ -114,7 +114,7 @@ class ChatServing:
         methods: Sequence[str] | None = None,
         settings: ServerSettings | None = None,
     ) -> None:
-        self.pool = agents if isinstance(agents, AgentPool) else AgentPool(agents)
+        self.pool = as_agent_pool(agents)
         self.reward = as_reward_model(reward)
         self.settings = settings or ServerSettings()
         names = list(methods) if methods else list(METHODS)
