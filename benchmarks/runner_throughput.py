@@ -26,10 +26,8 @@ import hashlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +53,14 @@ def runqueue_wait_s() -> float | None:
         return None
 
 
-def http_json(url: str, method: str = "GET") -> dict[str, Any]:
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def start_server(delay: float, capacity: int) -> tuple[subprocess.Popen[str], int]:
-    from tests.fake_servers import spawn
-
-    return spawn("tests.fake_openai_server", "--delay", str(delay), "--capacity", str(capacity))
-
-
 async def bench_method(
-    method: str, port: int, args: argparse.Namespace, workdir: Path
+    method: str, server: Any, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{port}"
     agents = [
         AgentConfig(
             name=f"agent{i}",
             model=f"model{i}",
-            base_url=f"{base}/v1",
+            base_url=server.url,
             max_retries=2,
             timeout_s=120,
             supports_n=args.supports_n,
@@ -84,7 +69,7 @@ async def bench_method(
     ]
     inp = workdir / "prompts.jsonl"
     out = workdir / method
-    http_json(f"{base}/stats/reset", "POST")
+    server.reset_stats()
     wait0 = runqueue_wait_s()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -96,7 +81,7 @@ async def bench_method(
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wait1 = runqueue_wait_s()
-    stats = http_json(f"{base}/stats")
+    stats = server.stats()
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     cap = stats["capacity"]
     return {
@@ -139,7 +124,9 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
     import langchain_openai  # noqa: F401  (imported before timing: it takes ~1 s)
 
-    proc, port = start_server(args.delay, args.capacity)
+    from tests.fake_servers import FakeServer
+
+    server = FakeServer(delay=args.delay, capacity=args.capacity, deterministic=False).start()
     results = []
     try:
         for m in methods:
@@ -147,7 +134,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if d.exists():
                     for p in d.iterdir():
                         p.unlink()
-            r = await bench_method(m, port, args, workdir)
+            r = await bench_method(m, server, args, workdir)
             results.append(r)
             print(
                 f"{m:<11} utilization {r['utilization']:.3f} (over runner wall {r['utilization_wall']:.3f})  "
@@ -159,11 +146,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 flush=True,
             )
     finally:
-        proc.terminate()  # our own child, by handle
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
     return results
 
 

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fake_servers import spawn
+from tests.fake_servers import spawn, stop_process
 from tests.fakes import fake_agents, hash_reward
 from tests.fault_server import FaultServer, free_port
 from toa_graph.agents import AgentPool
@@ -305,15 +305,6 @@ def start_fault_process(*args: str, env: dict[str, str] | None = None) -> tuple[
     return spawn("tests.fault_server", *args, env=env or cli_env())
 
 
-def stop(proc: Any) -> None:
-    proc.terminate()  # our own child, by handle
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def cli_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), **extra}
 
@@ -354,7 +345,7 @@ def test_cli_exits_nonzero_with_a_summary_when_prompts_fail(tmp_path: Path) -> N
             cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=100,
         )  # fmt: skip
     finally:
-        stop(proc)
+        stop_process(proc)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "3 done" in res.stdout and "1 failed" in res.stdout and "1 bad input lines" in res.stdout
     assert "HTTP 503" in res.stdout and "failed.jsonl" in res.stdout
@@ -563,7 +554,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         after = records.read_bytes()
         assert after.startswith(kept)
     finally:
-        stop(proc)
+        stop_process(proc)
     recs = [json.loads(x) for x in after.splitlines()]
     ids = Counter(r["id"] for r in recs)
     lost = n - len(ids)

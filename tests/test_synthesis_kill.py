@@ -14,27 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_servers import spawn
+from tests.fake_servers import FakeServer
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_fake_server(delay: float, capacity: int) -> tuple[subprocess.Popen[str], int]:
-    return spawn("tests.fake_openai_server", "--delay", str(delay), "--capacity", str(capacity))
-
-
 @pytest.fixture
 def fake_server() -> Iterator[int]:
-    proc, port = start_fake_server(delay=0.03, capacity=4)
-    try:
-        yield port
-    finally:
-        proc.terminate()  # our own child, by handle
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with FakeServer(delay=0.03, capacity=4, deterministic=False) as server:
+        yield server.port
 
 
 def write_config(path: Path, port: int) -> Path:
