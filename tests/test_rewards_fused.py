@@ -159,6 +159,23 @@ def test_a_compiler_failure_falls_back_to_eager_with_a_warning(workload, caplog)
     assert not dec.compile and "using eager kernels" in caplog.text
 
 
+def test_out_of_memory_in_the_compiled_forward_is_not_a_compiler_failure(workload):  # noqa: F811
+    """An OOM must reach the batching layer (which splits the batch), not switch to eager."""
+    tok = make_tokenizer()
+    scorer = HFScorer(make_model(len(tok), layers=2, seed=9), tok, max_length=512, fused=True)
+    dec = scorer.fused
+    assert dec is not None
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    dec.compile = True
+    dec._k = fused_mod._Kernels(oom, oom, oom, oom)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        scorer.score_batch([scorer.prepare(p, r) for p, r in workload[:3]])
+    assert dec.compile  # still the compiled kernels
+
+
 async def test_fused_reward_behind_the_batching_layer(workload):  # noqa: F811
     tok = make_tokenizer()
     model = make_model(len(tok), layers=2, seed=7)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toa_graph.rewards.base import RewardError
+from toa_graph.rewards.batching import is_oom_error
 
 __all__ = ["FusedDecoder", "fusable"]
 
@@ -127,12 +128,12 @@ class _Kernels:
 
 _EAGER = _Kernels(_rms, _add_rms, _rope, _silu_mul)
 _compiled: _Kernels | None = None
-_compile_lock = threading.Lock()
+_lock = threading.Lock()
 
 
 def _compiled_kernels() -> _Kernels:
     global _compiled
-    with _compile_lock:
+    with _lock:
         if _compiled is None:
             import torch
 
@@ -208,7 +209,6 @@ class FusedDecoder:
             raise RewardError(f"fused forward not available: {reason}")
         cfg = model.config
         backbone = getattr(model, model.base_model_prefix)
-        self.model = model
         self.embed = backbone.embed_tokens
         self.rotary = backbone.rotary_emb
         self.norm_w = backbone.norm.weight
@@ -220,7 +220,7 @@ class FusedDecoder:
         attn0 = backbone.layers[0].self_attn
         self.head_dim = int(attn0.head_dim)
         self.scaling = float(attn0.scaling)
-        with _compile_lock:
+        with _lock:
             fused = _FUSED.get(model)
             q0 = backbone.layers[0].self_attn.q_proj.weight
             if fused is not None and q0.data_ptr() != fused[0][0].data_ptr():
@@ -264,7 +264,7 @@ class FusedDecoder:
             try:
                 return self._forward(self._k, ids, position_ids, cu, max_len)
             except Exception as exc:  # a compiler problem must not stop scoring
-                if isinstance(exc, RewardError) or _is_oom(exc):
+                if isinstance(exc, RewardError) or is_oom_error(exc):
                     raise
                 logger.warning(
                     "torch.compile of the fused reward forward failed (%s); using eager kernels",
@@ -300,10 +300,3 @@ class FusedDecoder:
             nxt = self.layers[i + 1].in_norm if i + 1 < n_layers else self.norm_w
             h, x = k.add_rms(h, mlp, nxt, self.eps)
         return F.linear(x, self.score_w, self.score_b)[:, 0]
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
