@@ -27,6 +27,7 @@ with a logged warning, never dropped.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import logging
@@ -98,12 +99,21 @@ _varlen_lock = threading.Lock()
 _varlen_registered = False
 
 
+@functools.cache
 def _varlen_kernel() -> Any | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
     except Exception:
         return None
     return varlen_attn
+
+
+@functools.cache
+def _varlen_params() -> frozenset[str]:
+    """The varlen kernel's parameter names (its signature differs between torch versions);
+    looked up once, not on every layer of every forward."""
+    kernel = _varlen_kernel()
+    return frozenset(inspect.signature(kernel).parameters) if kernel is not None else frozenset()
 
 
 def varlen_attend(q: Any, k: Any, v: Any, cu: Any, max_len: int, scale: float | None) -> Any:
@@ -119,7 +129,7 @@ def varlen_attend(q: Any, k: Any, v: Any, cu: Any, max_len: int, scale: float | 
     hq, hkv = q.shape[1], k.shape[1]
     kernel = _varlen_kernel() if q.is_cuda else None
     if kernel is not None:
-        params = inspect.signature(kernel).parameters
+        params = _varlen_params()
         extra: dict[str, Any] = {"scale": scale}
         if "window_size" in params:
             extra["window_size"] = (-1, 0)
