@@ -10,8 +10,8 @@ second worker only helps if it adds CPU, not concurrency, so this compares
 against fake OpenAI-compatible servers (``tests/fake_openai_server.py``, own processes on
 127.0.0.1, ``--deterministic``) with ample capacity and near-zero latency, so the servers
 never make anyone wait and the workers' own CPU is the limit. A single-process run
-(``run_synthesis``, same concurrency, no Ray) is measured first as the reference ceiling
-and for the records every Ray run must reproduce. Two agents, each with every server as a
+(``run_synthesis``, same concurrency, no Ray; timed over its whole wall, start-up
+included) is run first for the records every Ray run must reproduce. Two agents, each with every server as a
 replica; a cheap deterministic Python reward built in each worker (``--shared-reward``:
 one reward actor for both instead, which adds a Ray call per play and a third process).
 
@@ -129,6 +129,7 @@ async def bench(args: argparse.Namespace, servers: list[FakeServer]) -> dict[str
         "workers": 0, "per_worker": args.concurrency, "prompts": s.done,
         "generations": s.generations, "startup_s": 0.0, "run_s": wall,
         "gens_per_s": s.generations / wall, "cpu_busy": busy_since(c0), "per_worker_prompts": [],
+        "worker_cpu_s": None,
     }  # fmt: skip
     reference = {r["id"]: r["best"]["text"] for r in read_records(tmp / "single")}
 
@@ -150,6 +151,7 @@ async def bench(args: argparse.Namespace, servers: list[FakeServer]) -> dict[str
                 "run_s": d.run_s or 0.0, "gens_per_s": d.generations / (d.run_s or float("nan")),
                 "cpu_busy": busy_since(c0),
                 "per_worker_prompts": [w["prompts"] for w in d.worker_info],
+                "worker_cpu_s": sum(w["cpu_s"] for w in d.worker_info),
             }  # fmt: skip
             print(f"{workers} worker(s): {json.dumps(results[f'ray_{workers}'])}")
     return results
@@ -168,11 +170,15 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], load: A
             f"{r['run_s']:>7.2f} {r['gens_per_s']:>8.1f} {r['cpu_busy']:>8.0%}  "
             f"{r['per_worker_prompts']}"
         )
-    ceiling = max(one["gens_per_s"], results["single_process"]["gens_per_s"])
+    ceiling = one["gens_per_s"]
+    single = results["single_process"]["gens_per_s"]
     print(f"\n2 workers / 1 worker at total concurrency {args.concurrency}: {ratio:.2f}x")
-    print(f"per-process ceiling: {ceiling:.1f} generations/s "
-          f"(1 Ray worker {one['gens_per_s']:.1f}, single process without Ray "
-          f"{results['single_process']['gens_per_s']:.1f})")  # fmt: skip
+    print(f"per-process ceiling: {ceiling:.1f} generations/s (1 Ray worker; the single process "
+          f"without Ray: {single:.1f}, over its whole wall time, start-up included)")  # fmt: skip
+    cpu_ms = 1000 * one["worker_cpu_s"] / one["generations"]
+    print(f"worker CPU per generation: {cpu_ms:.2f} ms (1 worker), "
+          f"{1000 * two['worker_cpu_s'] / two['generations']:.2f} ms (2 workers): "
+          f"one process on a core of its own tops out near {1000 / cpu_ms:.0f} generations/s")  # fmt: skip
     print(f"machine: {os.cpu_count()} CPUs, load average before the run "
           f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)")  # fmt: skip
     if args.json:

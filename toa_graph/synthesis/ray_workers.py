@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -235,10 +236,12 @@ class SynthesisWorker:
         )  # fmt: skip
         self.shards = 0
         self.prompts = 0
+        self._cpu_at_ready = time.process_time()
 
     def info(self) -> dict[str, Any]:
-        """Slot, pid, host, Ray node id, shards run and prompts finished by this actor, and
-        its own reward's counters (when it has ``counters()``)."""
+        """Slot, pid, host, Ray node id, shards run and prompts finished by this actor, the
+        CPU seconds its process used since it was built (``cpu_s``: what one worker's
+        share of a core buys), and its own reward's counters (when it has ``counters()``)."""
         import socket
 
         node = ip = None
@@ -250,6 +253,7 @@ class SynthesisWorker:
         return {
             "slot": self.slot, "pid": os.getpid(), "host": socket.gethostname(), "node_id": node,
             "node_ip": ip, "shards": self.shards, "prompts": self.prompts,
+            "cpu_s": round(time.process_time() - self._cpu_at_ready, 3),
             "reward_counters": reward_counters(self.reward),
         }  # fmt: skip
 
