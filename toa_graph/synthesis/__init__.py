@@ -57,7 +57,7 @@ from toa_graph.synthesis.rundir import (
 )
 from toa_graph.synthesis.runner import RunnerConfig, run_config, run_synthesis, synthesize
 from toa_graph.synthesis.sink import RecordSink, StreamSink
-from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary, _tqdm
+from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary
 
 __all__ = [
     "ERRORS_FILE",
@@ -84,7 +84,6 @@ __all__ = [
     "ScanResult",
     "StreamSink",
     "SynthesisSummary",
-    "_tqdm",
     "build_record",
     "config_digest",
     "encode_record",
