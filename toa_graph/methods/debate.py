@@ -45,7 +45,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-from langgraph.graph import END, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
@@ -298,14 +298,14 @@ def create_debate_graph(
         rnd = max(int(s.get("round", 0)) for s in answers)
         last = _answers(samples, rnd)
         if all(s.get("correct") for s in last):
-            return Command(goto=END)
+            return Command(goto="__end__")
         ended = any(s.get("role") in NOT_ANSWERS and s.get("round") == rnd for s in samples)
         if not ended:
             tasks = _round_end_tasks(last, question, _reflection_gold(last, golds), make)
             if tasks:
                 return send(tasks)
         if rnd >= ctx.rounds or ctx.budget - len(samples) < cost:
-            return Command(goto=END)
+            return Command(goto="__end__")
         shown = _shown(samples, rnd, ctx.seed)
         rnd, text, refs = (
             rnd + 1,
@@ -347,7 +347,7 @@ def create_debate_graph(
         new = []
         for s in update["samples"]:
             if s.get("role") == "answer":
-                s = {**s, "correct": _judged(s, golds, ctx)}  # type: ignore[assignment]
+                s = {**s, "correct": _judged(s, golds, ctx)}
             new.append(s)
         update["samples"] = new
         update["best"] = best_sample([*(state.get("samples") or []), *new])

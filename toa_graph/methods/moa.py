@@ -210,17 +210,17 @@ def create_moa_graph(
     async def _answer(task: LayerTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         name, refs, ctx = task["agent"], task["references"], context_of(runtime)
         system = pool.system_prompt(name)
-        extra = {"stack": task["stack"], "layer": task["layer"], "sample_id": task["sample_id"]}
+        sid, layer, stack = task["sample_id"], task["layer"], task["stack"]
         if not refs:
             sample = await generate_sample(
                 pool, name, answer_messages(task["prompt"], system), ctx,
-                kind="fresh", parent=None, **extra,
+                sample_id=sid, kind="fresh", parent=None, layer=layer, stack=stack,
             )  # fmt: skip
         else:
             msgs = aggregate_messages(task["prompt"], [r["text"] for r in refs], system)
             sample = await generate_sample(
-                pool, name, msgs, ctx, kind="aggregate", parent=task["parent"],
-                references=[r["id"] for r in refs], **extra,
+                pool, name, msgs, ctx, sample_id=sid, kind="aggregate", parent=task["parent"],
+                layer=layer, stack=stack, references=[r["id"] for r in refs],
             )  # fmt: skip
         return {"inbox": [sample]}
 

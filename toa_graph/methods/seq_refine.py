@@ -43,7 +43,7 @@ from toa_graph.sampling import (
     score_inbox,
     validate_prompt,
 )
-from toa_graph.state import Prompt, Sample, SamplingState
+from toa_graph.state import Prompt, Sample, SampleKind, SamplingState
 
 __all__ = ["agent_order", "chain_lengths", "create_seq_refine_graph"]
 
@@ -109,14 +109,14 @@ def create_seq_refine_graph(
         for step, (name, sid) in enumerate(zip(task["agents"], task["sample_ids"], strict=True)):
             system = pool.system_prompt(name)
             previous = next((s for s in reversed(done) if has_text(s)), None)
+            kind: SampleKind = "fresh" if previous is None else "refine"
             if previous is None:
-                msgs, kind, parent = answer_messages(prompt, system), "fresh", None
+                msgs, parent = answer_messages(prompt, system), None
             else:
-                msgs = refine_messages(prompt, previous["text"], system)
-                kind, parent = "refine", previous["id"]
+                msgs, parent = refine_messages(prompt, previous["text"], system), previous["id"]
             sample = await generate_sample(
-                pool, name, msgs, ctx, sample_id=sid, kind=kind, parent=parent,  # type: ignore[arg-type]
-                layer=step, chain=task["chain"],
+                pool, name, msgs, ctx, sample_id=sid, kind=kind, parent=parent, layer=step,
+                chain=task["chain"],
             )  # fmt: skip
             done.append(sample)
         return {"inbox": done}
