@@ -55,7 +55,7 @@ async def test_seq_refine_budget_12_is_4_chains_of_3(compile_kwargs):
         assert [s["kind"] for s in chain] == ["fresh", "refine", "refine"]
         assert [s["parent"] for s in chain] == [None, chain[0]["id"], chain[1]["id"]]
         assert [s["layer"] for s in chain] == [0, 1, 2]
-        assert "What is 2+2?" == seen_by(agents, chain[0])[-1].content
+        assert seen_by(agents, chain[0])[-1].content == "What is 2+2?"
         for step in chain[1:]:
             parent = next(s for s in chain if s["id"] == step["parent"])
             prompt = str(seen_by(agents, step)[-1].content)
@@ -175,7 +175,6 @@ async def test_moa_num_references_is_a_seeded_subset_in_agent_order():
     agents = fake_agents(names)
     out = await run(METHODS["moa"](agents=agents, reward=hash_reward), "Hi", budget=16,
                     layers=2, num_references=2, seed=1)  # fmt: skip
-    text = {s["id"]: s["text"] for s in out["samples"]}
     for s in out["samples"][4:8]:
         assert len(s["references"]) == 2
         assert s["references"] == sorted(s["references"], key=lambda i: int(i[1:]))
