@@ -40,6 +40,7 @@ distillation step trains; as in D&R it debates like every other agent.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -278,8 +279,9 @@ def create_debate_graph(
         samples = state.get("samples") or []
 
         def make(
-            agent: str, role: Role, text: str, parent: str | None, refs: list[str], about: Any
-        ) -> TurnTask:
+            rnd: int, agent: str, role: Role, text: str, parent: str | None, refs: list[str],
+            about: Any,
+        ) -> TurnTask:  # fmt: skip
             return TurnTask(
                 agent=agent, role=role, round=rnd, sample_id="", prompt=prompt, text=text,
                 parent=parent, references=refs, to=about["agent"] if about else None, task=task,
@@ -293,27 +295,25 @@ def create_debate_graph(
 
         answers = _answers(samples)
         if not answers:  # round 0
-            rnd, text = 0, answer_prompt_text(question, task)
-            return send([make(a, "answer", text, None, [], None) for a in pool.names])
+            text = answer_prompt_text(question, task)
+            return send([make(0, a, "answer", text, None, [], None) for a in pool.names])
         rnd = max(int(s.get("round", 0)) for s in answers)
         last = _answers(samples, rnd)
         if all(s.get("correct") for s in last):
             return Command(goto="__end__")
         ended = any(s.get("role") in NOT_ANSWERS and s.get("round") == rnd for s in samples)
         if not ended:
-            tasks = _round_end_tasks(last, question, _reflection_gold(last, golds), make)
+            gold = _reflection_gold(last, golds)
+            tasks = _round_end_tasks(last, question, gold, functools.partial(make, rnd))
             if tasks:
                 return send(tasks)
         if rnd >= ctx.rounds or ctx.budget - len(samples) < cost:
             return Command(goto="__end__")
+        # the next round: ONE prompt for all, each agent's parent its own last answer
         shown = _shown(samples, rnd, ctx.seed)
-        rnd, text, refs = (
-            rnd + 1,
-            round_prompt_text(question, task, shown),
-            [s["id"] for s in shown],
-        )
+        text, refs = round_prompt_text(question, task, shown), [s["id"] for s in shown]
         own = {s["agent"]: s["id"] for s in last if has_text(s)}
-        return send([make(a, "answer", text, own.get(a), refs, None) for a in pool.names])
+        return send([make(rnd + 1, a, "answer", text, own.get(a), refs, None) for a in pool.names])
 
     async def _turn(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         name = task["agent"]
