@@ -28,6 +28,7 @@ import yaml
 
 from toa_graph import embedded
 from toa_graph.config import ProjectConfig
+from toa_graph.errors import RunError
 
 __all__ = [
     "LaunchError",
@@ -44,7 +45,7 @@ REWARD_SERVER = "reward"
 """``ServerSpec.agents`` entry that marks the reward model's pooling server."""
 
 
-class LaunchError(RuntimeError):
+class LaunchError(RunError):
     """The plan is impossible or a server failed (the message names which and why)."""
 
 

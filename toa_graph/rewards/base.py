@@ -14,12 +14,13 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from toa_graph.errors import RunError
 from toa_graph.state import Prompt
 
 logger = logging.getLogger(__name__)
 
 
-class RewardError(RuntimeError):
+class RewardError(RunError):
     """A reward model could not score a batch (the message says why)."""
 
 
