@@ -818,6 +818,7 @@ def test_safe_defaults_bind_loopback_and_no_remote_code(
 ) -> None:
     from toa_graph import embedded, launch
     from toa_graph.cli import build_parser
+    from toa_graph.embedded import stack
 
     assert HFRewardConfig(kind="hf", model="x").trust_remote_code is False
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
@@ -827,7 +828,7 @@ def test_safe_defaults_bind_loopback_and_no_remote_code(
     def fake_spawn(cmd: Sequence[str], **kw: Any) -> None:
         seen["cmd"] = list(cmd)
 
-    monkeypatch.setattr(embedded, "spawn_server", fake_spawn)
+    monkeypatch.setattr(stack, "spawn_server", fake_spawn)
     prep = embedded.Prepared(python=Path("/nonexistent/python"), models={"m": Path("/m")})
     embedded.start_server("m", ["m"], cache=tmp_path, port=12345, prepared=prep)
     cmd = seen["cmd"]

@@ -553,7 +553,7 @@ def _build_chat_openai(
     if "://" in url and not url.startswith(("http://", "https://")):
         raise ValueError(
             f"agent {cfg.name!r}: base_url {url!r} is not an HTTP endpoint. For embedded:// "
-            "agents start the servers first: `python -m toa_graph.embedded start` (or use "
+            "agents start the servers first: `toa-graph embedded start` (or use "
             "toa_graph.embedded.EmbeddedStack, which resolves these URLs)"
         )
 
