@@ -105,6 +105,13 @@ def reference_list(references: Sequence[str] | str | None) -> list[str]:
     return [r for r in (str(x) for x in references) if r.strip()]
 
 
+def reward_counters(reward: object) -> dict[str, int]:
+    """A reward's event counters for a run summary (``counters()`` where the reward or the
+    wrapper holding it has one, e.g. the judge's fallbacks), else ``{}``."""
+    counters = getattr(reward, "counters", None)
+    return dict(counters()) if callable(counters) else {}
+
+
 def check_scores(result: Any, n: int, name: str = "reward") -> list[float]:
     """Validate a reward model's answer: one finite float per response, or raise."""
     try:
