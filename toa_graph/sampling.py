@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 
+NOT_ANSWERS = frozenset({"feedback", "reflection"})
+"""Debate roles whose turns are not answers: never scored, never ``best``."""
+
 
 # ---------------------------------------------------------------- prompts -> messages
 
@@ -279,9 +282,10 @@ def method_builder(
 async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, Any]:
     """The reward step of every method: score this step's generations (the ``inbox``) in
     generation order with one reward call, append them to ``samples`` and update ``best``
-    over the whole run. Turns that are not answers (a debate critic's) stay unscored."""
+    over the whole run. Turns that are not answers (debate feedback and reflections) stay
+    unscored."""
     turns = in_generation_order(state.get("inbox") or [])
-    answers = [s for s in turns if s.get("role") != "critic"]
+    answers = [s for s in turns if s.get("role") not in NOT_ANSWERS]
     scored = await score_samples(reward, state["prompt"], state.get("reference"), answers)
     by_id = {s["id"]: s for s in scored}
     new = [by_id.get(s["id"], s) for s in turns]
