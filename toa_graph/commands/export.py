@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
+
+from toa_graph.errors import UserError
 
 DESCRIPTION = """\
 Turn synthesis records into training data (JSONL or Parquet; loads with
@@ -85,14 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
     for path in args.input:
         if not Path(path).exists():
-            print(f"input not found: {path}", file=sys.stderr)
-            return 2
+            raise UserError(f"input not found: {path}")
     if args.rejected_rank is not None and args.rejected_rank < 2:
-        print("--rejected-rank must be >= 2 (rank 1 is the chosen response)", file=sys.stderr)
-        return 2
+        raise UserError("--rejected-rank must be >= 2 (rank 1 is the chosen response)")
     if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
-        print("--max-prompt-tokens must be >= 1", file=sys.stderr)
-        return 2
+        raise UserError("--max-prompt-tokens must be >= 1")
     stats = ExportStats()
     records = read_record_files(args.input)
     if args.kind == "sft":
@@ -117,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         n = write_rows(rows, args.output, fmt=args.format)
     except NotImplementedError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from exc
     print(f"{args.kind}: {stats.describe()} -> {args.output}")
     return 0 if n else 1
 

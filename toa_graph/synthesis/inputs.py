@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toa_graph.errors import UserError
 from toa_graph.sampling import validate_prompt
 from toa_graph.state import Prompt
 
@@ -27,7 +28,7 @@ ID_FIELDS = ("id", "prompt_id")
 MAPPABLE = ("prompt", "reference", "id")
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """One input row cannot be used (the message is the reason written to errors.jsonl)."""
 
 

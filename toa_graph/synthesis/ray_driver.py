@@ -63,6 +63,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from toa_graph.errors import RunError
 from toa_graph.synthesis.inputs import PromptItem
 from toa_graph.synthesis.ray_workers import (
     REMOTE_REWARD_KINDS,
@@ -81,7 +82,7 @@ from toa_graph.synthesis.summary import SynthesisSummary, merge_counters
 logger = logging.getLogger(__name__)
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RunError):
     """The run could not finish: every worker slot gave up (see the message for why)."""
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from toa_graph.errors import UserError
 from toa_graph.synthesis.inputs import BadLine, PromptItem, walk_input
 from toa_graph.synthesis.records import RECORDS_FILE, RecordWriter, ScanResult, repair_records
 from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary, _tqdm
@@ -39,7 +40,7 @@ InputSource = str | os.PathLike[str] | Sequence[PromptItem]
 """A prompt file (JSONL / JSON array / Parquet) or already-parsed items."""
 
 
-class OutputBusyError(RuntimeError):
+class OutputBusyError(UserError, RuntimeError):
     """Another run is writing to the same output directory."""
 
 
