@@ -1,5 +1,6 @@
-"""Per-agent request limits: a rate (langchain-core's ``InMemoryRateLimiter``) and a cap on
-requests in flight, one :class:`AgentLimits` per agent of a pool.
+"""Per-agent request limits: a rate (:class:`TokenBucket`, langchain-core's
+``InMemoryRateLimiter`` with exact wake-ups) and a cap on requests in flight, one
+:class:`AgentLimits` per agent of a pool.
 
 Both are shared by every graph run using the pool, whatever event loop it runs on (a
 notebook's second ``asyncio.run``, a server's thread): the rate limiter's bucket is
@@ -13,13 +14,14 @@ import asyncio
 import contextlib
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from langchain_core.rate_limiters import InMemoryRateLimiter
 
-__all__ = ["AgentLimits", "CrossLoopSemaphore"]
+__all__ = ["AgentLimits", "CrossLoopSemaphore", "TokenBucket"]
 
 
 @dataclass(eq=False)
@@ -95,6 +97,37 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class TokenBucket(InMemoryRateLimiter):
+    """langchain-core's ``InMemoryRateLimiter`` whose waiters sleep until the next token is
+    due instead of polling at a fixed period: polling loses the time between a token's
+    arrival and the next poll (a few percent of the rate, more on a busy machine). The
+    bucket holds two tokens, so time a waiter woke late is credited to the next request
+    (the long-run rate is exact; at most two requests go back to back)."""
+
+    def __init__(self, requests_per_second: float) -> None:
+        super().__init__(
+            requests_per_second=requests_per_second,
+            check_every_n_seconds=min(0.1, 1.0 / requests_per_second),
+            max_bucket_size=2,
+        )
+
+    def _due_in(self) -> float:
+        """Seconds until the bucket is next refilled (its refill adds ``elapsed * rate``
+        once a whole token's time has passed since the last one)."""
+        with self._consume_lock:
+            last = self.last
+        if last is None:
+            return 0.0
+        return last + 1.0 / self.requests_per_second - time.monotonic()
+
+    async def aacquire(self, *, blocking: bool = True) -> bool:
+        while not self._consume():
+            if not blocking:
+                return False
+            await asyncio.sleep(min(self.check_every_n_seconds, max(0.0005, self._due_in())))
+        return True
+
+
 @dataclass(eq=False)
 class AgentLimits:
     """The limits of one agent in one pool. ``share`` scales both (a Ray worker of N
@@ -102,19 +135,12 @@ class AgentLimits:
 
     requests_per_second: float | None = None
     max_concurrency: int | None = None
-    rate: InMemoryRateLimiter | None = field(init=False, default=None)
+    rate: TokenBucket | None = field(init=False, default=None)
     slots: CrossLoopSemaphore | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        rps = self.requests_per_second
-        if rps is not None:
-            # poll often enough that, with several waiters, little of each token's time
-            # is lost between polls; the bucket holds one token: no bursts
-            self.rate = InMemoryRateLimiter(
-                requests_per_second=rps,
-                check_every_n_seconds=min(0.1, max(0.005, 0.2 / rps)),
-                max_bucket_size=1,
-            )
+        if self.requests_per_second is not None:
+            self.rate = TokenBucket(self.requests_per_second)
         if self.max_concurrency is not None:
             self.slots = CrossLoopSemaphore(self.max_concurrency)
 
