@@ -31,6 +31,7 @@ from toa_graph.agents.errors import (
     is_retryable,
 )
 from toa_graph.agents.limits import AgentLimits
+from toa_graph.agents.providers import check_provider
 from toa_graph.agents.replicas import Replica, ReplicaSet
 from toa_graph.config import AgentConfig
 from toa_graph.retry import RetryPolicy
@@ -115,6 +116,8 @@ class AgentPool:
         probe = None
         if agent.provider == "openai":  # other providers have no common health endpoint
             probe = functools.partial(_probe, cfg=agent, timeout_s=self.probe_timeout_s)
+        else:
+            check_provider(agent)  # a missing package fails here, not on every request
         replicas = ReplicaSet(
             name,
             agent.urls,

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
     from toa_graph.config import AgentConfig
 
-__all__ = ["PROVIDERS", "ProviderMissingError", "build_provider_chat_model", "install_hint"]
+__all__ = [
+    "PROVIDERS",
+    "ProviderMissingError",
+    "build_provider_chat_model",
+    "check_provider",
+    "install_hint",
+]
 
 PROVIDERS: dict[str, tuple[str, str | None]] = {
     "anthropic": ("langchain_anthropic", "anthropic"),
@@ -47,6 +53,7 @@ PROVIDERS: dict[str, tuple[str, str | None]] = {
 _RENAMES: dict[str, dict[str, str | None]] = {
     # ChatOllama: no timeout / retries / key fields; the timeout goes to its httpx client
     "ollama": {"max_tokens": "num_predict", "max_retries": None, "api_key": None},
+    "azure_openai": {"base_url": "azure_endpoint"},
 }
 """Per provider: our field name -> the chat model's (``None``: not passed)."""
 
@@ -99,13 +106,26 @@ def provider_kwargs(cfg: AgentConfig, url: str) -> dict[str, Any]:
     return out
 
 
-def build_provider_chat_model(cfg: AgentConfig, url: str) -> BaseChatModel:
-    """``init_chat_model(cfg.model, model_provider=cfg.provider, ...)`` for one replica URL
-    (``""``: the provider's default endpoint); a missing package is a
-    :class:`ProviderMissingError` naming the extra to install."""
+def check_provider(cfg: AgentConfig) -> None:
+    """Raise :class:`ProviderMissingError` (naming the extra to install) unless ``langchain``
+    and ``cfg``'s provider package import (the pool checks this when it is built, so a
+    missing package stops a run before its first prompt)."""
     module, _ = PROVIDERS[cfg.provider]
     _require("langchain.chat_models", cfg.provider, cfg.name)
     _require(module, cfg.provider, cfg.name)
+
+
+def build_provider_chat_model(cfg: AgentConfig, url: str) -> BaseChatModel:
+    """``init_chat_model(cfg.model, model_provider=cfg.provider, ...)`` for one replica URL
+    (``""``: the provider's default endpoint). A missing package is a
+    :class:`ProviderMissingError`; settings the provider's class rejects, a
+    :class:`~toa_graph.errors.UserError` naming the agent."""
+    check_provider(cfg)
     from langchain.chat_models import init_chat_model
 
-    return init_chat_model(cfg.model, model_provider=cfg.provider, **provider_kwargs(cfg, url))
+    try:
+        return init_chat_model(cfg.model, model_provider=cfg.provider, **provider_kwargs(cfg, url))
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise UserError(
+            f"agent {cfg.name!r}: provider {cfg.provider!r} rejected its settings: {exc}"
+        ) from exc
