@@ -133,3 +133,17 @@ def test_settings_a_provider_rejects_name_the_agent(monkeypatch: pytest.MonkeyPa
     pool = AgentPool([AgentConfig(name="q", model="llama", provider="groq")])
     with pytest.raises(UserError, match=r"agent 'q': provider 'groq' rejected its settings"):
         pool.build_clients()
+
+
+def test_replicas_without_a_probe_are_back_on_trial_after_their_cooldown() -> None:
+    import time
+
+    from toa_graph.agents.replicas import ReplicaSet
+
+    rs = ReplicaSet("x", ["u1", "u2"], cooldown_s=0.05, max_cooldown_s=1.0, probe=None)
+    a, b = rs.replicas
+    rs.take_out(a, "boom")
+    a.outstanding, b.outstanding = 0, 5
+    assert rs.choose() is b  # out while cooling down, however idle
+    time.sleep(0.08)
+    assert rs.choose() is a and a.healthy and a.strikes == 1  # next outage lasts longer
