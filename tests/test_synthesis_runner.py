@@ -456,7 +456,9 @@ async def test_prompt_loop_gives_the_sink_one_outcome_per_prompt() -> None:
     raised, nothing twice, nothing written anywhere."""
 
     class HalfBroken:
-        async def ainvoke(self, inp: dict[str, Any], context: Any = None) -> Any:
+        async def ainvoke(
+            self, inp: dict[str, Any], context: Any = None, config: Any = None
+        ) -> Any:
             if inp["id"].endswith(("1", "3")):
                 raise RuntimeError(f"no answer for {inp['id']}")
             usage = {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}
