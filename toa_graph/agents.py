@@ -39,6 +39,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 
 from toa_graph.config import AgentConfig
+from toa_graph.text import message_text as _text_of
 
 if TYPE_CHECKING:
     from toa_graph.state import Usage
@@ -518,15 +519,6 @@ async def _health_check(url: str, cfg: AgentConfig, timeout_s: float) -> tuple[b
     if 200 <= resp.status_code < 300:
         return True, ""
     return False, f"HTTP {resp.status_code}"
-
-
-def _text_of(msg: Any) -> str:
-    content = getattr(msg, "content", None)
-    if content is None:
-        content = getattr(msg, "text", "")
-    if isinstance(content, list):
-        return "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
-    return str(content)
 
 
 def _split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | None) -> None:

@@ -65,6 +65,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from toa_graph.config import remote_reward_kinds
 from toa_graph.synthesis import (
     ERRORS_FILE,
     FAILED_FILE,
@@ -101,7 +102,7 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 127.0.0.1; Ray uses it on macOS/Windows). Set before ``import ray`` for local instances."""
 
 
-REMOTE_REWARD_KINDS = frozenset({"vllm", "judge"})
+REMOTE_REWARD_KINDS = remote_reward_kinds()
 """Reward kinds that are clients of a server (a vLLM pooling runner, an LLM judge): by
 default each worker calls the server itself instead of going through a reward actor."""
 
@@ -293,7 +294,7 @@ class SynthesisWorker:
         pool_options: Mapping[str, Any] | None = None,
     ) -> None:
         from toa_graph.agents import AgentPool
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import compile_method
 
         self.slot = slot
         self.method = method
@@ -314,7 +315,7 @@ class SynthesisWorker:
 
             reward = build_reward(reward, agents=_agent_configs(agents))
         self.reward = reward
-        self.graph = METHODS[method](agents=self.pool, reward=reward).compile(name=method)
+        self.graph = compile_method(method, agents=self.pool, reward=reward)
         self.shards = 0
         self.prompts = 0
 
@@ -471,10 +472,9 @@ async def run_distributed(
     ctx = dict(context or {})
     fmap = parse_field_map(field_map)
     if method:
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import get_method
 
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
+        get_method(method)  # unknown: ValueError listing the methods
     digest = digest or config_digest(method=method, context=ctx, agents=agents, reward=reward)
     prefix = name_prefix or f"toa-graph-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
 

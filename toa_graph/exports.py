@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toa_graph import text
+
 __all__ = [
     "PAPER_REJECTED_RANK",
     "ExportStats",
@@ -60,21 +62,7 @@ class ExportStats:
 
 def prompt_messages(prompt: Any) -> list[dict[str, str]]:
     """A record's prompt as chat messages (a plain string becomes one user turn)."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list):
-        return [{"role": str(m["role"]), "content": _text(m.get("content"))} for m in prompt]
-    raise ValueError(
-        f"record prompt must be a string or chat messages, got {type(prompt).__name__}"
-    )
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
-    return "" if content is None else str(content)
+    return text.prompt_messages(prompt, text_only=True)
 
 
 def _usable(sample: Mapping[str, Any]) -> bool:

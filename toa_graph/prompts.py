@@ -81,15 +81,3 @@ REFLECT_TEMPLATE = """\
 
 Reflect on the feedback, correct your reasoning where it is wrong, and give your final \
 answer. End with a line "Final answer: ..." stating it."""
-
-JUDGE_TEMPLATE = """\
-Rate how well the response answers the user's request, from 1 (useless or wrong) to 10 \
-(excellent: correct, helpful, complete and clear).
-
-## Request
-{question}
-
-## Response
-{response}
-
-Reply with the number only."""

@@ -42,6 +42,7 @@ from typing import Any
 
 from toa_graph.sampling import total_usage, validate_prompt
 from toa_graph.state import Prompt
+from toa_graph.text import content_text as _content_text
 
 logger = logging.getLogger(__name__)
 
@@ -165,14 +166,6 @@ def _pick(
         if name in row and row[name] is not None:
             return name, row[name]
     return None, None
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
-    return ""
 
 
 def normalize_row(row: Any, *, line: int, field_map: Mapping[str, str] | None = None) -> PromptItem:
@@ -973,12 +966,10 @@ async def run_synthesis(
     ctx = dict(context or {})
     fmap = parse_field_map(field_map)
     if graph is None:
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import compile_method
 
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
         # Bulk runs: no checkpointer (see the module docstring).
-        graph = METHODS[method](agents=agents, reward=reward).compile(name=method)
+        graph = compile_method(method, agents=agents, reward=reward)
     digest = digest or config_digest(method=method, context=ctx, agents=agents, reward=reward)
 
     summary = SynthesisSummary(method=method, output_dir=str(output_dir), config_digest=digest)

@@ -34,7 +34,7 @@ HELP = DESCRIPTION.split("Commands inside the chat:\n", 1)[1].split("\n\n", 1)[0
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.methods import METHODS
+    from toa_graph.commands import method_choices, set_help
 
     p = sub.add_parser(
         "chat",
@@ -44,11 +44,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
     p.add_argument(
-        "--method", default=None, choices=sorted(METHODS), help="default: the config's, else toa"
+        "--method", default=None, choices=method_choices(), help="default: the config's, else toa"
     )
     p.add_argument("--budget", type=int, default=None, help="generations per answer")
     p.add_argument("--agents", default=None, help="comma-separated agent names (default: all)")
-    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help=set_help())
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running at exit"
     )
@@ -65,16 +65,21 @@ class ChatSession:
     method: str
     knobs: dict[str, Any]
     agents: list[str]
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Method -> factory options (the config's ``method.options`` for its method)."""
     history: list[dict[str, str]] = field(default_factory=list)
     _graphs: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
 
     def graph(self) -> Any:
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import compile_method
 
         key = (self.method, tuple(self.agents))
         if key not in self._graphs:
             chosen = {n: a for n, a in self.all_agents.items() if n in self.agents}
-            self._graphs[key] = METHODS[self.method](agents=chosen, reward=self.reward).compile()
+            self._graphs[key] = compile_method(
+                self.method, agents=chosen, reward=self.reward,
+                options=self.options.get(self.method),
+            )  # fmt: skip
         return self._graphs[key]
 
     def context(self) -> Any:
@@ -90,7 +95,7 @@ class ChatSession:
     def command(self, line: str) -> bool:
         """Handle a ``/command``; False to quit."""
         from toa_graph.commands import parse_knobs
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import method_names
 
         name, _, arg = line[1:].strip().partition(" ")
         arg = arg.strip()
@@ -99,8 +104,8 @@ class ChatSession:
         if name == "help":
             print(HELP)
         elif name == "method":
-            if arg and arg not in METHODS:
-                print(f"unknown method {arg!r}; methods: {', '.join(sorted(METHODS))}")
+            if arg and arg not in method_names():
+                print(f"unknown method {arg!r}; methods: {', '.join(method_names())}")
             elif arg:
                 self.method = arg
             print(f"method: {self.method}")
@@ -213,6 +218,7 @@ def chat(args: argparse.Namespace) -> int:
             method=args.method or cfg.method.name,
             knobs=knobs,
             agents=[n for n in names if n in agents],
+            options={cfg.method.name: dict(cfg.method.options)},
         )
         print(
             f"toa-graph chat: method {session.method}, budget {session.context().budget}, "

@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
     from toa_graph.commands.synthesize import EXAMPLES
     from toa_graph.config import ConfigError
-    from toa_graph.methods import METHODS
+    from toa_graph.registry import method_names
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import parse_field_map
 
@@ -235,11 +235,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in method_names()]
     if unknown:
-        print(
-            f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}", file=sys.stderr
-        )
+        print(f"unknown methods {unknown}; available: {', '.join(method_names())}", file=sys.stderr)
         return 2
     if any(b < 1 for b in budgets):
         print("budgets must be >= 1", file=sys.stderr)

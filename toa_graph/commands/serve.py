@@ -31,7 +31,7 @@ Without --config the embedded default is started (and stopped at exit). Examples
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.methods import METHODS
+    from toa_graph.commands import method_choices, set_help
 
     p = sub.add_parser(
         "serve",
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--method",
         default=None,
-        choices=sorted(METHODS),
+        choices=method_choices(),
         help="default method, for model 'default' (default: the config's)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KNOB=VALUE",
-        help="default context knobs, e.g. --set alpha=0.05",
+        help=set_help("default context knobs (each method takes those it has)"),
     )
     p.add_argument("--max-budget", type=int, default=512, help="largest budget a request may ask")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
@@ -116,6 +116,7 @@ def serve(args: argparse.Namespace) -> int:
             api_key=api_key,
             default_method=args.method or cfg.method.name,
             default_context=knobs,
+            default_options={cfg.method.name: dict(cfg.method.options)},
             max_budget=args.max_budget,
             max_body_bytes=args.max_body_bytes,
             max_concurrent_runs=args.max_concurrent_runs,

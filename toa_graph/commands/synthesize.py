@@ -49,7 +49,7 @@ MAX_TABLE_ROWS = 50
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.methods import METHODS
+    from toa_graph.commands import method_choices, set_help
 
     p = sub.add_parser(
         "synthesize",
@@ -58,7 +58,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--method", default=None, choices=sorted(METHODS), help="default: the config's, else toa"
+        "--method", default=None, choices=method_choices(), help="default: the config's, else toa"
     )
     p.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
     p.add_argument(
@@ -92,7 +92,7 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KNOB=VALUE",
-        help="context knobs, e.g. --set alpha=0.05",
+        help=set_help(),
     )
     p.add_argument(
         "--shard",
@@ -185,9 +185,9 @@ def format_summary(s: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.commands import parse_knobs, project_config
+    from toa_graph.commands import method_settings, parse_knobs, project_config
     from toa_graph.config import ConfigError
-    from toa_graph.context import SamplingContext
+    from toa_graph.registry import method_context
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import (
         OutputBusyError,
@@ -224,12 +224,11 @@ def run(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.set)
     try:
         with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-            method = args.method or cfg.method.name
-            context = {**cfg.method.context, **knobs}
-            context["budget"] = args.budget or context.get("budget") or 8
             try:
-                SamplingContext(**context)
-            except (TypeError, ValueError) as exc:
+                method, context, _options = method_settings(cfg, args.method, knobs)
+                context["budget"] = args.budget or context.get("budget") or 8
+                method_context(method, context)
+            except ValueError as exc:
                 print(f"bad context knobs: {exc}", file=sys.stderr)
                 return 2
             output = (

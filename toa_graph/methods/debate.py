@@ -259,8 +259,6 @@ def create_debate_graph(
     ) -> Command[Literal["debater", "critic", "student", "reward"]]:
         ctx = context_of(runtime)
         prompt = validate_prompt(state["prompt"])
-        if ctx.rounds < 0:
-            raise ValueError(f"context.rounds must be >= 0, got {ctx.rounds}")
         question = question_text(prompt)
         log = _Transcript(state.get("inbox") or [])
         spent = len(log.turns)
@@ -341,6 +339,7 @@ def create_debate_graph(
             pool, name, msgs, context_of(runtime),
             sample_id=task["sample_id"], kind="debate", parent=task["parent"], layer=task["round"],
             references=task["references"], round=task["round"], role=task["role"],
+            scored=task["role"] != "critic",  # the critic's feedback is not an answer
         )  # fmt: skip
         return {"inbox": [sample]}
 

@@ -129,8 +129,6 @@ def create_moa_graph(
     ) -> Command[Literal["propose", "aggregate", "__end__"]]:
         ctx = context_of(runtime)
         prompt = validate_prompt(state["prompt"])
-        if ctx.num_references is not None and ctx.num_references < 1:
-            raise ValueError(f"context.num_references must be >= 1, got {ctx.num_references}")
         plan = moa_plan(ctx.budget, len(pool), ctx.layers, aggregator is not None)
         layer = state.get("round", 0)
         samples = state.get("samples") or []
