@@ -32,7 +32,7 @@ async def test_compare_writes_png_and_csv(tmp_path: Path) -> None:
     ]
     assert all(int(r["prompts"]) == 4 for r in table)
     for r in table:
-        assert math.isclose(float(r["mean_generations"]), float(r["budget"]), rel_tol=0.5)
+        assert float(r["mean_generations"]) == float(r["budget"])  # toa, random, moa: exact
     # each cell is a resumable synthesis run on the same prompt ids
     for m in methods:
         ids = {

@@ -128,15 +128,18 @@ def test_fresh_children_added_at_first_visit_with_stats_copied_from_root_childre
 def test_fresh_child_play_generates_from_prompt_alone():
     params = SearchParams(width=1, alpha=0.0, tau=1.0)
     t = new_tree(["a"])
-    t, plays = run(t, params, lambda p: 0.0, 3)
-    # s0 fresh; then s0's refine child (inf) ; then the fresh child (copied stats, earlier
-    # tie-break loses to refine whose mean is equal) ... the first fresh-under-response
-    # play must have no parent sample.
-    fresh_deeper = [
-        n for n in t["nodes"] if n["type"] == "model" and n["mode"] == "fresh" and n["parent"] != 0
-    ]
-    assert fresh_deeper, "fresh children should exist under visited responses"
-    assert plays[0] == ("a", "fresh", None)
+    # s0 (fresh, reward 1) then its refine child s1 (reward 0): the refine node now has a
+    # lower mean than the fresh child under s0 (stats copied from the root's, mean 1), so
+    # the third play goes to that fresh child, one layer down.
+    t, _ = run(t, params, lambda p: 1.0 if p["index"] == 0 else 0.0, 2)
+    s0 = node_of_sample(t, "s0")
+    t, play = select_play(t, params)
+    fresh_under_s0 = t["nodes"][play["node"]]
+    assert fresh_under_s0["type"] == "model" and fresh_under_s0["mode"] == "fresh"
+    assert fresh_under_s0["parent"] == s0["id"], "the play must reach a fresh child of s0"
+    assert play["parent_response"] == s0["id"] and play["layer"] == 1
+    # ... and it generates from the prompt alone: a fresh play, no sample to refine
+    assert play["kind"] == "fresh" and play["parent_sample"] is None
 
 
 def test_width_is_counted_over_the_whole_layer():
