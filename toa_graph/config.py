@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from toa_graph.registry import METHOD_SPECS, method_context, method_options
 
@@ -250,11 +258,19 @@ class MethodConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     """Factory options, e.g. MoA's ``aggregator``, debate's ``critic`` and ``student``."""
 
-    @model_validator(mode="after")
-    def _known_to_the_method(self) -> MethodConfig:
-        method_context(self.name, self.context)
-        method_options(self.name, self.options)
-        return self
+    @field_validator("context")
+    @classmethod
+    def _knobs_of_the_method(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:  # a bad name is reported on its own
+            method_context(info.data["name"], v)
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options_of_the_method(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:
+            method_options(info.data["name"], v)
+        return v
 
 
 class ProjectConfig(_Strict):
