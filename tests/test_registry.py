@@ -75,8 +75,12 @@ def test_each_spec_is_complete_and_its_knobs_belong_to_the_compat_context():
     assert "alpha" in METHOD_SPECS["toa"].knobs and "alpha" not in METHOD_SPECS["moa"].knobs
     assert "rounds" in METHOD_SPECS["debate"].knobs and "layers" in METHOD_SPECS["moa"].knobs
     helptext = knobs_help()
-    assert "toa: budget=16, " in helptext and "alpha=0.01" in helptext
-    assert "moa: " in helptext and "options: aggregator" in helptext
+    lines = dict(line.split(": ", 1) for line in helptext.splitlines())
+    assert lines["every method"].startswith("budget=16, agent=None")
+    assert lines["toa"].startswith("alpha=0.01, tau=0.1") and "budget" not in lines["toa"]
+    assert lines["moa"] == "layers=None, num_references=None, config options: aggregator"
+    assert lines["debate"] == "rounds=3, config options: critic, student"
+    assert "random" not in lines  # nothing beyond the shared knobs
 
 
 # ---------------------------------------------------------------- knobs and options

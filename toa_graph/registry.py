@@ -240,10 +240,14 @@ def compile_method(
 
 
 def knobs_help() -> str:
-    """Each method's knobs with their defaults (and options), for ``--set`` help texts."""
-    lines = []
+    """The shared knobs, then each method's own knobs and options, with their defaults
+    (for ``--set`` help texts)."""
+    shared = {f.name: f.default for f in dataclasses.fields(BaseContext)}
+    lines = ["every method: " + ", ".join(f"{k}={v!r}" for k, v in shared.items())]
     for spec in METHOD_SPECS.values():
-        extra = ", ".join(spec.options.model_fields)
-        opts = f"; options: {extra}" if extra else ""
-        lines.append(f"{spec.name}: {_format_knobs(spec)}{opts}")
+        own = [f"{k}={v!r}" for k, v in spec.knobs.items() if k not in shared]
+        if spec.options.model_fields:
+            own.append("config options: " + ", ".join(spec.options.model_fields))
+        if own:
+            lines.append(f"{spec.name}: " + ", ".join(own))
     return "\n".join(lines)

@@ -45,7 +45,7 @@ def set_help(what: str = "context knobs") -> str:
     """``--set`` help: each method's knobs with their defaults, read from the registry."""
     from toa_graph.registry import knobs_help
 
-    return f"{what}, e.g. --set alpha=0.05; per method: " + " | ".join(knobs_help().splitlines())
+    return f"{what}, e.g. --set alpha=0.05. Knobs: " + " | ".join(knobs_help().splitlines())
 
 
 def method_choices() -> list[str]:
