@@ -88,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from toa_graph.server import build_app
-        from toa_graph.server.serving import ServerSettings
+        from toa_graph.server.serving import ServerSettings, ServingError
     except ImportError as exc:
         print(f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})",
               file=sys.stderr)  # fmt: skip
@@ -122,7 +122,13 @@ def serve(args: argparse.Namespace) -> int:
             max_concurrent_runs=args.max_concurrent_runs,
             request_timeout_s=args.request_timeout,
         )
-        app = build_app(cfg.agents, build_reward(cfg.reward, agents=cfg.agents), settings=settings)
+        try:
+            app = build_app(
+                cfg.agents, build_reward(cfg.reward, agents=cfg.agents), settings=settings
+            )
+        except (ValueError, ServingError) as exc:  # default knobs or options the methods lack
+            print(f"bad method settings: {exc}", file=sys.stderr)
+            return 2
         print(
             f"toa-graph serving {', '.join(app.state.serving.methods)} on "
             f"http://{args.host}:{args.port}/v1 (auth: {'bearer token' if api_key else 'none'})",
