@@ -78,8 +78,10 @@ def test_each_spec_is_complete_and_its_knobs_belong_to_the_compat_context():
     lines = dict(line.split(": ", 1) for line in helptext.splitlines())
     assert lines["every method"].startswith("budget=16, agent=None")
     assert lines["toa"].startswith("alpha=0.01, tau=0.1") and "budget" not in lines["toa"]
-    assert lines["moa"] == "layers=None, num_references=None, config options: aggregator"
-    assert lines["debate"] == "rounds=3, config options: critic, student"
+    assert lines["moa"] == "layers=4, num_references=None, config options: aggregator"
+    assert lines["debate"] == (
+        "rounds=3, task=None, correct_threshold=None, config options: student"
+    )
     assert "random" not in lines  # nothing beyond the shared knobs
 
 
@@ -90,7 +92,7 @@ def test_unknown_knob_names_the_method_and_lists_its_knobs():
     with pytest.raises(ValueError) as err:
         method_context("moa", {"budget": 4, "alpha": 0.1})
     msg = str(err.value)
-    assert "'moa'" in msg and "['alpha']" in msg and "layers=None" in msg and "budget=16" in msg
+    assert "'moa'" in msg and "['alpha']" in msg and "layers=4" in msg and "budget=16" in msg
     ctx = method_context("moa", {"budget": 4, "layers": 2})
     assert isinstance(ctx, MoaContext) and (ctx.budget, ctx.layers) == (4, 2)
     assert isinstance(method_context("toa", {}), ToaContext)
@@ -138,8 +140,8 @@ def _write(tmp_path: Path, method: str) -> Path:
 def test_config_sets_moa_aggregator_and_debate_roles(tmp_path):
     cfg = load_config(_write(tmp_path, "name: moa\noptions: {aggregator: b}\n"))
     assert cfg.method.name == "moa" and cfg.method.options == {"aggregator": "b"}
-    cfg = load_config(_write(tmp_path, "name: debate\noptions: {critic: b, student: a}\n"))
-    assert cfg.method.options == {"critic": "b", "student": "a"}
+    cfg = load_config(_write(tmp_path, "name: debate\noptions: {student: a}\n"))
+    assert cfg.method.options == {"student": "a"}
 
 
 @pytest.mark.parametrize(
@@ -276,7 +278,7 @@ async def test_reward_failure_is_stage_reward_and_keeps_the_text_usable():
         raise RuntimeError("reward server down")
 
     samples = [_sample("s0", "an answer"), _sample("s1", "", error="HTTP 500")]
-    out = await score_samples(as_reward_model(broken), "q", None, samples, backoff_s=0)
+    out = await score_samples(as_reward_model(broken), "q", None, samples)
     assert out[0]["stage"] == "reward" and "reward server down" in str(out[0]["error"])
     assert out[1]["stage"] == "generate" and out[1]["error"] == "HTTP 500"
     assert [failure_stage(s) for s in out] == ["reward", "generate"]
@@ -286,9 +288,8 @@ async def test_reward_failure_is_stage_reward_and_keeps_the_text_usable():
 async def test_non_finite_score_is_a_reward_failure():
     from toa_graph.rewards.base import as_reward_model
 
-    out = await score_samples(
-        as_reward_model(lambda p, r: [float("nan")]), "q", None, [_sample("s0", "x")], attempts=1
-    )
+    nan = as_reward_model(lambda p, r: [float("nan")])
+    out = await score_samples(nan, "q", None, [_sample("s0", "x")])
     assert out[0]["reward"] is None and out[0]["stage"] == "reward"
 
 
@@ -301,21 +302,25 @@ def test_failure_stage_reads_records_written_before_the_field():
     assert failure_stage(_sample("s1", "x")) is None
 
 
-async def test_debate_critic_turns_are_not_scored():
+async def test_debate_feedback_and_reflections_are_not_scored():
     seen: list[str] = []
 
     def reward(prompt: Any, responses: list[str]) -> list[float]:
         seen.extend(responses)
         return [0.5] * len(responses)
 
-    agents = fake_agents(("a", "b"))
-    graph = compile_method("debate", agents=agents, reward=reward, options={"critic": "a"})
-    out = await graph.ainvoke({"prompt": "q?"}, context={"budget": 8, "rounds": 2})
-    critic = [s for s in out["samples"] if s.get("role") == "critic"]
-    answers = [s for s in out["samples"] if s.get("role") != "critic"]
-    assert critic and all(not s["scored"] and s["reward"] is None for s in critic)
+    def reply(name: str, k: int, messages: list[Any]) -> str:  # a right, b wrong
+        return f"{name}#{k}: reasoning\nFinal answer: {'7' if name == 'a' else '8'}"
+
+    agents = fake_agents(("a", "b"), reply=reply)
+    graph = compile_method("debate", agents=agents, reward=reward, options={"student": "b"})
+    out = await graph.ainvoke({"prompt": "q?", "reference": "7"}, context={"budget": 16})
+    notes = [s for s in out["samples"] if s.get("role") != "answer"]
+    answers = [s for s in out["samples"] if s.get("role") == "answer"]
+    assert {s["role"] for s in notes} == {"feedback", "reflection"}
+    assert all(not s["scored"] and s["reward"] is None for s in notes)
     assert all(s["scored"] and s["reward"] == 0.5 for s in answers)
-    assert not {s["text"] for s in critic} & set(seen)
+    assert not {s["text"] for s in notes} & set(seen)
 
 
 async def test_a_generation_failure_is_stage_generate():

@@ -287,11 +287,16 @@ async def test_each_invocation_on_a_thread_is_a_fresh_run(method):
         checkpointer=InMemorySaver()
     )
     config = {"configurable": {"thread_id": "same"}}
-    first = await graph.ainvoke({"prompt": "First question?"}, context={"budget": 6}, config=config)
-    second = await graph.ainvoke(
-        {"prompt": "Second question?"}, context={"budget": 6}, config=config
+    # debate judges answers against a gold answer and needs a budget for one full round
+    budget = 8 if method == "debate" else 6
+    ctx = {"budget": budget}
+    first = await graph.ainvoke(
+        {"prompt": "First question?", "reference": "1"}, context=ctx, config=config
     )
-    assert generations_ok(method, len(second["samples"]), 6)
+    second = await graph.ainvoke(
+        {"prompt": "Second question?", "reference": "2"}, context=ctx, config=config
+    )
+    assert generations_ok(method, len(second["samples"]), budget)
     assert [s["id"] for s in second["samples"]] == [f"s{i}" for i in range(len(second["samples"]))]
     assert len(second["samples"]) == len(first["samples"])
     assert second["best"] is None or second["best"]["id"] in {s["id"] for s in second["samples"]}

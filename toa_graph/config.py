@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from toa_graph.errors import UserError
 from toa_graph.registry import METHOD_SPECS, method_context, method_options
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file is malformed; the message names the file, field and line."""
 
 

@@ -38,7 +38,8 @@ class BaseContext:
     max_tokens: int | None = None
     """Max new tokens override for every agent; ``None`` keeps each agent's own."""
     seed: int = 0
-    """Seed for the methods that shuffle (sequential refine agent order)."""
+    """Seed for the methods that shuffle (sequential refine chains, MoA reference subsets,
+    the debate's answer order)."""
 
     def __post_init__(self) -> None:
         _at_least("budget", self.budget, 1)
@@ -78,10 +79,11 @@ class ToaContext(BaseContext):
 class MoaContext(BaseContext):
     """Mixture-of-Agents."""
 
-    layers: int | None = None
-    """MoA layers; default: as many as the budget allows."""
+    layers: int = 4
+    """Layers per MoA stack (the TOA paper's runs: 4); stacks repeat until the budget is spent."""
     num_references: int | None = None
-    """How many previous-layer answers each MoA proposer sees; default: all of them."""
+    """How many previous-layer answers each MoA proposer sees; default: every agent's.
+    Fewer than the agents: a seeded random subset (kept in agent order)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,11 +96,22 @@ class DebateContext(BaseContext):
     """Debate & reflect."""
 
     rounds: int = 3
-    """Debate rounds after the opening answers (upper bound; early stop on consensus)."""
+    """Debate rounds after round 0 (at most; D&R: 3). The debate stops early only when
+    every agent is correct."""
+    task: str | None = None
+    """Debate task type for the answer format hint: ``numeric``, ``choice``, ``math`` or
+    ``free``; default: inferred from the gold answer (``free`` without one)."""
+    correct_threshold: float | None = None
+    """Debate without a gold answer (our extension, not in D&R): an answer is correct when
+    its reward is >= this. Required for prompts without a ``reference``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least("rounds", self.rounds, 0)
+        if self.task not in (None, "numeric", "choice", "math", "free"):
+            raise ValueError(
+                f"context.task must be numeric, choice, math or free, got {self.task!r}"
+            )
 
 
 @dataclass(kw_only=True)

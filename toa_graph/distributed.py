@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toa_graph.config import remote_reward_kinds
+from toa_graph.errors import RunError
 from toa_graph.synthesis import (
     ERRORS_FILE,
     FAILED_FILE,
@@ -107,7 +108,7 @@ REMOTE_REWARD_KINDS = remote_reward_kinds()
 default each worker calls the server itself instead of going through a reward actor."""
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RunError):
     """The run could not finish: every worker slot gave up (see the message for why)."""
 
 

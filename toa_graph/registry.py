@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from toa_graph.context import BaseContext, DebateContext, MoaContext, ToaContext
+from toa_graph.errors import UserError
 
 __all__ = [
     "METHOD_SPECS",
@@ -60,14 +61,9 @@ class MoaOptions(MethodOptions):
 
 
 class DebateOptions(MethodOptions):
-    critic: str | None = Field(
-        default=None,
-        description="Teacher agent giving feedback each round (default: the first agent).",
-        json_schema_extra={"agent": True},
-    )
     student: str | None = Field(
         default=None,
-        description="Agent reflecting on the feedback (default: the last agent).",
+        description="The agent the distillation step trains (default: the last agent).",
         json_schema_extra={"agent": True},
     )
 
@@ -151,8 +147,8 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             factory_path="toa_graph.methods.debate:create_debate_graph",
             context=DebateContext,
             options=DebateOptions,
-            description="Debate & reflect: agents debate, a teacher critiques, a student reflects.",
-            reference="D&R (zhouxiaofengshelf/D-R)",
+            description="Debate & Reflect: agents debate; correct ones give feedback, others reflect.",
+            reference="D&R (zhouxiaofengshelf/D-R debate_teachers_student_w_critique.py)",
             studio_module="debate",
         ),
         MethodSpec(
@@ -174,11 +170,12 @@ def method_names() -> list[str]:
 
 
 def get_method(name: str) -> MethodSpec:
-    """The spec of ``name``; ``ValueError`` listing the methods when there is none."""
+    """The spec of ``name``; :class:`~toa_graph.errors.UserError` (a ``ValueError``) listing
+    the methods when there is none."""
     try:
         return METHOD_SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; methods: {', '.join(METHOD_SPECS)}") from None
+        raise UserError(f"unknown method {name!r}; methods: {', '.join(METHOD_SPECS)}") from None
 
 
 def _format_knobs(spec: MethodSpec) -> str:
@@ -192,13 +189,13 @@ def method_context(name: str, knobs: Mapping[str, Any] | None = None) -> BaseCon
     knobs = dict(knobs or {})
     unknown = sorted(set(knobs) - set(spec.knobs))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"method {name!r} has no knob(s) {unknown}; its knobs: {_format_knobs(spec)}"
         )
     try:
         return spec.context(**knobs)
-    except TypeError as exc:
-        raise ValueError(f"method {name!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"method {name!r}: {exc}") from None
 
 
 def method_options(name: str, options: Mapping[str, Any] | None = None) -> MethodOptions:
@@ -211,7 +208,7 @@ def method_options(name: str, options: Mapping[str, Any] | None = None) -> Metho
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        raise ValueError(
+        raise UserError(
             f"method {name!r}: invalid options ({problems}); its options: {allowed}"
         ) from None
 

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -212,16 +211,13 @@ async def score_samples(
     prompt: Prompt,
     reference: str | list[str] | None,
     samples: Sequence[Sample],
-    *,
-    attempts: int = 3,
-    backoff_s: float = 0.5,
 ) -> list[Sample]:
     """Score every sample that has text, in one reward call; returns new sample dicts.
 
-    A failed reward call (an exception, the wrong number of scores, a NaN or infinite
-    score) is retried with backoff; if it still fails, each sample keeps ``reward=None``
-    and carries the error (after the last attempt only the non-finite scores are errors).
-    No score is ever made up.
+    The call is made once: retrying is the reward client's job (its
+    :class:`~toa_graph.retry.RetryPolicy`), so retries never stack. A failed call (an
+    exception, the wrong number of scores) leaves each sample with ``reward=None`` and the
+    error; a NaN or infinite score is an error on its sample. No score is ever made up.
     """
     out: list[dict[str, Any]] = [dict(s) for s in samples]
     todo = [i for i, s in enumerate(out) if not s.get("error")]
@@ -229,32 +225,25 @@ async def score_samples(
         return out  # type: ignore[return-value]
     responses = [out[i]["text"] for i in todo]
     refs = references_of(reference)
-    last_error = ""
-    for attempt in range(attempts):
-        try:
-            scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
-            if len(scores) != len(responses):
-                raise RuntimeError(
-                    f"reward returned {len(scores)} scores for {len(responses)} responses"
-                )
-            bad = [j for j, s in enumerate(scores) if not math.isfinite(s)]
-            if bad and attempt + 1 < attempts:
-                raise RuntimeError(f"reward returned non-finite scores at positions {bad}")
-            for i, s in zip(todo, scores, strict=True):
-                if math.isfinite(s):
-                    out[i]["reward"] = s
-                else:  # NaN / inf is not a score: the sample stays unscored
-                    _reward_failed(out[i], f"non-finite score ({s})")
-            return out  # type: ignore[return-value]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            last_error = describe_error(exc)
-            logger.warning("reward failed (attempt %d/%d): %s", attempt + 1, attempts, last_error)
-            if attempt + 1 < attempts:
-                await asyncio.sleep(backoff_s * (2**attempt) * (0.5 + random.random()))
-    for i in todo:
-        _reward_failed(out[i], last_error)
+    try:
+        scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
+        if len(scores) != len(responses):
+            raise RuntimeError(
+                f"reward returned {len(scores)} scores for {len(responses)} responses"
+            )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = describe_error(exc)
+        logger.warning("reward failed: %s", error)
+        for i in todo:
+            _reward_failed(out[i], error)
+        return out  # type: ignore[return-value]
+    for i, s in zip(todo, scores, strict=True):
+        if math.isfinite(s):
+            out[i]["reward"] = s
+        else:  # NaN / inf is not a score: the sample stays unscored
+            _reward_failed(out[i], f"non-finite score ({s})")
     return out  # type: ignore[return-value]
 
 

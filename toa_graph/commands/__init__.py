@@ -59,8 +59,8 @@ def method_settings(
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The method to run with its knobs and options: the config's ``method:`` section (its
     knobs that the chosen method has; its options when it is the same method), then the
-    ``--set`` knobs, checked now: ``ValueError`` for a knob the method lacks (listing its
-    knobs) or a bad value."""
+    ``--set`` knobs, checked now: :class:`~toa_graph.errors.UserError` for a knob the
+    method lacks (listing its knobs) or a bad value."""
     from toa_graph.registry import get_method, method_context
 
     name = method or cfg.method.name

@@ -69,13 +69,9 @@ def run(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     knobs = parse_knobs(args.set)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        try:
-            method, context, options = method_settings(cfg, args.method, knobs)
-            context["budget"] = args.budget or context.get("budget") or 8
-            ctx = method_context(method, context)
-        except ValueError as exc:
-            print(f"bad context knobs: {exc}", file=sys.stderr)
-            return 2
+        method, context, options = method_settings(cfg, args.method, knobs)
+        context["budget"] = args.budget or context.get("budget") or 8
+        ctx = method_context(method, context)  # a bad knob: UserError (exit 2)
         reward = build_reward(cfg.reward, agents=cfg.agents)
         graph = compile_method(method, agents=cfg.agents, reward=reward, options=options)
         inp: dict[str, Any] = {"prompt": prompt}

@@ -19,6 +19,7 @@ from typing import Any
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import BaseContext
+from toa_graph.errors import ToaGraphError
 from toa_graph.progress import Progress, RunResult, astream_run
 from toa_graph.registry import compile_method, get_method, method_names, method_options
 from toa_graph.rewards.base import RewardLike, as_reward_model
@@ -45,7 +46,7 @@ DEFAULT_MODEL_ALIAS = "default"
 """A ``model`` name that selects the server's default method."""
 
 
-class ServingError(Exception):
+class ServingError(ToaGraphError):
     """A request the server refuses or cannot serve; becomes an OpenAI-style error body."""
 
     def __init__(
