@@ -51,7 +51,11 @@ class PlayTask(TypedDict):
 
 def _params(ctx: SamplingContext) -> mcts.SearchParams:
     return mcts.SearchParams(
-        alpha=ctx.alpha, tau=ctx.tau, width=ctx.effective_width, top_k_child=ctx.top_k_child
+        alpha=ctx.alpha,
+        tau=ctx.tau,
+        width=ctx.effective_width,
+        top_k_child=ctx.top_k_child,
+        pending=cast("mcts.PendingRule", ctx.pending_value),
     )
 
 
@@ -68,8 +72,8 @@ def create_toa_graph(
             ``(prompt, responses[, references]) -> list[float]``.
 
     Per-run knobs come from :class:`~toa_graph.context.SamplingContext`: ``budget``,
-    ``alpha``, ``tau``, ``width``, ``top_k_child``, ``plays_per_step``, ``temperature``,
-    ``max_tokens``.
+    ``alpha``, ``tau``, ``width``, ``top_k_child``, ``plays_per_step``, ``pending_value``,
+    ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
