@@ -171,7 +171,7 @@ class SimAgent(BaseChatModel):
 
     def _result(self, messages: list[BaseMessage]) -> ChatResult:
         text, usage = self.respond("\n".join(str(m.content) for m in messages))
-        msg = AIMessage(text, usage_metadata=usage)  # type: ignore[arg-type]
+        msg = AIMessage(text, usage_metadata=usage)
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
     def _generate(
