@@ -76,3 +76,20 @@ def test_refine_prompt_builds_on_the_shown_answer_and_pays_its_tokens():
     fresh_in = parent.usage_metadata["input_tokens"]
     assert fresh_in == w.question_tokens
     assert child.usage_metadata["input_tokens"] == fresh_in + parent.usage_metadata["output_tokens"]
+
+
+def test_parallel_plays_benchmark_script_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, str(root / "benchmarks" / "parallel_plays.py"), "--tasks", "3",
+           "--seeds", "1", "--budget", "12", "--graph-check", "1", "--latency", "0"]  # fmt: skip
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, cwd=root, env={"PYTHONPATH": str(root)}
+    ).stdout
+    assert "3 tasks x 1 seeds = 3 prompts" in out
+    assert out.count("best answer = pure run's") == 3
+    lines = [ln.split() for ln in out.splitlines() if ln.strip().startswith(("1 ", "4 "))]
+    assert [(ln[0], ln[1]) for ln in lines] == [("1", "(paper)"), ("4", "zero"), ("4", "mean")]
