@@ -17,13 +17,15 @@ deterministic by seed. The world (ours, not from any paper):
 Every answer carries its true quality in a tag, ``[[sim q=0.612345 tok=301 id=...]]``,
 so :func:`true_quality` can grade the best answer of any method. Randomness comes from
 ``random.Random(<seed, names, counter>)`` (string seeds are hashed with SHA-512, stable
-across processes). The n-th identical request to an agent gets nonce n, so repeated
-samples differ and a run is reproducible from fresh agents (:func:`sim_agents`).
+across processes). A request's nonce hashes the ids of the answers it shows and how often
+this agent got the identical request before, so repeated samples differ and a run is
+reproducible from fresh agents (:func:`sim_agents`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import re
 import threading
@@ -157,8 +159,10 @@ class SimAgent(BaseChatModel):
         with self._lock:
             n = self._seen.get(key, 0)
             self._seen[key] = n + 1
-        # Which answers were shown (their tags) plus the repeat count: a stable nonce.
-        nonce = "/".join(i for _, _, i in _TAG.findall(prompt_text)) + f"#{n}"
+        # Which answers were shown (their ids) plus the repeat count: a stable nonce, hashed
+        # so that ids stay short however deep answers build on answers (MoA, debate).
+        seen = "/".join(i for _, _, i in _TAG.findall(prompt_text)) + f"#{n}"
+        nonce = hashlib.blake2b(seen.encode(), digest_size=8).hexdigest()
         if shown:
             q = self.world.refine(self.name, task, max(s[0] for s in shown), nonce)
         else:
