@@ -7,7 +7,11 @@
 The ``controller`` runs MCTS selection (:mod:`toa_graph.mcts`) for up to
 ``plays_per_step`` plays and fans them out with ``Send``; ``reward`` scores the step's
 generations in one call; ``backprop`` records each result in the tree. One play per step
-(the default) is exactly the paper's algorithm.
+(the default) is exactly the paper's algorithm: the reference is ``MCTS_thread`` /
+``MCTS_Selection`` in oceanypt/TOA ``code/ensemble_methods.py``, and
+``tests/test_toa_reference.py`` checks the play sequence against a model of it. Several
+plays per step are our extension (``pending_value`` picks how pending plays steer the
+step's other selections).
 """
 
 from __future__ import annotations
