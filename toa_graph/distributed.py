@@ -65,6 +65,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from toa_graph.errors import RunError
 from toa_graph.synthesis import (
     ERRORS_FILE,
     FAILED_FILE,
@@ -106,7 +107,7 @@ REMOTE_REWARD_KINDS = frozenset({"vllm", "judge"})
 default each worker calls the server itself instead of going through a reward actor."""
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RunError):
     """The run could not finish: every worker slot gave up (see the message for why)."""
 
 

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toa_graph.errors import UserError
 from toa_graph.sampling import total_usage, validate_prompt
 from toa_graph.state import Prompt
 
@@ -90,7 +91,7 @@ MAPPABLE = ("prompt", "reference", "id")
 # ================================================================ input loading
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """One input row cannot be used (the message is the reason written to errors.jsonl)."""
 
 
@@ -760,7 +761,7 @@ def _walk_input(
             yield ("done" if it.id in done else "todo"), it
 
 
-class OutputBusyError(RuntimeError):
+class OutputBusyError(UserError, RuntimeError):
     """Another run is writing to the same output directory."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from toa_graph.errors import UserError
+
 DESCRIPTION = """\
 Run each method at each budget on the same prompts and compare mean best reward at
 equal compute, as the TOA paper does: against generations per prompt (the budget) and
@@ -338,7 +340,6 @@ async def run_simulated(
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
     from toa_graph.commands.synthesize import EXAMPLES
-    from toa_graph.config import ConfigError
     from toa_graph.methods import METHODS
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import parse_field_map
@@ -348,21 +349,15 @@ def run(args: argparse.Namespace) -> int:
         budgets = parse_list(args.budgets, int)
         field_map = parse_field_map(args.field_map)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from exc
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        print(
-            f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}", file=sys.stderr
-        )
-        return 2
+        raise UserError(f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}")
     if any(b < 1 for b in budgets):
-        print("budgets must be >= 1", file=sys.stderr)
-        return 2
+        raise UserError("budgets must be >= 1")
     input_path = Path(args.input) if args.input else EXAMPLES
     if not input_path.exists():
-        print(f"input file not found: {input_path}", file=sys.stderr)
-        return 2
+        raise UserError(f"input file not found: {input_path}")
     knobs = parse_knobs(args.set)
     if args.simulate:
         rows = asyncio.run(
@@ -373,20 +368,16 @@ def run(args: argparse.Namespace) -> int:
             )
         )  # fmt: skip
         return _report(rows, args.output)
-    try:
-        with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-            context = {**cfg.method.context, **knobs}
-            reward = build_reward(cfg.reward, agents=cfg.agents)
-            rows = asyncio.run(
-                run_compare(
-                    input_path, args.output, methods=methods, budgets=budgets, agents=cfg.agents,
-                    reward=reward, context=context, concurrency=args.concurrency, limit=args.limit,
-                    field_map=field_map, progress=not args.no_progress, reward_digest=cfg.reward,
-                )
-            )  # fmt: skip
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    with project_config(args.config, keep_servers=args.keep_servers) as cfg:
+        context = {**cfg.method.context, **knobs}
+        reward = build_reward(cfg.reward, agents=cfg.agents)
+        rows = asyncio.run(
+            run_compare(
+                input_path, args.output, methods=methods, budgets=budgets, agents=cfg.agents,
+                reward=reward, context=context, concurrency=args.concurrency, limit=args.limit,
+                field_map=field_map, progress=not args.no_progress, reward_digest=cfg.reward,
+            )
+        )  # fmt: skip
     return _report(rows, args.output)
 
 
