@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,8 +186,28 @@ def test_play_sequence_equals_the_reference(data) -> None:
 
 def test_reference_model_crashes_where_width_is_below_the_agent_count() -> None:
     """Documents why the property test keeps width >= agents (ours generates instead)."""
-    import pytest
 
     with pytest.raises(IndexError):
         ref_search(["a", "b"], 3, 1, 0.01, 0.1, 1, lambda i, p: 0.0)
     assert len(our_search(["a", "b"], 3, 1, 0.01, 0.1, 1, lambda i, p: 0.0)) == 3
+
+
+@pytest.mark.parametrize(
+    ("n_agents", "budget", "width", "alpha", "tau"),
+    [(3, 30, 3, 0.01, 0.1), (2, 25, 8, 0.3, 1.0), (4, 40, 13, 0.05, 0.5), (1, 12, 1, 1.0, 0.1)],
+)
+async def test_the_graph_plays_what_the_reference_plays(n_agents, budget, width, alpha, tau):
+    """Whole graph, plays_per_step=1: each play's reward is fed to the reference model by
+    play number, so the two agree up to the first play where they would differ."""
+    from tests.fakes import fake_agents, hash_reward
+    from toa_graph import create_toa_graph
+
+    names = [f"m{i}" for i in range(n_agents)]
+    graph = create_toa_graph(fake_agents(names), hash_reward).compile()
+    ctx = {"budget": budget, "width": width, "alpha": alpha, "tau": tau}
+    out = await graph.ainvoke({"prompt": "Why is the sea salty?"}, context=ctx)
+    rewards = [s["reward"] for s in out["samples"]]
+    ours = [(s["agent"], s["kind"], s["parent"]) for s in out["samples"]]
+    ref = ref_search(names, budget, width, alpha, tau, 1, lambda i, play: rewards[i])
+    assert ours == [p[:3] for p in ref]
+    assert len({p[2] for p in ours if p[2]}) > 1 or budget < 20  # the search went deep
