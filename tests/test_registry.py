@@ -355,3 +355,33 @@ def test_prompts_module_has_no_dead_judge_template():
     import toa_graph.prompts as prompts
 
     assert not hasattr(prompts, "JUDGE_TEMPLATE")
+
+
+# ---------------------------------------------------------------- synthesis
+
+
+async def test_synthesis_passes_method_options_and_digests_them(tmp_path):
+    from toa_graph.synthesis import config_digest, run_synthesis
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"q{i}?"}) + "\n" for i in (0, 1)))
+    agents = fake_agents(("a", "b", "c"), reply=_agg_reply)
+    s = await run_synthesis(
+        inp, tmp_path / "out", method="moa", agents=agents, reward=_agg_reward,
+        context={"budget": 3}, method_options={"aggregator": "c"}, progress=False,
+    )  # fmt: skip
+    assert s.done == 2 and s.failed == 0
+    records = [json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    for r in records:
+        last = r["samples"][-1]
+        assert (last["agent"], last["kind"]) == ("c", "aggregate") and r["best"]["reward"] == 1.0
+    plain = config_digest(method="moa", context={"budget": 3}, agents=agents, reward=_agg_reward)
+    assert records[0]["config_digest"] != plain  # options are part of what made the record
+    assert plain == config_digest(
+        method="moa", context={"budget": 3}, agents=agents, reward=_agg_reward, options={}
+    )  # no options: the digest of runs before options existed
+    with pytest.raises(ValueError, match="its options: aggregator"):
+        await run_synthesis(
+            inp, tmp_path / "o2", method="moa", agents=agents, reward=_agg_reward,
+            method_options={"agregator": "c"}, progress=False,
+        )  # fmt: skip

@@ -60,13 +60,22 @@ class ToaContext(BaseContext):
     top_k_child: int = 1
     """Only the top-k response children (by reward) are considered during selection."""
     plays_per_step: int = 1
-    """Plays selected per superstep (with virtual loss). 1 is the paper's algorithm."""
+    """Plays selected per superstep (pending plays steer the next selections). 1 is the
+    paper's algorithm."""
+    pending_value: str = "mean"
+    """With ``plays_per_step > 1``: what a pending play stands in with during the step's
+    other selections: ``"mean"`` (the chosen node's current mean; keeps quality) or
+    ``"zero"`` (classic virtual loss). No effect with one play per step."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least("plays_per_step", self.plays_per_step, 1)
         _at_least("top_k_child", self.top_k_child, 1)
         _at_least("width", self.width, 1)
+        if self.pending_value not in ("mean", "zero"):
+            raise ValueError(
+                f"context.pending_value must be 'mean' or 'zero', got {self.pending_value!r}"
+            )
         if self.tau <= 0:
             raise ValueError(f"context.tau must be > 0, got {self.tau}")
 

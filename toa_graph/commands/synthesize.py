@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.set)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         try:
-            method, context, _options = method_settings(cfg, args.method, knobs)
+            method, context, options = method_settings(cfg, args.method, knobs)
             context["budget"] = args.budget or context.get("budget") or 8
             method_context(method, context)
         except ValueError as exc:
@@ -225,11 +225,14 @@ def run(args: argparse.Namespace) -> int:
             if args.output
             else Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        digest = config_digest(method=method, context=context, agents=cfg.agents, reward=cfg.reward)
+        digest = config_digest(
+            method=method, context=context, agents=cfg.agents, reward=cfg.reward, options=options
+        )
         summary: SynthesisSummary
         ray_line = ""
         common: dict[str, Any] = {
             "method": method,
+            "method_options": options,
             "agents": cfg.agents,
             "context": context,
             "concurrency": args.concurrency,
