@@ -48,7 +48,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-class TqdmLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class TqdmLogHandler(logging.StreamHandler):
     """Writes log lines through ``tqdm.write`` so a live progress bar is cleared, the
     line printed, and the bar redrawn below it (instead of a bar broken in two)."""
 
@@ -85,8 +85,7 @@ def _add_verbose(parser: argparse.ArgumentParser, dest: str) -> None:
         action="count",
         default=0,
         dest=dest,
-        help="more logging: -v info, -vv debug (also HTTP requests); "
-        "before or after the command",
+        help="more logging: -v info, -vv debug (also HTTP requests); before or after the command",
     )
 
 
