@@ -31,7 +31,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions and epilogs as written (examples keep their lines), and each option's
     default appended to its help unless the help already names one or it says nothing
-    (``None``, ``False``, an empty list)."""
+    (``None``, ``False``, ``""``, an empty list, a -v counter)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
@@ -41,6 +41,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             or default is None
             or default is False
             or default == argparse.SUPPRESS
+            or default == ""
+            or isinstance(action, argparse._CountAction)
             or (isinstance(default, list | tuple) and not default)
             or not (action.option_strings or action.nargs in ("?", "*"))
         ):

@@ -98,7 +98,8 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="K",
         help=f"run only K prompts (default {ESTIMATE_PROMPTS}) in a temporary directory and "
-        "print tokens per agent and wall time extrapolated to the whole input",
+        "print tokens per agent and wall time extrapolated to the whole input (at "
+        "--concurrency, times --ray-workers with --ray); the output is not touched",
     )
     p.add_argument("--limit", type=int, default=None, help="only the first K usable prompts")
     p.add_argument(
