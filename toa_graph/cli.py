@@ -9,7 +9,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["run", "synthesize", "export", "compare", "serve", "chat", "launch"]
+COMMANDS = [
+    "run", "synthesize", "export", "train", "evaluate", "compare", "serve", "chat", "launch",
+]  # fmt: skip
 """Sub-command modules under toa_graph.commands, in --help order."""
 
 
