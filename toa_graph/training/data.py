@@ -125,6 +125,6 @@ def load_rows(source: str, *, split: str = "train") -> list[dict[str, Any]]:
     else:
         try:
             ds = datasets.load_dataset(source, split=split)
-        except Exception as e:  # noqa: BLE001 - any Hub failure is the user's to fix
+        except Exception as e:  # any Hub failure is the user's to fix
             raise TrainError(f"cannot load dataset {source!r} (split {split!r}): {e}") from e
     return [dict(r) for r in ds]
