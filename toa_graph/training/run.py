@@ -198,7 +198,7 @@ def train(spec: TrainSpec) -> TrainResult:
     out = trainer.train()
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = trainer.model
+    final: Any = trainer.model
     if peft_config is not None and spec.merge_lora:
         final = final.merge_and_unload()
     final.save_pretrained(out_dir)
