@@ -165,3 +165,41 @@ def test_bootstrap_and_lc_helpers() -> None:
     wins = [1.0] * 10 + [0.0] * 10
     same = length_controlled_winrate(wins, [100] * 20, [100] * 20)
     assert same == pytest.approx(0.5, abs=1e-6)
+
+
+def length_reward(prompt: Any, responses: list[str]) -> list[float]:
+    """A reward for the win-rate test: longer is better (so wins are planted by length)."""
+    return [float(len(r)) for r in responses]
+
+
+def test_winrate_with_a_configured_reward(tmp_path: Path, capsys) -> None:
+    rows = [
+        {"id": "w1", "instruction": "Describe a cat.", "output": "A cat."},
+        {"id": "w2", "instruction": "Describe a dog.", "output": "A loyal, friendly dog."},
+        {"id": "w3", "instruction": "Describe a fish.", "output": "A fish swims."},
+    ]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(rows))
+    answers = {
+        "Describe a cat.": "A small, furry, independent animal.",  # longer: win
+        "Describe a dog.": "A dog.",  # shorter: loss
+        "Describe a fish.": "Fish swim.",  # shorter: loss
+    }
+    (tmp_path / "a.json").write_text(json.dumps(answers))
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text(
+        "agents:\n  - name: a\n    model: m\n    base_url: http://127.0.0.1:9/v1\n"
+        "reward:\n  kind: python\n  target: tests.test_evaluate:length_reward\n"
+    )
+    proc, port = spawn("tests.planted_openai_server", "--answers", str(tmp_path / "a.json"))
+    try:
+        rc = main(["evaluate", "--task", "winrate", "--data", str(data), "--base-url",
+                   f"http://127.0.0.1:{port}/v1", "--reward-config", str(cfg), "--output",
+                   str(tmp_path / "ev"), "--no-progress"])  # fmt: skip
+    finally:
+        stop_process(proc)
+    assert rc == 0, capsys.readouterr().err
+    s = _summary(tmp_path / "ev")
+    assert s["metric"] == "win_rate" and s["n"] == 3
+    assert s["score"] == pytest.approx(1 / 3)
+    assert 0.0 < s["lc_win_rate"] < 1.0
