@@ -187,10 +187,8 @@ def test_winrate_with_a_configured_reward(tmp_path: Path, capsys) -> None:
     }
     (tmp_path / "a.json").write_text(json.dumps(answers))
     cfg = tmp_path / "judge.yaml"
-    cfg.write_text(
-        "agents:\n  - name: a\n    model: m\n    base_url: http://127.0.0.1:9/v1\n"
-        "reward:\n  kind: python\n  target: tests.test_evaluate:length_reward\n"
-    )
+    # a reward-only file, like model_configs/rewards/*.yaml
+    cfg.write_text("reward:\n  kind: python\n  target: tests.test_evaluate:length_reward\n")
     proc, port = spawn("tests.planted_openai_server", "--answers", str(tmp_path / "a.json"))
     try:
         rc = main(["evaluate", "--task", "winrate", "--data", str(data), "--base-url",

@@ -99,8 +99,34 @@ def _reward(args: argparse.Namespace) -> Iterator[Any]:
 
     if args.reward_config is None:
         raise EvalError("winrate needs --reward-config (a config whose reward: scores answers)")
+    try:
+        reward_only = _reward_only(args.reward_config)
+    except ValueError as e:  # ConfigError: the file and field named
+        raise EvalError(str(e)) from None
+    if reward_only is not None:  # model_configs/rewards/*.yaml: a reward: section, no agents
+        yield build_reward(reward_only)
+        return
     with project_config(args.reward_config) as cfg:
         yield build_reward(cfg.reward, agents=cfg.agents)
+
+
+def _reward_only(path: str) -> Any:
+    """The validated reward section of a file without agents, else None."""
+    if path == "embedded":
+        return None
+    import yaml
+
+    from toa_graph.config import ConfigError, RewardAdapter
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the reward config ({e})") from e
+    if not isinstance(data, dict) or "agents" in data:
+        return None
+    if "reward" not in data:
+        raise ConfigError(f"{path}: expected a 'reward:' section")
+    return RewardAdapter.validate_python(data["reward"])
 
 
 def _has_gpu() -> bool:
