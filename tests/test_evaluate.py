@@ -201,3 +201,13 @@ def test_winrate_with_a_configured_reward(tmp_path: Path, capsys) -> None:
     assert s["metric"] == "win_rate" and s["n"] == 3
     assert s["score"] == pytest.approx(1 / 3)
     assert 0.0 < s["lc_win_rate"] < 1.0
+
+
+def test_doctests() -> None:
+    import doctest
+
+    from toa_graph.evaluation import stats, tasks
+
+    for module in (stats, tasks):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -207,3 +207,12 @@ def test_two_steps_on_cpu(
     assert (out / "loss.png").stat().st_size > 1000
     assert not (out / "adapter_config.json").exists()  # LoRA merged: a plain checkpoint
     assert len(_reload_and_generate(out)) > 0
+
+
+def test_doctests() -> None:
+    import doctest
+
+    from toa_graph.training import data
+
+    result = doctest.testmod(data)
+    assert result.attempted > 0 and result.failed == 0

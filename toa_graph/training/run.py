@@ -197,16 +197,19 @@ def train(spec: TrainSpec) -> TrainResult:
     trainer = trl.SFTTrainer(**common) if spec.kind == "sft" else trl.DPOTrainer(**common)
     out = trainer.train()
     out_dir = Path(spec.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final: Any = trainer.model
-    if peft_config is not None and spec.merge_lora:
-        final = final.merge_and_unload()
-    final.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
     history = list(trainer.state.log_history)
-    (out_dir / "train_log.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
     losses = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
-    plot = plot_loss(losses, out_dir / "loss.png", f"{spec.kind} on {Path(spec.data).name}")
+    plot = None
+    if peft_config is None or not spec.merge_lora:
+        trainer.save_model(str(out_dir))  # collective under accelerate / DeepSpeed
+    if trainer.is_world_process_zero():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if peft_config is not None and spec.merge_lora:
+            merged: Any = trainer.model
+            merged.merge_and_unload().save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
+        (out_dir / "train_log.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+        plot = plot_loss(losses, out_dir / "loss.png", f"{spec.kind} on {Path(spec.data).name}")
     return TrainResult(
         output_dir=out_dir,
         rows=n,
