@@ -121,12 +121,19 @@ def test_recipe_fields_and_overrides() -> None:
 def test_every_shipped_recipe_loads() -> None:
     import yaml
 
+    import importlib.util
+
+    from toa_graph.training.run import trl_config
+
+    trl_available = importlib.util.find_spec("trl") is not None
     recipes = sorted((REPO / "model_configs/train").glob("*.yaml"))
     assert len(recipes) >= 4
     for path in recipes:
         recipe = yaml.safe_load(path.read_text())
         spec = spec_from_recipe(recipe, {"data": "d.jsonl", "output_dir": "o"}, str(path))
         assert spec.kind in {"sft", "dpo", "tdpo"}, path
+        if trl_available:  # every 'trl:' field is one this TRL knows
+            assert trl_config(spec, gpu=False).learning_rate == spec.learning_rate, path
 
 
 def test_bad_row_refused_before_the_model_loads(tmp_path: Path, capsys) -> None:
