@@ -119,9 +119,9 @@ def test_recipe_fields_and_overrides() -> None:
 
 
 def test_every_shipped_recipe_loads() -> None:
-    import yaml
-
     import importlib.util
+
+    import yaml
 
     from toa_graph.training.run import trl_config
 
