@@ -88,3 +88,8 @@ def test_is_correct_with_references_and_several_golds() -> None:
     assert not is_correct("The answer is (A).", "D")
     assert not is_correct("", "D")
     assert not is_correct("Final answer: 5", [])
+
+
+def test_unknown_task_type_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown answer task type"):
+        is_correct("Final answer: 1", "1", task="numbers")  # type: ignore[arg-type]

@@ -260,6 +260,8 @@ def is_correct(text: str, gold: str | Sequence[str], task: TaskType | None = Non
     Golds may be bare answers or full references (``... #### 42``, ``\\boxed{...}``);
     ``task=None`` guesses the type from each gold (:func:`detect_task`).
     """
+    if task is not None and task not in TASK_TYPES:
+        raise ValueError(f"unknown answer task type {task!r}; known: {list(TASK_TYPES)}")
     golds = [gold] if isinstance(gold, str) else list(gold)
     for g in golds:
         if not g or not g.strip():
