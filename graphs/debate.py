@@ -1,4 +1,4 @@
-"""Debate and reflect (agents debate, a teacher critiques, the student reflects), for LangGraph Studio."""
+"""Debate & Reflect (D&R: rounds, feedback and reflections, one shared prompt), for LangGraph Studio."""
 
 from toa_graph.studio import studio_graph
 

@@ -1,4 +1,4 @@
-"""Mixture-of-Agents (layers of agents reading the previous layer's answers), for LangGraph Studio."""
+"""Mixture-of-Agents (stacks of layers, each reading its stack's previous layer), for LangGraph Studio."""
 
 from toa_graph.studio import studio_graph
 

@@ -1,4 +1,4 @@
-"""Sequential refinement (agents in shuffled turns, each improving the previous answer), for LangGraph Studio."""
+"""Sequential refinement (independent chains, one refine step per agent), for LangGraph Studio."""
 
 from toa_graph.studio import studio_graph
 

@@ -24,4 +24,4 @@ else
 fi
 
 # Embedded stack: vLLM CPU venv + converted models (cached; skipped when present).
-.venv/bin/python -m toa_graph.embedded prepare
+.venv/bin/toa-graph embedded prepare

@@ -52,3 +52,24 @@ class RewardCaller:
             *(reward.ascore("prompt", [f"answer number {i} " + "w " * i]) for i in range(n))
         )
         return [s[0] for s in out]
+
+
+class CountingHashReward:
+    """:func:`tests.fakes.hash_reward`'s scores, with the optional ``counters()`` a run
+    summary merges: responses scored, and calls whose prompt was a plain string."""
+
+    def __init__(self) -> None:
+        self.responses = 0
+        self.string_prompts = 0
+
+    async def ascore(
+        self, prompt: Any, responses: Sequence[str], references: Sequence[str] | None = None
+    ) -> list[float]:
+        from tests.fakes import hash_reward
+
+        self.responses += len(responses)
+        self.string_prompts += isinstance(prompt, str)
+        return hash_reward(prompt, list(responses))
+
+    def counters(self) -> dict[str, int]:
+        return {"responses": self.responses, "string_prompts": self.string_prompts}

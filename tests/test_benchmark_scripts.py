@@ -1,5 +1,6 @@
-"""The GPU reward benchmark runs end to end (tiny model, CPU), so a lent GPU's time is
-never lost to a broken script; its agreement figures are checked, not its speed."""
+"""The benchmark scripts run end to end on tiny inputs, so a lent GPU's time (or a
+measurement session) is never lost to a broken script; their correctness checks and
+reported figures are checked, not their speed."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_reward_gpu_benchmark_smoke(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     out = tmp_path / "rg.json"
     proc = subprocess.run(
         [
@@ -39,3 +39,32 @@ def test_reward_gpu_benchmark_smoke(tmp_path):
     for label in ("batched", "packed", "fused"):
         assert res[f"offline_{label}_same_pairs"]["max_abs_diff_vs_one_at_a_time"] < 1e-4
     assert res["fused_runs4"]["ratio_vs_same_kernels_one_at_a_time"] > 0
+
+
+@pytest.mark.slow
+def test_distributed_throughput_benchmark_smoke(tmp_path):
+    """The Ray scale-out benchmark runs end to end on a few prompts: both runs reproduce the
+    single-process records (the script asserts it), at the same total concurrency, and the
+    figures it prints are those in its JSON."""
+    pytest.importorskip("ray")
+    out = tmp_path / "dt.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "distributed_throughput.py"),
+            *("--prompts", "8", "--budget", "2", "--concurrency", "4", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["ray_1"]["per_worker"] == 4 and res["ray_2"]["per_worker"] == 2
+    assert res["ray_1"]["generations"] == res["ray_2"]["generations"] == 16
+    # two live workers at the end; which one took which shard depends on start-up order
+    ray_2_prompts = res["ray_2"]["per_worker_prompts"]
+    assert len(ray_2_prompts) == 2 and sum(ray_2_prompts) == 8
+    assert res["ratio"] == res["ray_2"]["gens_per_s"] / res["ray_1"]["gens_per_s"]
+    assert f"{res['ratio']:.2f}x" in proc.stdout and "per-process ceiling" in proc.stdout

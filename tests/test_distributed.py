@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 N_PROMPTS = 48
 CONTEXT = {"budget": 6}
-REWARD = PythonRewardConfig(kind="python", target="tests.fakes:hash_reward")
+REWARD = PythonRewardConfig(kind="python", target="tests.distributed_fakes:CountingHashReward")
 WORKER_OPTIONS = {"resources": {"synth_worker": 1}, "num_cpus": 0}
 TIMING_KEYS = {"latency_s", "wall_s"}
 
@@ -151,6 +151,9 @@ async def test_one_record_per_prompt_identical_to_single_process(
     assert rs["calls"] == sum(len(r["samples"]) for r in got.values())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["done"] == N_PROMPTS and summary["workers"] == 2
+    # the reward's own counters() (in the shared actor) reach summary.json
+    assert rs["counters"]["responses"] == rs["items"]
+    assert summary["reward_counters"] == rs["counters"] == s.reward_counters
 
     # resume: nothing left to do, nothing written
     before = (out / "records.jsonl").read_bytes()

@@ -16,6 +16,7 @@ from toa_graph.exports import (
     default_rejected_rank,
     dpo_pair,
     dpo_rows,
+    dr_sft_rows,
     ranked_samples,
     sft_example,
     sft_rows,
@@ -92,41 +93,66 @@ def test_sft_example_and_chat_prompts() -> None:
     assert "1 rows from 2 records" in stats.describe()
 
 
-def test_tdpo_from_debate_records_or_a_clear_error() -> None:
-    try:
-        from toa_graph.methods.debate import debate_tdpo_pairs  # noqa: F401
-    except ImportError:
-        with pytest.raises(NotImplementedError, match="debate_tdpo_pairs"):
-            tdpo_rows([])
-        return
-    stats = ExportStats()
-    assert list(tdpo_rows([record([0.1, 0.2])], stats=stats)) == []
-    assert stats.skipped["not from the debate method"] == 1
+def test_debate_exports_skip_other_methods() -> None:
+    for rows_of in (tdpo_rows, dr_sft_rows):
+        stats = ExportStats()
+        assert list(rows_of([record([0.1, 0.2])], stats=stats)) == []
+        assert stats.skipped["not from the debate method"] == 1
 
 
-async def test_tdpo_from_a_real_debate_run(tmp_path: Path) -> None:
-    pytest.importorskip("toa_graph.methods.debate")
-    from toa_graph.methods import METHODS
-
-    if "debate" not in METHODS:
-        pytest.skip("no debate method")
-
-    def reply(name: str, k: int, messages: Any) -> str:
-        # the first agent is always right, the others wrong: pairs per round
-        return "Final answer: 4" if name == "a" else f"Final answer: {5 + k % 3}"
+@pytest.fixture(scope="module")
+def debated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthesis records of a debate on two GSM8K-style items (gold from "answer")."""
+    import asyncio
 
     from tests.fakes import FakeAgent
 
+    def reply(name: str, k: int, messages: Any) -> str:
+        # the first agent is always right, the others wrong: pairs in every round
+        if "provide a feedback" in str(messages[-1].content):
+            return f"{name} feedback {k}"
+        return f"{name} works it out.\nFinal answer: {4 if name == 'a' else 5 + k}"
+
+    d = tmp_path_factory.mktemp("debate")
+    inp = d / "in.jsonl"
+    rows = [{"id": f"d{i}", "question": f"What is 2 + 2? ({i})", "answer": "4"} for i in (1, 2)]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     agents = {n: FakeAgent(name=n, reply=reply) for n in ("a", "b", "c")}
-    inp = tmp_path / "in.jsonl"
-    inp.write_text(json.dumps({"id": "d1", "question": "What is 2 + 2?", "answer": "4"}) + "\n")
-    await run_synthesis(
-        inp, tmp_path / "out", method="debate", agents=agents, reward=hash_reward,
-        context={"budget": 9, "rounds": 2}, progress=False,
+    asyncio.run(
+        run_synthesis(
+            inp, d / "out", method="debate", agents=agents, reward=hash_reward,
+            context={"budget": 14, "rounds": 1}, progress=False,
+        )
     )  # fmt: skip
-    rows = list(tdpo_rows(read_records(tmp_path / "out")))
-    assert rows, "a debate with right and wrong answers gives T-DPO pairs"
-    assert {"prompt", "chosen", "rejected"} <= set(rows[0])
+    return d / "out"
+
+
+def test_tdpo_and_dr_sft_from_a_real_debate_run(debated: Path) -> None:
+    records = list(read_records(debated))
+    assert all(len(r["samples"]) == 14 for r in records)  # 2 rounds of 3 answers + 4 notes
+    rows = list(tdpo_rows(records))
+    assert len(rows) == 2 * 2 * 2  # per record and round: a (right) x b, c (wrong)
+    assert all(set(r) == {"prompt", "chosen", "rejected"} for r in rows)
+    assert all(r["chosen"][0]["content"].startswith("a works") for r in rows)
+    sft = list(dr_sft_rows(records))
+    assert len(sft) == 2 * 2 and all(r["messages"][-1]["role"] == "assistant" for r in sft)
+    assert all("### Question" in r["messages"][0]["content"] for r in sft)
+
+
+def test_debate_export_cli(debated: Path, tmp_path: Path) -> None:
+    from toa_graph.cli import main
+
+    out = tmp_path / "sft.jsonl"
+    assert main(["export", "dr-sft", "--input", str(debated), "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 4
+    whole, cut = tmp_path / "t.jsonl", tmp_path / "t_cut.jsonl"
+    assert main(["export", "tdpo", "--input", str(debated), "--output", str(whole)]) == 0
+    assert main(["export", "tdpo", "--input", str(debated), "--output", str(cut),
+                 "--max-prompt-tokens", "200"]) == 0  # fmt: skip
+    n_whole, n_cut = (len(p.read_text().splitlines()) for p in (whole, cut))
+    assert n_whole == 8 and n_cut > n_whole  # round-1 prompts split into chunks
+    assert main(["export", "tdpo", "--input", str(debated), "--output", str(cut),
+                 "--max-prompt-tokens", "0"]) == 2  # fmt: skip
 
 
 # ---------------------------------------------------------------- datasets + TRL

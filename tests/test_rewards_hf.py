@@ -436,7 +436,7 @@ def test_gpu_varlen_attention_is_causal_per_sequence():
     """The fused varlen kernel equals causal SDPA run on each sequence alone (GQA too)."""
     import torch.nn.functional as F
 
-    from toa_graph.rewards.hf import _varlen_attention, _varlen_kernel
+    from toa_graph.rewards.varlen import _varlen_attention, _varlen_kernel
 
     if _varlen_kernel() is None:
         pytest.skip("torch.nn.attention.varlen not available")

@@ -143,3 +143,20 @@ def test_from_config(monkeypatch):
     monkeypatch.setenv("TOA_TEST_RM_KEY", "k")
     r = VLLMPoolingReward.from_config(cfg)
     assert r.url == "http://h:8000/pooling" and r.api_key == "k"
+
+
+async def test_a_failing_score_request_is_sent_exactly_attempts_times_through_the_sampler():
+    """One retry layer: a persistent 503 costs max_retries + 1 HTTP requests for the whole
+    scoring step (the sampler does not retry the reward call on top), not 3 x 5 = 15."""
+    from toa_graph.sampling import score_samples
+
+    sample = {"id": 0, "text": "an answer", "error": None, "reward": None}
+    with FakePooling(fail_first=10**6) as srv:
+        reward = VLLMPoolingReward(srv.url, "rm", max_retries=4, backoff_s=0.001)
+        [scored] = await score_samples(reward, "q", None, [sample])  # type: ignore[list-item]
+        await reward.aclose()
+    assert reward.retry.attempts == 5
+    assert len(srv.bodies) == 5 and reward.requests == 5 and reward.retries == 4
+    assert reward.counters() == {"reward_requests": 5, "reward_retries": 4}
+    assert scored["reward"] is None
+    assert "failed after 5 attempts" in scored["error"] and "HTTP 503" in scored["error"]

@@ -126,13 +126,18 @@ def test_multi_turn_conversation_is_the_prompt(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_serves(client: openai.OpenAI, method: str) -> None:
+    # Debate & Reflect: an open prompt needs the reward-threshold knob, and the budget must
+    # hold one full round (answers plus the worst-case feedback and reflections)
+    knobs: dict[str, Any] = {"budget": 4}
+    if method == "debate":
+        knobs = {"budget": 16, "context": {"correct_threshold": 0.0}}
     resp = client.chat.completions.create(
         model=method,
         messages=[{"role": "user", "content": "Name a prime number."}],
-        extra_body={"budget": 4},
+        extra_body=knobs,
     )
     extra = resp.model_extra["x_toa"]
-    assert extra["method"] == method and 1 <= extra["samples"] <= 4
+    assert extra["method"] == method and 1 <= extra["samples"] <= knobs["budget"]
     assert resp.choices[0].message.content
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.distributed_fakes import CountingHashReward
 from tests.fakes import FakeAgent, fake_agents, hash_reward
 from toa_graph.methods import METHODS
 from toa_graph.synthesis import (
@@ -17,11 +18,18 @@ from toa_graph.synthesis import (
     OutputBusyError,
     OutputLock,
     RecordWriter,
+    RunnerConfig,
+    StreamSink,
+    config_digest,
+    failure_stage,
+    parse_jsonl,
     read_records,
     repair_records,
     run_synthesis,
     scan_records_bytes,
 )
+from toa_graph.synthesis.runner import run_prompts
+from toa_graph.synthesis.summary import merge_counters
 
 
 def write_prompts(path: Path, n: int, **extra: Any) -> Path:
@@ -64,13 +72,14 @@ async def test_one_record_per_prompt(tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", sorted(METHODS))
 async def test_every_registered_method_runs(tmp_path: Path, method: str) -> None:
     inp = write_prompts(tmp_path / "in.jsonl", 3, answer="42")
+    budget = 7 if method == "debate" else 4  # debate: 3 answers + one full round (3 + 1)
     s = await run_synthesis(
         inp, tmp_path / "out", method=method, agents=fake_agents(), reward=hash_reward,
-        context={"budget": 4}, concurrency=2, progress=False,
+        context={"budget": budget}, concurrency=2, progress=False,
     )  # fmt: skip
     assert s.done == 3 and s.failed == 0
     for r in lines_of(tmp_path / "out" / "records.jsonl"):
-        assert r["method"] == method and 1 <= r["totals"]["generations"] <= 4
+        assert r["method"] == method and 1 <= r["totals"]["generations"] <= budget
 
 
 async def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
@@ -402,3 +411,109 @@ def test_a_lock_held_by_another_process_names_it_and_dies_with_it(tmp_path: Path
         holder.kill()  # SIGKILL: no clean-up of its own
         holder.wait()
     OutputLock(out).acquire().release()  # the kernel dropped the dead process's lock
+
+
+# ---------------------------------------------------------------- the package's seams
+
+
+def test_failure_stage_reads_the_reward_prefix_once() -> None:
+    assert failure_stage({"id": "s0", "text": "x"}) is None
+    assert failure_stage({"id": "s0", "error": ""}) is None
+    assert failure_stage({"id": "s0", "error": "reward: non-finite score (nan)"}) == "reward"
+    assert failure_stage({"id": "s0", "error": "HTTP 500 from a"}) == "generation"
+
+
+async def test_reward_counters_are_summed_into_summary_json(tmp_path: Path) -> None:
+    inp = write_prompts(tmp_path / "in.jsonl", 4)
+    reward = CountingHashReward()
+    s = await run_synthesis(
+        inp, tmp_path / "out", method="random", agents=fake_agents(), reward=reward,
+        context={"budget": 3}, concurrency=2, progress=False,
+    )  # fmt: skip
+    assert s.done == 4 and s.generations == 12
+    # every generation was scored once, each time for the plain-string prompt
+    expected = {"responses": 12, "string_prompts": reward.string_prompts}
+    assert reward.string_prompts > 0
+    assert s.reward_counters == expected
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["reward_counters"] == expected
+    # a reward without counters() leaves the field empty
+    s2 = await run_synthesis(
+        inp, tmp_path / "out2", method="random", agents=fake_agents(), reward=hash_reward,
+        context={"budget": 3}, concurrency=2, progress=False,
+    )  # fmt: skip
+    assert s2.reward_counters is None
+
+
+def test_merge_counters_sums_key_by_key() -> None:
+    assert merge_counters(None, None) is None
+    assert merge_counters({"a": 1}, None, {"a": 2, "b": 5}) == {"a": 3, "b": 5}
+
+
+async def test_prompt_loop_gives_the_sink_one_outcome_per_prompt() -> None:
+    """The loop shared by the local runner and the Ray workers, into a StreamSink: a
+    record for each prompt that worked, a failed entry (id, line, error) for each that
+    raised, nothing twice, nothing written anywhere."""
+
+    class HalfBroken:
+        async def ainvoke(self, inp: dict[str, Any], context: Any = None) -> Any:
+            if inp["id"].endswith(("1", "3")):
+                raise RuntimeError(f"no answer for {inp['id']}")
+            usage = {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}
+            sample = {"id": "s0", "agent": "a", "text": "ok", "reward": 0.5, "usage": usage}
+            return {"samples": [sample], "best": sample}
+
+    items = parse_jsonl(
+        "".join(json.dumps({"id": f"p{i}", "prompt": "q"}) + "\n" for i in range(6))
+    )
+    cfg = RunnerConfig(
+        method="toa", agents=fake_agents(), reward=hash_reward, concurrency=3, digest="d"
+    )
+    sink = StreamSink()
+    await run_prompts(items.items, HalfBroken(), cfg, sink)
+    sink.close()
+    got = [entry async for batch in sink.batches() for entry in batch]
+    records = {p["id"]: p for kind, p in got if kind == "record"}
+    failed = {p["id"]: p for kind, p in got if kind == "failed"}
+    assert len(got) == 6
+    assert set(records) == {"p0", "p2", "p4", "p5"}
+    assert records["p0"]["config_digest"] == "d" and records["p0"]["best"]["reward"] == 0.5
+    assert failed == {
+        "p1": {"id": "p1", "line": 2, "error": "RuntimeError: no answer for p1"},
+        "p3": {"id": "p3", "line": 4, "error": "RuntimeError: no answer for p3"},
+    }
+
+
+def test_runner_config_checks_and_derives() -> None:
+    with pytest.raises(ValueError, match="concurrency must be >= 1"):
+        RunnerConfig(method="toa", agents=fake_agents(), reward=hash_reward, concurrency=0)
+    cfg = RunnerConfig(
+        method="toa", agents=fake_agents(), reward=hash_reward, field_map=["reference=en"]
+    )
+    assert cfg.fields == {"reference": "en"}
+    assert cfg.digest == config_digest(
+        method="toa", context={}, agents=fake_agents(), reward=hash_reward
+    )
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        RunnerConfig(method="nope", agents={}, reward=hash_reward).check_method()
+
+
+async def test_ray_worker_streams_every_prompt_without_ray(tmp_path: Path) -> None:
+    """SynthesisWorker is a plain class (Ray runs it as an actor): one shard streams one
+    entry per item, and info() carries its own reward's counters."""
+    from toa_graph.distributed import SynthesisWorker
+
+    items = parse_jsonl(
+        "".join(json.dumps({"id": f"p{i}", "prompt": f"Q{i}?"}) + "\n" for i in range(5))
+    ).items
+    reward = CountingHashReward()
+    cfg = RunnerConfig(
+        method="random", agents=fake_agents(), reward=reward, context={"budget": 2}, concurrency=2
+    )
+    worker = SynthesisWorker(3, cfg)
+    got = [entry async for batch in worker.run_shard(0, items) for entry in batch]
+    assert sorted(p["id"] for kind, p in got if kind == "record") == [f"p{i}" for i in range(5)]
+    info = worker.info()
+    assert (info["slot"], info["shards"], info["prompts"]) == (3, 1, 5)
+    assert info["reward_counters"]["responses"] == 10
+    assert list(tmp_path.iterdir()) == []  # a worker writes nothing

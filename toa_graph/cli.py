@@ -1,5 +1,10 @@
 """The ``toa-graph`` command. Each sub-command lives in ``toa_graph/commands/<name>.py``
-and exposes ``add_parser(subparsers)``; modules are imported only when the CLI starts."""
+and exposes ``add_parser(subparsers)``; modules are imported only when the CLI starts.
+
+Commands validate their arguments and raise :class:`~toa_graph.errors.UserError` (or a
+subclass such as ``ConfigError``) instead of printing; :func:`main` is the one place that
+prints the message and returns the error's exit code (2 for user errors, 1 for failures
+while running)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from collections.abc import Sequence
 
 COMMANDS = [
     "run", "synthesize", "export", "train", "evaluate", "compare", "serve", "chat", "launch",
+    "embedded",
 ]  # fmt: skip
 """Sub-command modules under toa_graph.commands, in --help order."""
 
@@ -42,8 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from toa_graph.errors import ToaGraphError
+
     try:
         return int(args.func(args) or 0)
+    except ToaGraphError as exc:
+        logging.getLogger(__name__).debug("%s", type(exc).__name__, exc_info=True)
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

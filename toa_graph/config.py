@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from toa_graph.errors import UserError
+
 __all__ = [
     "AgentConfig",
     "CometRewardConfig",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file is malformed; the message names the file, field and line."""
 
 

@@ -23,7 +23,8 @@ class SamplingContext:
     max_tokens: int | None = None
     """Max new tokens override for every agent; ``None`` keeps each agent's own."""
     seed: int = 0
-    """Seed for the methods that shuffle (sequential refine agent order)."""
+    """Seed for the methods that shuffle (sequential refine chains, MoA reference subsets,
+    the debate's answer order)."""
 
     # ---- TOA (MCTS)
     alpha: float = 0.01
@@ -39,14 +40,22 @@ class SamplingContext:
     """Plays selected per superstep (with virtual loss). 1 is the paper's algorithm."""
 
     # ---- MoA
-    layers: int | None = None
-    """MoA layers; default: as many as the budget allows."""
+    layers: int = 4
+    """Layers per MoA stack (the TOA paper's runs: 4); stacks repeat until the budget is spent."""
     num_references: int | None = None
-    """How many previous-layer answers each MoA proposer sees; default: all of them."""
+    """How many previous-layer answers each MoA proposer sees; default: every agent's.
+    Fewer than the agents: a seeded random subset (kept in agent order)."""
 
     # ---- Debate & reflect
     rounds: int = 3
-    """Debate rounds after the opening answers (upper bound; early stop on consensus)."""
+    """Debate rounds after round 0 (at most; D&R: 3). The debate stops early only when
+    every agent is correct."""
+    task: str | None = None
+    """Debate task type for the answer format hint: ``numeric``, ``choice``, ``math`` or
+    ``free``; default: inferred from the gold answer (``free`` without one)."""
+    correct_threshold: float | None = None
+    """Debate without a gold answer (our extension, not in D&R): an answer is correct when
+    its reward is >= this. Required for prompts without a ``reference``."""
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -57,6 +66,16 @@ class SamplingContext:
             raise ValueError(f"context.top_k_child must be >= 1, got {self.top_k_child}")
         if self.tau <= 0:
             raise ValueError(f"context.tau must be > 0, got {self.tau}")
+        if self.layers < 1:
+            raise ValueError(f"context.layers must be >= 1, got {self.layers}")
+        if self.num_references is not None and self.num_references < 1:
+            raise ValueError(f"context.num_references must be >= 1, got {self.num_references}")
+        if self.rounds < 0:
+            raise ValueError(f"context.rounds must be >= 0, got {self.rounds}")
+        if self.task not in (None, "numeric", "choice", "math", "free"):
+            raise ValueError(
+                f"context.task must be numeric, choice, math or free, got {self.task!r}"
+            )
         if self.width is not None and self.width < 1:
             raise ValueError(f"context.width must be >= 1, got {self.width}")
 

@@ -1,15 +1,16 @@
-"""Errors of ``train`` and ``evaluate``, in one place so that they can join the project's
-user-error root (the CLI maps a user error to exit code 2).
-
-Both are ``ValueError`` subclasses: bad data, a missing field, an unreachable endpoint.
+"""Errors of ``train`` and ``evaluate``: user errors (:class:`~toa_graph.errors.UserError`,
+also ``ValueError``; the CLI prints them and exits 2): bad data, a missing field, an
+unreachable endpoint.
 """
 
 from __future__ import annotations
 
+from toa_graph.errors import UserError
+
 __all__ = ["DistillError", "EvalError", "TrainError"]
 
 
-class DistillError(ValueError):
+class DistillError(UserError):
     """A user error in the distill loop (train / evaluate): the message says what to fix."""
 
 

@@ -6,7 +6,9 @@
   -- TRL's conversational preference format with an explicit prompt (``DPOTrainer``
   applies the chat template). Chosen is the best-ranked response, rejected the k-th
   ranked; the TOA paper sampled 160 responses and paired the best with the 30th.
-* T-DPO: pairs from debate records, by ``toa_graph.methods.debate.debate_tdpo_pairs``.
+* D&R SFT (``dr-sft``): every correct answer of a debate, prompt = the plain answer template.
+* T-DPO (``tdpo``): per debate round, correct x incorrect answer pairs with the prompt that
+  round was really generated from (long debate prompts chunked to ``max_prompt_tokens``).
 
 Every builder is a pure function of records; :func:`write_rows` writes JSONL or Parquet
 that ``datasets.load_dataset("json" | "parquet", data_files=...)`` loads.
@@ -18,7 +20,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ __all__ = [
     "default_rejected_rank",
     "dpo_pair",
     "dpo_rows",
+    "dr_sft_rows",
     "prompt_messages",
     "ranked_samples",
     "sft_example",
@@ -202,43 +205,59 @@ def dpo_rows(
         yield row
 
 
-# ---------------------------------------------------------------- T-DPO (debate)
+# ---------------------------------------------------------------- Debate & Reflect
 
 
 def tdpo_rows(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    max_prompt_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    stats: ExportStats | None = None,
+) -> Iterator[dict[str, Any]]:
+    """D&R T-DPO: per debate round, every correct x incorrect answer pair; the prompt is the
+    context that round's answers were really generated from (round 0: the answer template;
+    later rounds: the shared debate prompt). A debate prompt longer than
+    ``max_prompt_tokens`` (counted by ``count_tokens``, default about 4 characters a token)
+    is split into chunks that fit, one row per chunk and pair, as D&R's ``mag2preference.py``.
+    """
+    from toa_graph.methods.debate_rounds import tdpo_examples
+
+    def pairs(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return tdpo_examples(rec, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens)
+
+    return _debate_iter(records, pairs, "without correct x incorrect pairs", stats)
+
+
+def dr_sft_rows(
     records: Iterable[Mapping[str, Any]], *, stats: ExportStats | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Debate T-DPO pairs, produced by ``toa_graph.methods.debate.debate_tdpo_pairs(record)``
-    (which returns a list of ``{"prompt", "chosen", "rejected"}`` rows for one record).
+    """D&R SFT: every correct answer of any debate round, as TRL chat ``messages`` whose
+    prompt is the plain answer template for the question (D&R's ``mag2sft.py``)."""
+    from toa_graph.methods.debate_rounds import dr_sft_examples
 
-    Raises :class:`NotImplementedError` at once when that function is not available.
-    """
-    try:
-        from toa_graph.methods.debate import debate_tdpo_pairs
-    except ImportError as exc:
-        raise NotImplementedError(
-            "T-DPO export needs toa_graph.methods.debate.debate_tdpo_pairs(record) -> list of "
-            "{'prompt', 'chosen', 'rejected'} rows, which this installation does not provide "
-            f"({exc})"
-        ) from exc
-    return _tdpo_iter(records, debate_tdpo_pairs, stats if stats is not None else ExportStats())
+    return _debate_iter(records, dr_sft_examples, "without a correct answer", stats)
 
 
-def _tdpo_iter(
-    records: Iterable[Mapping[str, Any]], pairs_of: Any, stats: ExportStats
+def _debate_iter(
+    records: Iterable[Mapping[str, Any]],
+    rows_of: Callable[[Mapping[str, Any]], list[dict[str, Any]]],
+    empty: str,
+    stats: ExportStats | None,
 ) -> Iterator[dict[str, Any]]:
+    stats = stats if stats is not None else ExportStats()
     for rec in records:
         stats.records += 1
         if rec.get("method") != "debate":
             stats.skip("not from the debate method")
             continue
-        pairs = list(pairs_of(rec) or [])
-        if not pairs:
-            stats.skip("without T-DPO pairs")
+        rows = rows_of(rec)
+        if not rows:
+            stats.skip(empty)
             continue
-        for p in pairs:
+        for row in rows:
             stats.written += 1
-            yield dict(p)
+            yield row
 
 
 # ---------------------------------------------------------------- writing

@@ -5,7 +5,7 @@ server, their ``model`` names becoming ``--served-model-name`` aliases, so reque
 the names the config already uses. ``embedded://`` agents run on vLLM's CPU build from
 the embedded cache (:mod:`toa_graph.embedded`); every other agent runs on the GPU build
 (``python -m vllm.entrypoints.openai.api_server``) in the interpreter given (default:
-this one). Process start, health wait and stop-by-PID are :mod:`toa_graph.embedded`'s.
+this one). Process start, health wait and stop-by-PID are :mod:`toa_graph.process`'s.
 
     plan = plan_servers(cfg, gpus=["0", "1"], port_base=8001)
     with Launcher(plan, options) as launcher:      # starts all, waits for health
@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from toa_graph import embedded
+from toa_graph import embedded, process
 from toa_graph.config import ProjectConfig
+from toa_graph.errors import RunError
 
 __all__ = [
     "LaunchError",
@@ -44,7 +45,7 @@ REWARD_SERVER = "reward"
 """``ServerSpec.agents`` entry that marks the reward model's pooling server."""
 
 
-class LaunchError(RuntimeError):
+class LaunchError(RunError):
     """The plan is impossible or a server failed (the message names which and why)."""
 
 
@@ -156,7 +157,7 @@ def plan_servers(
     groups = [gpu_list[i : i + tp] for i in range(0, len(gpu_list) - tp + 1, tp)]
     k = 0
     for i, spec in enumerate(out):
-        spec.port = port_base + i if port_base else embedded._free_port()
+        spec.port = port_base + i if port_base else process.free_port()
         if not spec.embedded and groups:
             spec.gpus = groups[k % len(groups)]
             k += 1
@@ -271,7 +272,7 @@ class Launcher:
                 spec, info = gone[0]
                 raise LaunchError(
                     f"vLLM server for {spec.model_path} (agents {spec.agents}, pid {info.pid}) "
-                    f"exited; log {info.log}:\n{embedded._tail(info.log)}"
+                    f"exited; log {info.log}:\n{process.tail(info.log)}"
                 )
             time.sleep(poll_s)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +31,9 @@ from toa_graph.state import (
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
+
+NOT_ANSWERS = frozenset({"feedback", "reflection"})
+"""Debate roles whose turns are not answers: never scored, never ``best``."""
 
 
 # ---------------------------------------------------------------- prompts -> messages
@@ -214,16 +216,13 @@ async def score_samples(
     prompt: Prompt,
     reference: str | list[str] | None,
     samples: Sequence[Sample],
-    *,
-    attempts: int = 3,
-    backoff_s: float = 0.5,
 ) -> list[Sample]:
     """Score every sample that has text, in one reward call; returns new sample dicts.
 
-    A failed reward call (an exception, the wrong number of scores, a NaN or infinite
-    score) is retried with backoff; if it still fails, each sample keeps ``reward=None``
-    and carries the error (after the last attempt only the non-finite scores are errors).
-    No score is ever made up.
+    The call is made once: retrying is the reward client's job (its
+    :class:`~toa_graph.retry.RetryPolicy`), so retries never stack. A failed call (an
+    exception, the wrong number of scores) leaves each sample with ``reward=None`` and the
+    error; a NaN or infinite score is an error on its sample. No score is ever made up.
     """
     out: list[dict[str, Any]] = [dict(s) for s in samples]
     todo = [i for i, s in enumerate(out) if not s.get("error")]
@@ -231,32 +230,25 @@ async def score_samples(
         return out  # type: ignore[return-value]
     responses = [out[i]["text"] for i in todo]
     refs = references_of(reference)
-    last_error = ""
-    for attempt in range(attempts):
-        try:
-            scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
-            if len(scores) != len(responses):
-                raise RuntimeError(
-                    f"reward returned {len(scores)} scores for {len(responses)} responses"
-                )
-            bad = [j for j, s in enumerate(scores) if not math.isfinite(s)]
-            if bad and attempt + 1 < attempts:
-                raise RuntimeError(f"reward returned non-finite scores at positions {bad}")
-            for i, s in zip(todo, scores, strict=True):
-                if math.isfinite(s):
-                    out[i]["reward"] = s
-                else:  # NaN / inf is not a score: the sample stays unscored
-                    out[i]["error"] = f"reward: non-finite score ({s})"
-            return out  # type: ignore[return-value]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            last_error = describe_error(exc)
-            logger.warning("reward failed (attempt %d/%d): %s", attempt + 1, attempts, last_error)
-            if attempt + 1 < attempts:
-                await asyncio.sleep(backoff_s * (2**attempt) * (0.5 + random.random()))
-    for i in todo:
-        out[i]["error"] = f"reward: {last_error}"
+    try:
+        scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
+        if len(scores) != len(responses):
+            raise RuntimeError(
+                f"reward returned {len(scores)} scores for {len(responses)} responses"
+            )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = describe_error(exc)
+        logger.warning("reward failed: %s", error)
+        for i in todo:
+            out[i]["error"] = f"reward: {error}"
+        return out  # type: ignore[return-value]
+    for i, s in zip(todo, scores, strict=True):
+        if math.isfinite(s):
+            out[i]["reward"] = s
+        else:  # NaN / inf is not a score: the sample stays unscored
+            out[i]["error"] = f"reward: non-finite score ({s})"
     return out  # type: ignore[return-value]
 
 
@@ -290,9 +282,10 @@ def method_builder(
 async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, Any]:
     """The reward step of every method: score this step's generations (the ``inbox``) in
     generation order with one reward call, append them to ``samples`` and update ``best``
-    over the whole run. Turns that are not answers (a debate critic's) stay unscored."""
+    over the whole run. Turns that are not answers (debate feedback and reflections) stay
+    unscored."""
     turns = in_generation_order(state.get("inbox") or [])
-    answers = [s for s in turns if s.get("role") != "critic"]
+    answers = [s for s in turns if s.get("role") not in NOT_ANSWERS]
     scored = await score_samples(reward, state["prompt"], state.get("reference"), answers)
     by_id = {s["id"]: s for s in scored}
     new = [by_id.get(s["id"], s) for s in turns]

@@ -32,7 +32,7 @@ class Sample(TypedDict):
     text: str
     reward: float | None
     """Raw reward-model score; ``None`` when generation or scoring failed (see ``error``)
-    or when the turn is not an answer (a debate critic's feedback: ``role="critic"``)."""
+    or when the turn is not an answer (debate feedback and reflections)."""
     parent: str | None
     """Id of the sample this one refines / aggregates / answers; ``None`` for a fresh answer."""
     kind: SampleKind
@@ -46,7 +46,17 @@ class Sample(TypedDict):
     round: NotRequired[int]
     """Debate round (debate only)."""
     role: NotRequired[str]
-    """Debate role: ``debater``, ``critic`` or ``student`` (debate only)."""
+    """Debate role: ``answer``, ``feedback`` or ``reflection`` (debate only)."""
+    to: NotRequired[str]
+    """Debate feedback / reflection: the agent whose answer it is about (debate only)."""
+    correct: NotRequired[bool | None]
+    """Debate answers: judged against the gold answer (or the reward threshold)."""
+    task: NotRequired[str]
+    """Debate answers: the task type whose format hint the answer prompt carried."""
+    chain: NotRequired[int]
+    """Sequential refine: the chain this step belongs to."""
+    stack: NotRequired[int]
+    """MoA: the stack this answer belongs to."""
 
 
 class SamplingInput(TypedDict, total=False):
@@ -60,6 +70,8 @@ class SamplingOutput(TypedDict, total=False):
     samples: list[Sample]
     best: Sample | None
     tree: dict[str, Any] | None
+    final: Sample | None
+    """MoA with a final aggregator: the aggregator's answer (the best-rewarded of the stacks')."""
 
 
 def add_samples(left: list[Sample] | None, right: list[Sample] | None) -> list[Sample]:
@@ -76,6 +88,7 @@ class SamplingState(TypedDict, total=False):
     samples: Annotated[list[Sample], add_samples]
     best: Sample | None
     tree: dict[str, Any] | None
+    final: Sample | None
     inbox: Annotated[list[Sample], operator.add]
     """Generations of the current step, waiting to be scored (cleared by the reward step)."""
     plays: list[dict[str, Any]]

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from toa_graph.errors import UserError
+
 if TYPE_CHECKING:
     from toa_graph.progress import Progress
     from toa_graph.rewards.base import RewardModel
@@ -205,8 +207,7 @@ def chat(args: argparse.Namespace) -> int:
             agents = [s.strip() for s in args.agents.split(",") if s.strip()]
             unknown = [a for a in agents if a not in names]
             if unknown:
-                print(f"--agents: unknown {unknown}; agents: {names}", file=sys.stderr)
-                return 2
+                raise UserError(f"--agents: unknown {unknown}; agents: {names}")
         session = ChatSession(
             all_agents={a.name: a for a in cfg.agents},
             reward=build_reward(cfg.reward, agents=cfg.agents),

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from toa_graph.errors import UserError
+
 DESCRIPTION = """\
 Run each method at each budget on the same prompts and compare mean best reward at
 equal compute (generations per prompt). Each (method, budget) cell is a resumable
@@ -223,7 +225,6 @@ async def run_compare(
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
     from toa_graph.commands.synthesize import EXAMPLES
-    from toa_graph.config import ConfigError
     from toa_graph.methods import METHODS
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import parse_field_map
@@ -233,36 +234,26 @@ def run(args: argparse.Namespace) -> int:
         budgets = parse_list(args.budgets, int)
         field_map = parse_field_map(args.field_map)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from exc
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        print(
-            f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}", file=sys.stderr
-        )
-        return 2
+        raise UserError(f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}")
     if any(b < 1 for b in budgets):
-        print("budgets must be >= 1", file=sys.stderr)
-        return 2
+        raise UserError("budgets must be >= 1")
     input_path = Path(args.input) if args.input else EXAMPLES
     if not input_path.exists():
-        print(f"input file not found: {input_path}", file=sys.stderr)
-        return 2
+        raise UserError(f"input file not found: {input_path}")
     knobs = parse_knobs(args.set)
-    try:
-        with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-            context = {**cfg.method.context, **knobs}
-            reward = build_reward(cfg.reward, agents=cfg.agents)
-            rows = asyncio.run(
-                run_compare(
-                    input_path, args.output, methods=methods, budgets=budgets, agents=cfg.agents,
-                    reward=reward, context=context, concurrency=args.concurrency, limit=args.limit,
-                    field_map=field_map, progress=not args.no_progress, reward_digest=cfg.reward,
-                )
-            )  # fmt: skip
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    with project_config(args.config, keep_servers=args.keep_servers) as cfg:
+        context = {**cfg.method.context, **knobs}
+        reward = build_reward(cfg.reward, agents=cfg.agents)
+        rows = asyncio.run(
+            run_compare(
+                input_path, args.output, methods=methods, budgets=budgets, agents=cfg.agents,
+                reward=reward, context=context, concurrency=args.concurrency, limit=args.limit,
+                field_map=field_map, progress=not args.no_progress, reward_digest=cfg.reward,
+            )
+        )  # fmt: skip
     print(format_table(rows))
     out = Path(args.output)
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")

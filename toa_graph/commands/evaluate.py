@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,26 +152,22 @@ def run(args: argparse.Namespace) -> int:
     from toa_graph.distill_errors import EvalError
     from toa_graph.evaluation import EvalSpec, format_table, make_items, run_eval
 
-    try:
-        rows, fmap, source = _rows(args)
-        fmap.update({k: str(v) for k, v in parse_knobs(args.field_map).items()})
-        items = make_items(rows, args.task, fmap, source)[args.skip :]
-        if args.limit is not None:
-            items = items[: args.limit]
-        if not items:
-            raise EvalError(f"{source}: no items left after --skip/--limit")
-        label = args.label or args.model or (Path(args.checkpoint).name if args.checkpoint
-                                             else args.base_url)  # fmt: skip
-        with _endpoint(args) as endpoint, _reward(args) as reward:
-            spec = EvalSpec(
-                task=args.task, items=items, output_dir=Path(args.output), endpoint=endpoint,
-                label=label, concurrency=args.concurrency, max_tokens=args.max_tokens,
-                temperature=args.temperature, reward=reward, progress=not args.no_progress,
-            )  # fmt: skip
-            summary = asyncio.run(run_eval(spec))
-    except EvalError as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 2
+    rows, fmap, source = _rows(args)
+    fmap.update({k: str(v) for k, v in parse_knobs(args.field_map).items()})
+    items = make_items(rows, args.task, fmap, source)[args.skip :]
+    if args.limit is not None:
+        items = items[: args.limit]
+    if not items:
+        raise EvalError(f"{source}: no items left after --skip/--limit")
+    label = args.label or args.model or (Path(args.checkpoint).name if args.checkpoint
+                                         else args.base_url)  # fmt: skip
+    with _endpoint(args) as endpoint, _reward(args) as reward:
+        spec = EvalSpec(
+            task=args.task, items=items, output_dir=Path(args.output), endpoint=endpoint,
+            label=label, concurrency=args.concurrency, max_tokens=args.max_tokens,
+            temperature=args.temperature, reward=reward, progress=not args.no_progress,
+        )  # fmt: skip
+        summary = asyncio.run(run_eval(spec))
     print(format_table([summary]))
     if summary["failed"]:
         shown = ", ".join(map(str, summary["failed"][:20]))

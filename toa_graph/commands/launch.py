@@ -8,6 +8,8 @@ import signal
 import sys
 from typing import Any
 
+from toa_graph.errors import RunError, UserError
+
 DESCRIPTION = """\
 Start one vLLM OpenAI server per distinct model of a config (agents sharing weights share
 a server under several --served-model-name aliases), wait until all are healthy, write
@@ -105,8 +107,7 @@ def launch(args: argparse.Namespace) -> int:
             with_reward=args.with_reward,
         )
     except (ConfigError, LaunchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"error: {exc}") from exc
     opts = LaunchOptions(
         python=args.vllm_python,
         gpu_memory_utilization=args.gpu_memory_utilization,
@@ -142,8 +143,7 @@ def launch(args: argparse.Namespace) -> int:
             )
             launcher.wait()
     except (LaunchError, EmbeddedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise RunError(f"error: {exc}") from exc
     except (KeyboardInterrupt, SystemExit):
         print("stopped the servers", file=sys.stderr)
         return 0

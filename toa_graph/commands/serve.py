@@ -9,6 +9,8 @@ import os
 import sys
 from typing import Any
 
+from toa_graph.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
@@ -90,9 +92,9 @@ def serve(args: argparse.Namespace) -> int:
         from toa_graph.server import build_app
         from toa_graph.server.serving import ServerSettings
     except ImportError as exc:
-        print(f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        raise UserError(
+            f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})"
+        ) from exc
     from toa_graph.commands import parse_knobs, project_config
     from toa_graph.rewards import build_reward
 
@@ -100,8 +102,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            print(f"--api-key-env {args.api_key_env}: that env var is not set", file=sys.stderr)
-            return 2
+            raise UserError(f"--api-key-env {args.api_key_env}: that env var is not set")
     if not _is_loopback(args.host) and not api_key:
         print(
             f"warning: binding {args.host} without --api-key-env: anyone who can reach this "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from toa_graph.errors import UserError
 
 DESCRIPTION = """\
 Run a sampling method over every prompt of a file (JSONL, JSON array or Parquet) with
@@ -186,11 +187,9 @@ def format_summary(s: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
-    from toa_graph.config import ConfigError
     from toa_graph.context import SamplingContext
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import (
-        OutputBusyError,
         OutputLock,
         SynthesisSummary,
         config_digest,
@@ -200,92 +199,76 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.concurrency < 1:
-        print("--concurrency must be >= 1", file=sys.stderr)
-        return 2
+        raise UserError("--concurrency must be >= 1")
     if args.ray_workers < 1:
-        print("--ray-workers must be >= 1", file=sys.stderr)
-        return 2
+        raise UserError("--ray-workers must be >= 1")
     try:
         field_map = parse_field_map(args.field_map)
         shard = parse_shard(args.shard)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from exc
     input_path = Path(args.input) if args.input else EXAMPLES
     if not input_path.exists():
-        print(f"input file not found: {input_path}", file=sys.stderr)
-        return 2
+        raise UserError(f"input file not found: {input_path}")
     if args.output and Path(args.output).is_dir():  # fail before starting any server
-        try:
-            OutputLock(Path(args.output)).acquire().release()
-        except OutputBusyError as exc:
-            print(exc, file=sys.stderr)
-            return 2
+        OutputLock(Path(args.output)).acquire().release()
     knobs = parse_knobs(args.set)
-    try:
-        with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-            method = args.method or cfg.method.name
-            context = {**cfg.method.context, **knobs}
-            context["budget"] = args.budget or context.get("budget") or 8
-            try:
-                SamplingContext(**context)
-            except (TypeError, ValueError) as exc:
-                print(f"bad context knobs: {exc}", file=sys.stderr)
-                return 2
-            output = (
-                Path(args.output)
-                if args.output
-                else Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
-            digest = config_digest(
-                method=method, context=context, agents=cfg.agents, reward=cfg.reward
-            )
-            summary: SynthesisSummary
-            ray_line = ""
-            common: dict[str, Any] = {
-                "method": method,
-                "agents": cfg.agents,
-                "context": context,
-                "concurrency": args.concurrency,
-                "limit": args.limit,
-                "field_map": field_map,
-                "fsync": args.fsync,
-                "progress": not args.no_progress,
-                "digest": digest,
-                "prompt_timeout_s": args.prompt_timeout,
-            }
-            if args.ray is not None:
-                from toa_graph.distributed import import_ray, run_distributed
+    with project_config(args.config, keep_servers=args.keep_servers) as cfg:
+        method = args.method or cfg.method.name
+        context = {**cfg.method.context, **knobs}
+        context["budget"] = args.budget or context.get("budget") or 8
+        try:
+            SamplingContext(**context)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad context knobs: {exc}") from exc
+        output = (
+            Path(args.output)
+            if args.output
+            else Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        digest = config_digest(method=method, context=context, agents=cfg.agents, reward=cfg.reward)
+        summary: SynthesisSummary
+        ray_line = ""
+        common: dict[str, Any] = {
+            "method": method,
+            "agents": cfg.agents,
+            "context": context,
+            "concurrency": args.concurrency,
+            "limit": args.limit,
+            "field_map": field_map,
+            "fsync": args.fsync,
+            "progress": not args.no_progress,
+            "digest": digest,
+            "prompt_timeout_s": args.prompt_timeout,
+        }
+        if args.ray is not None:
+            from toa_graph.distributed import import_ray, run_distributed
 
-                try:
-                    import_ray(loopback=not args.ray)
-                except ImportError as exc:
-                    print(exc, file=sys.stderr)
-                    return 2
-                dist = asyncio.run(
-                    run_distributed(
-                        input_path,
-                        output,
-                        reward=cfg.reward,
-                        workers=args.ray_workers,
-                        address=args.ray or None,
-                        reward_num_gpus=args.reward_gpus,
-                        **common,
-                    )
+            try:
+                import_ray(loopback=not args.ray)
+            except ImportError as exc:
+                raise UserError(str(exc)) from exc
+            dist = asyncio.run(
+                run_distributed(
+                    input_path,
+                    output,
+                    reward=cfg.reward,
+                    workers=args.ray_workers,
+                    address=args.ray or None,
+                    reward_num_gpus=args.reward_gpus,
+                    **common,
                 )
-                summary = dist
-                ray_line = (
-                    f"ray: {dist.workers} workers, {dist.shards} shard runs "
-                    f"({dist.shard_retries} retried), {dist.worker_deaths} worker deaths"
-                )
-            else:
-                reward = build_reward(cfg.reward, agents=cfg.agents)
-                summary = asyncio.run(
-                    run_synthesis(input_path, output, reward=reward, shard=shard, **common)
-                )
-    except (ConfigError, OutputBusyError) as exc:
-        print(exc, file=sys.stderr)
-        return 2
+            )
+            summary = dist
+            ray_line = (
+                f"ray: {dist.workers} workers, {dist.shards} shard runs "
+                f"({dist.shard_retries} retried), {dist.worker_deaths} worker deaths"
+            )
+        else:
+            reward = build_reward(cfg.reward, agents=cfg.agents)
+            summary = asyncio.run(
+                run_synthesis(input_path, output, reward=reward, shard=shard, **common)
+            )
     if summary.rows:
         print(format_table(summary))
         print()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,6 @@ def _recipe(path: str | None) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs
-    from toa_graph.distill_errors import TrainError
     from toa_graph.training import spec_from_recipe, train
 
     overrides: dict[str, Any] = {
@@ -95,12 +93,8 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "trl": parse_knobs(args.knobs),
     }
-    try:
-        spec = spec_from_recipe(_recipe(args.recipe), overrides, args.recipe or "options")
-        result = train(spec)
-    except TrainError as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 2
+    spec = spec_from_recipe(_recipe(args.recipe), overrides, args.recipe or "options")
+    result = train(spec)
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     print(
         f"trained {spec.kind} on {result.rows} rows: {result.steps} steps, last loss {loss}; "

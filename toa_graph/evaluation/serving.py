@@ -78,14 +78,14 @@ def served_checkpoint(
     threads: int | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(base_url, served model name)`` of a vLLM server for a checkpoint directory."""
-    from toa_graph import embedded
+    from toa_graph import embedded, process
 
     ckpt = Path(path).expanduser().resolve()
     if not (ckpt / "config.json").is_file():
         raise EvalError(f"checkpoint {ckpt} has no config.json (a model directory is needed)")
     served = name or ckpt.name
     use_gpu = _has_gpu() if gpu is None else gpu
-    port = embedded._free_port()
+    port = process.free_port()
     cache = embedded.cache_dir()
     logs = cache / "logs"
     log_path = logs / f"vllm-eval-{served}-{port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -102,14 +102,13 @@ def served_checkpoint(
         cmd = [str(python), *args, "--dtype", "bfloat16", "--enforce-eager"]
         env = _cpu_env(cache, threads)
     with _sigterm_as_exit():
-        try:
-            info = embedded.spawn_server(
-                cmd, model=served, port=port, aliases=[served], log_path=log_path, env=env,
-                cwd=cache if not use_gpu else None, startup_timeout_s=startup_timeout_s,
-                die_with_parent=True,
-            )  # fmt: skip
-        except embedded.EmbeddedError as e:
-            raise EvalError(f"could not serve {ckpt}: {e}") from e
+        # a server that dies or never gets healthy raises EmbeddedError (a RunError) with
+        # its log tail
+        info = embedded.spawn_server(
+            cmd, model=served, port=port, aliases=[served], log_path=log_path, env=env,
+            cwd=cache if not use_gpu else None, startup_timeout_s=startup_timeout_s,
+            die_with_parent=True,
+        )  # fmt: skip
         try:
             yield f"http://127.0.0.1:{port}/v1", served
         finally:

@@ -1,71 +1,74 @@
-"""Debate & reflect (the D&R seed): agents debate, a teacher critiques, the student reflects.
+"""Debate & Reflect (reference: zhouxiaofengshelf/D-R ``debate_teachers_student_w_critique.py``,
+``templates.py``; exports after ``mag2sft.py`` and ``mag2preference.py``).
 
-    START --> moderator --Send--> debater (one per agent, concurrently) --> moderator
-                        --> critic  --> moderator
-                        --> student --> moderator
-              moderator --> reward --> END
+    START --> moderator --Send--> answer (one per agent, concurrently) ----> judge --> moderator
+                        --Send--> feedback / reflect (the round end) -----> judge --> moderator
+              moderator --> END
 
-Turns, every one a sample with ``kind="debate"``, ``round``, ``role`` and ``layer = round``:
+For prompts with a gold answer (the input's ``reference``):
 
-- Round 0 (opening): every debater answers the question, asked to end with a line
-  "Final answer: ..." (``role="debater"``, ``parent=None``).
-- Round ``r = 1 .. context.rounds``:
-  1. every debater answers again seeing its own latest answer and the other debaters'
-     latest answers (``role="debater"``, ``parent`` = its own latest answer,
-     ``references`` = the others' answers shown);
-  2. the critic (teacher) reviews the debaters' latest answers (``role="critic"``,
-     ``parent`` = the student's answer, ``references`` = every answer reviewed);
-  3. the student reflects on that feedback (``role="student"``, ``parent`` = its
-     answer under review, ``references`` = [the critic's turn]); the reflection becomes
-     the student's latest answer.
+- Round 0: every agent answers with the answer template (step-by-step reasoning, then
+  "Final answer: x"; a format hint for the task type: numeric, letter choice, $...$
+  expression; a 500-word limit). ``role="answer"``, ``parent=None``.
+- Round end, after EVERY round including round 0: each answer is judged against the gold
+  (``correct``). Every correct agent writes feedback to every incorrect agent, pair by pair
+  (``role="feedback"``, ``agent`` = from, ``to`` = the incorrect agent, ``parent`` = the
+  incorrect answer); every incorrect agent writes a self-reflection given the correct final
+  answer (``role="reflection"``, ``to`` = itself, ``parent`` = its answer). No new answers.
+- Rounds 1..``context.rounds`` (D&R: 3): ALL agents get ONE shared prompt: the question and
+  every last-round answer, shuffled (seeded by ``(seed, round)``) and unnamed, each followed
+  by its self-reflection and the feedback it received. ``references`` lists those turns in
+  the order shown; ``parent`` = the agent's own last answer.
+- Stop when every agent is correct (never on mere agreement), or after the last round.
 
-Early stop, checked after every answering step: all debaters' latest final answers agree
-(normalised, at least two debaters), or, when the input carries a ``reference``, all of
-them match it. ``critic`` (default: the first agent) and ``student`` (default: the last
-agent) are factory arguments; the critic may also be a debater.
+Every turn is a sample with ``kind="debate"``, ``round`` (= ``layer``) and ``role``;
+answers also carry ``correct`` and ``task``. Feedback and reflections are not answers: never
+scored, never ``best``. Answers are scored after each round (one reward call per round).
 
-Budget (an upper bound, never exceeded): with ``d = min(n_agents, budget)`` debaters (the
-first ``d`` agents), the opening costs ``d`` generations and each round ``d + 2`` (``d``
-without critique when the student is not among the debaters), so a full debate costs
-``d + rounds * (d + 2)``. A step runs only if it fits in what is left of the budget (the
-critique only with its reflection); a failed critique is not reflected on. A step that
-does not fit ends the debate.
+Budget: a cap on all generations (answers + feedback + reflections). A round starts only when
+its worst case (:func:`~toa_graph.methods.debate_rounds.round_cost`: n answers plus the
+largest possible round end) fits in what is left; a budget below one round's worst case is
+an error. A failed answer counts as incorrect and gets no feedback or reflection.
 
-The debate's flow depends on the final answers, not on rewards, so every answer is scored
-once at the end in one reward call. Critic turns are feedback, not answers: they are not
-scored (``reward=None``, ``error=None``) and never chosen as ``best``.
+Without a gold answer the paper's method does not apply. Our extension: an answer is correct
+when its reward is >= ``context.correct_threshold``, and incorrect agents reflect given the
+final answer of the best-rewarded correct answer (or alone when none is correct).
 
-:func:`debate_tdpo_pairs` turns a recorded debate into tree-structured DPO pairs.
+``student`` (a factory argument, default the last agent) names the agent that the
+distillation step trains; as in D&R it debates like every other agent.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
+import random
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-from langgraph.graph import END, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
-from toa_graph.prompts import (
-    CRITIC_TEMPLATE,
-    DEBATE_ANSWER_BLOCK,
-    DEBATE_CONTEXT_TEMPLATE,
-    DEBATE_OPEN_TEMPLATE,
-    DEBATE_TEMPLATE,
-    REFLECT_TEMPLATE,
+from toa_graph.methods.debate_rounds import (
+    TokenCounter,
+    answer_prompt_text,
+    feedback_prompt_text,
+    infer_task,
+    reflection_prompt_text,
+    round_cost,
+    round_prompt_text,
+    tdpo_examples,
 )
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
+    NOT_ANSWERS,
     context_of,
     generate_sample,
     has_text,
-    in_generation_order,
     method_builder,
     question_text,
     references_of,
@@ -74,11 +77,7 @@ from toa_graph.sampling import (
     user_turn_messages,
     validate_prompt,
 )
-from toa_graph.state import (
-    Prompt,
-    Sample,
-    SamplingState,
-)
+from toa_graph.state import Prompt, Sample, SamplingState, best_sample
 
 __all__ = [
     "answers_match",
@@ -87,11 +86,11 @@ __all__ = [
     "final_answer",
 ]
 
-Role = Literal["debater", "critic", "student"]
+Role = Literal["answer", "feedback", "reflection"]
 
 
 class TurnTask(TypedDict):
-    """One debate turn: who speaks, what they are shown, where it hangs in the tree."""
+    """One debate turn: who speaks, what they are sent, where it hangs in the tree."""
 
     agent: str
     role: Role
@@ -99,13 +98,16 @@ class TurnTask(TypedDict):
     sample_id: str
     prompt: Prompt
     text: str
-    """The user turn the agent receives (question first)."""
+    """The user turn the agent receives."""
     parent: str | None
     references: list[str]
+    to: str | None
+    task: str
 
 
-# ---------------------------------------------------------------- final answers
-
+# ---------------------------------------------------------------- final answers (interim)
+# To be replaced by toa_graph.answers (extract_final_answer / is_correct) once merged;
+# the graph only calls _is_correct and _display_gold.
 
 _FINAL_RE = re.compile(r"final answer\s*(?:is)?\s*[:：]\s*(.+)", re.IGNORECASE)
 _GSM8K_RE = re.compile(r"####\s*(.+)")
@@ -176,54 +178,57 @@ def answers_match(text: str, gold: str | Sequence[str]) -> bool:
     return any(ans == _gold_answer(g) for g in golds if g and g.strip())
 
 
-def _should_stop(latest: Sequence[Sample | None], gold: list[str] | None) -> bool:
-    texts = [s["text"] for s in latest if s is not None]
-    if not texts or len(texts) < len(latest):
-        return False
-    if gold and all(answers_match(t, gold) for t in texts):
-        return True
-    finals = [final_answer(t) for t in texts]
-    return len(finals) >= 2 and finals[0] is not None and all(f == finals[0] for f in finals)
+def _is_correct(text: str, golds: Sequence[str], task: str) -> bool:
+    """THE correctness check of the debate (the one place to swap for answers.is_correct)."""
+    return answers_match(text, golds)
 
 
-# ---------------------------------------------------------------- replaying a debate
+def _display_gold(gold: str) -> str:
+    """The gold's final answer as shown to a reflecting agent (GSM8K's "#### x" -> "x")."""
+    m = _GSM8K_RE.search(gold)
+    return (m.group(1) if m else gold).strip()
 
 
-def _answer_blocks(answers: Sequence[Sample]) -> str:
-    return "\n\n".join(
-        DEBATE_ANSWER_BLOCK.format(index=i + 1, text=s["text"]) for i, s in enumerate(answers)
-    )
+# ---------------------------------------------------------------- the rounds
 
 
-class _Transcript:
-    """The debate so far, replayed from its turns (in generation order)."""
-
-    def __init__(self, turns: Sequence[Sample]) -> None:
-        self.turns = in_generation_order(turns)
-        self.debaters = [s["agent"] for s in self.turns if s.get("round") == 0]
-        self.by_id = {s["id"]: s for s in self.turns}
-        self.latest: dict[str, Sample | None] = dict.fromkeys(self.debaters)
-        for s in self.turns:
-            if s.get("role") in ("debater", "student") and has_text(s):
-                self.latest[s["agent"]] = s
-
-    def latest_answers(self) -> list[Sample | None]:
-        return [self.latest[d] for d in self.debaters]
+def _answers(samples: Sequence[Sample], rnd: int | None = None) -> list[Sample]:
+    return [
+        s for s in samples if s.get("role") == "answer" and (rnd is None or s.get("round") == rnd)
+    ]
 
 
-def _round_contexts(turns: Sequence[Sample]) -> dict[int, list[Sample]]:
-    """Round -> the debaters' latest usable answers just before that round (debater order)."""
-    ordered = in_generation_order(turns)
-    debaters = [s["agent"] for s in ordered if s.get("round") == 0]
-    latest: dict[str, Sample] = {}
-    contexts: dict[int, list[Sample]] = {}
-    for s in ordered:
-        r = s.get("round", 0)
-        if s.get("role") == "debater" and r not in contexts:
-            contexts[r] = [latest[d] for d in debaters if d in latest]
-        if s.get("role") in ("debater", "student") and has_text(s):
-            latest[s["agent"]] = s
-    return contexts
+def _round_end_tasks(
+    answers: list[Sample], question: str, gold: str | None, make: Any
+) -> list[TurnTask]:
+    """D&R's round end, in agent order: a correct agent gives feedback to every incorrect
+    one; an incorrect one reflects (answers that failed get neither)."""
+    right = [s for s in answers if s.get("correct")]
+    wrong = [s for s in answers if not s.get("correct") and has_text(s)]
+    tasks = []
+    for s in answers:
+        if s in right:
+            for w in wrong:
+                text = feedback_prompt_text(question, s["text"], w["text"])
+                tasks.append(make(s["agent"], "feedback", text, w["id"], [s["id"], w["id"]], w))
+        elif s in wrong:
+            text = reflection_prompt_text(question, s["text"], gold)
+            tasks.append(make(s["agent"], "reflection", text, s["id"], [s["id"]], s))
+    return tasks
+
+
+def _shown(samples: Sequence[Sample], rnd: int, seed: int) -> list[Sample]:
+    """Round ``rnd``'s turns as the next round shows them: its answers shuffled, each
+    followed by its reflection and the feedback it received (in generation order)."""
+    answers = [s for s in _answers(samples, rnd) if has_text(s)]
+    random.Random(f"debate:{seed}:{rnd + 1}").shuffle(answers)
+    shown: list[Sample] = []
+    for a in answers:
+        notes = [s for s in samples if s.get("role") in NOT_ANSWERS and s["parent"] == a["id"]]
+        reflections = [s for s in notes if s["role"] == "reflection" and has_text(s)]
+        feedback = [s for s in notes if s["role"] == "feedback" and has_text(s)]
+        shown += [a, *reflections, *feedback]
+    return shown
 
 
 # ---------------------------------------------------------------- the graph
@@ -233,210 +238,162 @@ def create_debate_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
     *,
-    critic: str | None = None,
     student: str | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
-    """Build the (uncompiled) debate-and-reflect graph.
+    """Build the (uncompiled) Debate & Reflect graph.
 
     Args:
-        agents: the debaters, in order (with a budget below their number, the first ones).
-        reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable.
-        critic: the teacher agent giving feedback each round (default: the first agent).
-        student: the agent that reflects on the feedback (default: the last agent).
+        agents: the debaters, in order (teachers and student alike).
+        reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable;
+            it scores every answer, and judges correctness for prompts without a gold answer.
+        student: the agent the distillation trains (default: the last agent).
 
-    Per-run knobs: ``budget`` (upper bound), ``rounds``, ``temperature``, ``max_tokens``.
+    Per-run knobs: ``budget`` (a cap), ``rounds``, ``task``, ``correct_threshold``, ``seed``,
+    ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
-    critic_name = critic or pool.names[0]
     student_name = student or pool.names[-1]
-    for what, name in (("critic", critic_name), ("student", student_name)):
-        if name not in pool:
-            raise ValueError(f"{what} {name!r} is not one of the agents {pool.names}")
+    if student_name not in pool:
+        raise ValueError(f"student {student_name!r} is not one of the agents {pool.names}")
 
     def moderator(
         state: SamplingState, runtime: Runtime[SamplingContext]
-    ) -> Command[Literal["debater", "critic", "student", "reward"]]:
+    ) -> Command[Literal["answer", "feedback", "reflect", "__end__"]]:
         ctx = context_of(runtime)
         prompt = validate_prompt(state["prompt"])
-        if ctx.rounds < 0:
-            raise ValueError(f"context.rounds must be >= 0, got {ctx.rounds}")
-        question = question_text(prompt)
-        log = _Transcript(state.get("inbox") or [])
-        spent = len(log.turns)
-        left = ctx.budget - spent
+        golds = references_of(state.get("reference"))
+        if golds is None and ctx.correct_threshold is None:
+            raise ValueError(
+                "debate needs a gold answer (the input's 'reference') to judge answers; for "
+                "open prompts set context.correct_threshold (correct = reward >= threshold)"
+            )
+        cost = round_cost(len(pool))
+        if ctx.budget < cost:
+            raise ValueError(
+                f"context.budget={ctx.budget} is too small for one debate round of "
+                f"{len(pool)} agents: it needs {cost} generations (answers plus the largest "
+                "possible round of feedback and reflections)"
+            )
+        question, task = question_text(prompt), ctx.task or infer_task(golds[0] if golds else None)
+        samples = state.get("samples") or []
 
-        def task(
-            agent: str,
-            role: Role,
-            rnd: int,
-            offset: int,
-            text: str,
-            parent: str | None,
-            refs: list[str],
-        ) -> TurnTask:
+        def make(
+            rnd: int, agent: str, role: Role, text: str, parent: str | None, refs: list[str],
+            about: Any,
+        ) -> TurnTask:  # fmt: skip
             return TurnTask(
-                agent=agent, role=role, round=rnd, sample_id=sample_id(spent + offset),
-                prompt=prompt, text=text, parent=parent, references=refs,
+                agent=agent, role=role, round=rnd, sample_id="", prompt=prompt, text=text,
+                parent=parent, references=refs, to=about["agent"] if about else None, task=task,
             )  # fmt: skip
 
-        if not log.turns:  # opening round
-            opening = DEBATE_OPEN_TEMPLATE.format(question=question)
-            names = pool.names[: ctx.budget]
-            sends = [
-                Send("debater", task(a, "debater", 0, i, opening, None, []))
-                for i, a in enumerate(names)
-            ]
-            return Command(goto=sends)
+        def send(tasks: list[TurnTask]) -> Command[Any]:
+            node = {"answer": "answer", "feedback": "feedback", "reflection": "reflect"}
+            for i, t in enumerate(tasks):
+                t["sample_id"] = sample_id(len(samples) + i)
+            return Command(goto=[Send(node[t["role"]], t) for t in tasks])
 
-        last = log.turns[-1]
-        rnd = last.get("round", 0)
-        latest = log.latest_answers()
-        if last.get("role") == "critic" and has_text(last):
-            reviewed_answer = log.by_id[str(last["parent"])]
-            text = REFLECT_TEMPLATE.format(
-                question=question, own=reviewed_answer["text"], feedback=last["text"],
-                index=last["references"].index(reviewed_answer["id"]) + 1,
-            )  # fmt: skip
-            reflect = task(
-                student_name, "student", rnd, 0, text, reviewed_answer["id"], [last["id"]]
-            )
-            return Command(goto=Send("student", reflect))
-
-        gold = references_of(state.get("reference"))
-        if last.get("role") != "critic" and _should_stop(latest, gold):
-            return Command(goto="reward")
-        student_answer = log.latest.get(student_name)
-        if last.get("role") == "debater" and rnd >= 1 and student_answer is not None and left >= 2:
-            reviewed = [s for s in latest if s is not None]
-            text = CRITIC_TEMPLATE.format(question=question, answers=_answer_blocks(reviewed))
-            refs = [s["id"] for s in reviewed]
-            critique = task(critic_name, "critic", rnd, 0, text, student_answer["id"], refs)
-            return Command(goto=Send("critic", critique))
-        # A round is over (opening, reflection, or no critique possible): next round?
-        if rnd >= ctx.rounds or left < len(log.debaters):
-            return Command(goto="reward")
-        sends = []
-        for i, name in enumerate(log.debaters):
-            own = log.latest[name]
-            others = [s for s in latest if s is not None and s["agent"] != name]
-            text = DEBATE_TEMPLATE.format(
-                question=question,
-                own=own["text"] if own else "(no answer yet)",
-                others=_answer_blocks(others) if others else "(none)",
-            )
-            parent = own["id"] if own else None
-            sends.append(
-                Send(
-                    "debater",
-                    task(name, "debater", rnd + 1, i, text, parent, [s["id"] for s in others]),
-                )
-            )
-        return Command(goto=sends)
+        answers = _answers(samples)
+        if not answers:  # round 0
+            text = answer_prompt_text(question, task)
+            return send([make(0, a, "answer", text, None, [], None) for a in pool.names])
+        rnd = max(int(s.get("round", 0)) for s in answers)
+        last = _answers(samples, rnd)
+        if all(s.get("correct") for s in last):
+            return Command(goto="__end__")
+        ended = any(s.get("role") in NOT_ANSWERS and s.get("round") == rnd for s in samples)
+        if not ended:
+            gold = _reflection_gold(last, golds)
+            tasks = _round_end_tasks(last, question, gold, functools.partial(make, rnd))
+            if tasks:
+                return send(tasks)
+        if rnd >= ctx.rounds or ctx.budget - len(samples) < cost:
+            return Command(goto="__end__")
+        # the next round: ONE prompt for all, each agent's parent its own last answer
+        shown = _shown(samples, rnd, ctx.seed)
+        text, refs = round_prompt_text(question, task, shown), [s["id"] for s in shown]
+        own = {s["agent"]: s["id"] for s in last if has_text(s)}
+        return send([make(rnd + 1, a, "answer", text, own.get(a), refs, None) for a in pool.names])
 
     async def _turn(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         name = task["agent"]
         msgs = user_turn_messages(task["prompt"], task["text"], pool.system_prompt(name))
+        extra: dict[str, Any] = {"round": task["round"], "role": task["role"]}
+        if task["role"] == "answer":
+            extra["task"] = task["task"]
+        else:
+            extra["to"] = task["to"]
         sample = await generate_sample(
             pool, name, msgs, context_of(runtime),
             sample_id=task["sample_id"], kind="debate", parent=task["parent"], layer=task["round"],
-            references=task["references"], round=task["round"], role=task["role"],
+            references=task["references"], **extra,
         )  # fmt: skip
         return {"inbox": [sample]}
 
-    async def debater(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    async def answer(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         return await _turn(task, runtime)
 
-    async def critic_node(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    async def feedback(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         return await _turn(task, runtime)
 
-    async def student_node(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    async def reflect(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         return await _turn(task, runtime)
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def judge(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        """Score the new answers and mark each correct or not (gold, else reward threshold)."""
+        ctx = context_of(runtime)
+        update = await score_inbox(reward_model, state)
+        golds = references_of(state.get("reference"))
+        new = []
+        for s in update["samples"]:
+            if s.get("role") == "answer":
+                s = {**s, "correct": _judged(s, golds, ctx)}
+            new.append(s)
+        update["samples"] = new
+        update["best"] = best_sample([*(state.get("samples") or []), *new])
+        return update
 
     builder = method_builder("moderator")
     builder.add_node("moderator", moderator)
-    builder.add_node("debater", cast(Any, debater))  # Send targets: take a TurnTask
-    builder.add_node("critic", cast(Any, critic_node))
-    builder.add_node("student", cast(Any, student_node))
-    builder.add_node("reward", reward_node)
-    builder.add_edge("debater", "moderator")
-    builder.add_edge("critic", "moderator")
-    builder.add_edge("student", "moderator")
-    builder.add_edge("reward", END)
+    builder.add_node("answer", cast(Any, answer))  # Send targets: take a TurnTask
+    builder.add_node("feedback", cast(Any, feedback))
+    builder.add_node("reflect", cast(Any, reflect))
+    builder.add_node("judge", judge)
+    for node in ("answer", "feedback", "reflect"):
+        builder.add_edge(node, "judge")
+    builder.add_edge("judge", "moderator")
     return builder
 
 
-# ---------------------------------------------------------------- T-DPO
+def _judged(answer: Sample, golds: list[str] | None, ctx: SamplingContext) -> bool:
+    if not has_text(answer):
+        return False
+    if golds:
+        return _is_correct(answer["text"], golds, str(answer.get("task", "free")))
+    r = answer.get("reward")
+    return r is not None and ctx.correct_threshold is not None and r >= ctx.correct_threshold
+
+
+def _reflection_gold(answers: list[Sample], golds: list[str] | None) -> str | None:
+    """The correct final answer an incorrect agent is given: the gold; without one, the
+    final answer of the best-rewarded correct answer (None when no answer is correct)."""
+    if golds:
+        return _display_gold(golds[0])
+    right = best_sample([s for s in answers if s.get("correct")])
+    return final_answer(right["text"]) if right else None
+
+
+# ---------------------------------------------------------------- exports
 
 
 def debate_tdpo_pairs(
-    record_or_samples: Mapping[str, Any] | Sequence[Sample],
-    prompt: Prompt | None = None,
-    gold: str | Sequence[str] | None = None,
+    record: Mapping[str, Any],
     *,
-    max_pairs_per_round: int | None = None,
+    max_prompt_tokens: int | None = None,
+    count_tokens: TokenCounter | None = None,
     with_meta: bool = False,
 ) -> list[dict[str, Any]]:
-    """Tree-structured DPO pairs from a recorded debate.
-
-    For every round, the debaters' answers of that round are labelled correct or incorrect
-    against ``gold`` (their normalised final answers), and every (correct, incorrect) pair
-    becomes one row. The prompt is the round's shared debate context: for round 0 the
-    opening question, for round ``r`` the question plus every debater's latest answer
-    before round ``r`` (the student's being its reflection), as TRL's conversational
-    format: ``{"prompt": [...turns], "chosen": [assistant turn], "rejected": [assistant turn]}``.
-
-    Args:
-        record_or_samples: a synthesis record (``samples``, ``prompt``, ``reference``) or the
-            debate's samples.
-        prompt, gold: override (or, with bare samples, supply) the record's prompt and gold
-            answer; no gold answer means no pairs.
-        max_pairs_per_round: keep the first N pairs of each round (all by default).
-        with_meta: add ``round``, ``chosen_id``, ``rejected_id`` to each row.
-    """
-    if isinstance(record_or_samples, Mapping):
-        samples = list(record_or_samples.get("samples") or [])
-        prompt = prompt if prompt is not None else record_or_samples.get("prompt")
-        gold = gold if gold is not None else record_or_samples.get("reference")
-    else:
-        samples = list(record_or_samples)
-    if prompt is None:
-        raise ValueError(
-            "debate_tdpo_pairs needs the prompt (from the record or the prompt= argument)"
-        )
-    golds = [gold] if isinstance(gold, str) else [g for g in gold or [] if isinstance(g, str)]
-    golds = [g for g in golds if g.strip()]
-    if not golds or not samples:
-        return []
-    question = question_text(prompt)
-    contexts = _round_contexts(samples)
-    rows: list[dict[str, Any]] = []
-    for rnd in sorted(contexts):
-        answers = [
-            s
-            for s in in_generation_order(samples)
-            if s.get("role") == "debater" and s.get("round") == rnd and has_text(s)
-        ]
-        correct = [s for s in answers if answers_match(s["text"], golds)]
-        wrong = [s for s in answers if not answers_match(s["text"], golds)]
-        if rnd == 0 or not contexts[rnd]:
-            text = DEBATE_OPEN_TEMPLATE.format(question=question)
-        else:
-            text = DEBATE_CONTEXT_TEMPLATE.format(
-                question=question, answers=_answer_blocks(contexts[rnd])
-            )
-        messages = user_turn_messages(prompt, text)
-        pairs = list(itertools.product(correct, wrong))[:max_pairs_per_round]
-        for chosen, rejected in pairs:
-            row: dict[str, Any] = {
-                "prompt": messages,
-                "chosen": [{"role": "assistant", "content": chosen["text"]}],
-                "rejected": [{"role": "assistant", "content": rejected["text"]}],
-            }
-            if with_meta:
-                row.update(round=rnd, chosen_id=chosen["id"], rejected_id=rejected["id"])
-            rows.append(row)
-    return rows
+    """T-DPO rows of one debate record (see :func:`~toa_graph.methods.debate_rounds.tdpo_examples`)."""
+    return tdpo_examples(
+        record, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens, with_meta=with_meta
+    )

@@ -1,4 +1,5 @@
-"""Parallel ensemble: the budget split over the agents, every agent asked at once.
+"""Parallel ensemble: the budget split over the agents, every agent asked at once
+(reference: ``sample_N_thread`` in oceanypt/TOA ``code/ensemble_methods.py``).
 
     START --> dispatch --Send--> agent (one per agent, concurrently) --> reward --> END
 

@@ -1,38 +1,39 @@
-"""Mixture-of-Agents (arXiv 2406.04692): layers of agents, each reading the previous layer.
+"""Mixture-of-Agents as the TOA paper's baseline ran it (reference: ``MoA_thread`` in
+oceanypt/TOA ``code/ensemble_methods.py``), with Together MoA's final aggregator
+(togethercomputer/MoA ``generate_for_alpaca_eval.py``, ``utils.py``) as an option.
 
-    START --> dispatch --Send--> propose (one per agent, concurrently) --> reward --> dispatch
-                       --Send--> aggregate (final aggregator, optional) --> reward --> dispatch
-              dispatch --> END once the plan is done
+    START --> dispatch --Send--> propose (one per stack x agent, concurrently) --> dispatch
+                       --Send--> aggregate (one per stack, optional) --> dispatch
+              dispatch --> reward --> END
 
-Layer 0: every agent answers the prompt (``kind="fresh"``). Layer ``l > 0``: every agent
-answers again with the previous layer's answers injected into the system message as
-"## Response i" blocks (``AGGREGATE_SYSTEM``): ``kind="aggregate"``, ``references`` = the
-ids shown, ``parent`` = the highest-reward one of them. Shown are the previous layer's
-answers that have text, best first by reward, the first ``context.num_references`` of
-them (default: all). A layer whose predecessor produced nothing usable reads the latest
-earlier layer that did (or answers fresh if none did). ``reward`` scores each layer in one
-call, so the next layer can put the best answers first.
+Independent *stacks* of ``context.layers`` layers (default 4, the paper's runs). Layer 0 of a
+stack: every agent answers the prompt (``kind="fresh"``). Layer ``l > 0``: every agent answers
+again with the previous layer's answers of THAT stack injected as references (each agent's
+latest answer with text, in agent order): the aggregator prompt in the system message, then
+"## Response i:" blocks (``AGGREGATE_SYSTEM``); ``kind="aggregate"``, ``references`` = the ids
+shown, ``parent`` = the agent's own previous answer (else the first reference). With
+``context.num_references`` below the number of agents, each call sees a random subset of that
+many, drawn from ``(seed, stack, layer, agent)`` and kept in agent order. Stacks repeat until
+the budget is spent: ``budget = stacks x layers x n_agents``, the last stack cut at the
+budget (a partial last layer uses the first agents). The stacks run side by side: layer ``l``
+of every stack is one superstep.
 
-Budget (exactly ``budget`` generations; ``P = budget``, or ``budget - 1`` with a final
-aggregator, which takes the last generation):
+Rewards play no part inside MoA: every answer is scored once at the end and the best wins.
 
-- ``context.layers`` unset: layers of ``n_agents`` answers until ``P`` is spent; a partial
-  last layer uses the first ``P % n_agents`` agents.
-- ``context.layers = L``: ``P`` is spread over ``min(L, P)`` layers as evenly as possible
-  (earlier layers get the extra); inside a layer the share is split over the agents the
-  same way, an agent with ``k > 1`` answers being asked once with ``n=k``.
-
-With ``aggregator="name"`` (a factory argument), that agent writes one final answer from
-the last layer's answers (``kind="aggregate"``, ``layer`` = number of proposer layers).
-With ``budget=1`` and an aggregator there is no proposer layer and the aggregator simply
-answers (``kind="fresh"``).
+Together-MoA option: ``aggregator="name"`` (a factory argument) makes that agent write one
+final answer from the last layer of each stack (``kind="aggregate"``);
+each such answer counts against the budget (a stack then costs ``layers x n_agents + 1``;
+``layer`` = the stack's number of proposer layers)
+and the output's ``final`` is the aggregator answer with the highest reward.
 """
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from langgraph.graph import StateGraph
+from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
@@ -44,63 +45,98 @@ from toa_graph.sampling import (
     aggregate_messages,
     answer_messages,
     context_of,
-    even_split,
-    generate_samples,
+    generate_sample,
     has_text,
+    in_generation_order,
     method_builder,
-    ranked,
     sample_id,
     score_inbox,
     validate_prompt,
 )
-from toa_graph.state import (
-    Prompt,
-    Sample,
-    SamplingState,
-)
+from toa_graph.state import Prompt, Sample, SamplingState, best_sample
 
-__all__ = ["create_moa_graph", "moa_plan"]
+__all__ = ["StackPlan", "create_moa_graph", "final_ids", "moa_plan"]
 
 
-class LayerTask(TypedDict):
-    """One agent's answers in one layer, with the earlier answers it is shown."""
+@dataclass(frozen=True)
+class StackPlan:
+    """One stack: answers per proposer layer, and whether the final aggregator runs."""
 
-    agent: str
-    prompt: Prompt
-    sample_ids: list[str]
-    layer: int
-    references: list[dict[str, str]]
-    """``{"id", "text"}`` of every answer shown, best first."""
+    layers: list[int]
+    aggregate: bool
 
 
 def moa_plan(
-    budget: int, n_agents: int, layers: int | None = None, aggregator: bool = False
-) -> list[int]:
-    """Generations per proposer layer for a budget (the aggregator's one is not listed).
+    budget: int, n_agents: int, layers: int = 4, aggregator: bool = False
+) -> list[StackPlan]:
+    """The stacks a budget pays for; the last one cut at the budget.
 
-    >>> moa_plan(10, 4)
-    [4, 4, 2]
-    >>> moa_plan(10, 4, layers=3, aggregator=True)
-    [3, 3, 3]
+    >>> [s.layers for s in moa_plan(12, 3, layers=2)]
+    [[3, 3], [3, 3]]
+    >>> [(s.layers, s.aggregate) for s in moa_plan(10, 3, layers=2, aggregator=True)]
+    [([3, 3], True), ([2], True)]
     """
-    if layers is not None and layers < 1:
+    if layers < 1:
         raise ValueError(f"context.layers must be >= 1, got {layers}")
-    proposers = budget - 1 if aggregator else budget
-    if proposers <= 0:
-        return []
-    if layers is None:
+    stacks: list[StackPlan] = []
+    left = budget
+    while left > 0:
+        proposers = min(left - 1, layers * n_agents) if aggregator else min(left, layers * n_agents)
         full, rest = divmod(proposers, n_agents)
-        return [n_agents] * full + ([rest] if rest else [])
-    return even_split(proposers, min(layers, proposers))
+        stacks.append(StackPlan([n_agents] * full + ([rest] if rest else []), aggregator))
+        left -= proposers + (1 if aggregator else 0)
+    return stacks
 
 
-def _references(samples: list[Sample], layer: int, num_references: int | None) -> list[Sample]:
-    """The answers shown at ``layer``: the latest earlier layer's usable ones, best first."""
-    for prev in range(layer - 1, -1, -1):
-        usable = [s for s in samples if s["layer"] == prev and has_text(s)]
-        if usable:
-            return ranked(usable)[:num_references]
-    return []
+def _stack_offsets(plan: list[StackPlan]) -> list[int]:
+    """Index of each stack's first generation (ids are issued stack by stack)."""
+    offsets = [0]
+    for st in plan:
+        offsets.append(offsets[-1] + sum(st.layers) + int(st.aggregate))
+    return offsets
+
+
+def final_ids(plan: list[StackPlan]) -> list[str]:
+    """Ids of the final aggregator's answers, one per stack that has one."""
+    offsets = _stack_offsets(plan)
+    return [sample_id(offsets[i] + sum(st.layers)) for i, st in enumerate(plan) if st.aggregate]
+
+
+class LayerTask(TypedDict):
+    """One agent's answer in one layer of one stack, with the answers it is shown."""
+
+    agent: str
+    prompt: Prompt
+    sample_id: str
+    stack: int
+    layer: int
+    final: bool
+    """The final aggregator's call (Together MoA option)."""
+    parent: str | None
+    references: list[dict[str, str]]
+    """``{"id", "text"}`` of every answer shown, in agent order."""
+
+
+def _latest(stack_samples: list[Sample], agent: str, before_layer: int) -> Sample | None:
+    """``agent``'s latest answer with text in a stack, below ``before_layer``."""
+    own = [
+        s
+        for s in stack_samples
+        if s["agent"] == agent and s["layer"] < before_layer and has_text(s)
+    ]
+    return own[-1] if own else None
+
+
+def _shown(
+    stack_samples: list[Sample], names: list[str], layer: int, k: int | None, rng: random.Random
+) -> list[Sample]:
+    """The references at ``layer``: each agent's latest answer, in agent order, or a random
+    subset of ``k`` of them (still in agent order)."""
+    latest = [s for s in (_latest(stack_samples, a, layer) for a in names) if s is not None]
+    if k is None or k >= len(latest):
+        return latest
+    keep = set(rng.sample(range(len(latest)), k))
+    return [s for i, s in enumerate(latest) if i in keep]
 
 
 def create_moa_graph(
@@ -114,85 +150,103 @@ def create_moa_graph(
     Args:
         agents: the proposers, in order (a partial layer uses the first ones).
         reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable.
-        aggregator: name of an agent (one of ``agents``) that writes a final aggregated
-            answer from the last layer; it costs one generation of the budget.
+        aggregator: Together MoA's final aggregator: an agent (one of ``agents``) that answers
+            from the last layer of each stack; its best-rewarded answer is the output's
+            ``final``. Each costs one generation of the budget.
 
-    Per-run knobs: ``budget``, ``layers``, ``num_references``, ``temperature``, ``max_tokens``.
+    Per-run knobs: ``budget``, ``layers``, ``num_references``, ``seed``, ``temperature``,
+    ``max_tokens``.
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
     if aggregator is not None and aggregator not in pool:
         raise ValueError(f"aggregator {aggregator!r} is not one of the agents {pool.names}")
 
+    def _tasks(state: SamplingState, ctx: SamplingContext, step: int) -> list[LayerTask]:
+        """Every call of superstep ``step`` (proposer layer ``step``, or the aggregators)."""
+        prompt = validate_prompt(state["prompt"])
+        plan = moa_plan(ctx.budget, len(pool), ctx.layers, aggregator is not None)
+        done = in_generation_order(state.get("inbox") or [])
+        offsets = _stack_offsets(plan)
+        tasks = []
+        for i, st in enumerate(plan):
+            mine = [s for s in done if s.get("stack") == i]
+            if step < len(st.layers):
+                callers, final = pool.names[: st.layers[step]], False
+                first = offsets[i] + sum(st.layers[:step])
+            elif step == len(st.layers) and st.aggregate and aggregator is not None:
+                callers, final, first = [aggregator], True, offsets[i] + sum(st.layers)
+            else:
+                continue
+            layer = step
+            for j, name in enumerate(callers):
+                rng = random.Random(f"moa:{ctx.seed}:{i}:{layer}:{name}")
+                refs = _shown(mine, pool.names, layer, ctx.num_references, rng) if layer else []
+                own = None if final else _latest(mine, name, layer)
+                parent = own if own in refs else (refs[0] if refs else None)
+                tasks.append(
+                    LayerTask(
+                        agent=name, prompt=prompt, sample_id=sample_id(first + j), stack=i,
+                        layer=layer, final=final, parent=parent["id"] if parent else None,
+                        references=[{"id": s["id"], "text": s["text"]} for s in refs],
+                    )
+                )  # fmt: skip
+        return tasks
+
     def dispatch(
         state: SamplingState, runtime: Runtime[SamplingContext]
-    ) -> Command[Literal["propose", "aggregate", "__end__"]]:
+    ) -> Command[Literal["propose", "aggregate", "reward"]]:
         ctx = context_of(runtime)
-        prompt = validate_prompt(state["prompt"])
-        if ctx.num_references is not None and ctx.num_references < 1:
-            raise ValueError(f"context.num_references must be >= 1, got {ctx.num_references}")
-        plan = moa_plan(ctx.budget, len(pool), ctx.layers, aggregator is not None)
-        layer = state.get("round", 0)
-        samples = state.get("samples") or []
-        refs = [
-            {"id": s["id"], "text": s["text"]}
-            for s in _references(samples, layer, ctx.num_references)
-        ]
-        start = len(samples)
-        if layer < len(plan):
-            sends = []
-            for name, k in zip(pool.names, even_split(plan[layer], len(pool)), strict=True):
-                if k:
-                    ids = [sample_id(start + j) for j in range(k)]
-                    task = LayerTask(
-                        agent=name, prompt=prompt, sample_ids=ids, layer=layer, references=refs
-                    )
-                    sends.append(Send("propose", task))
-                    start += k
-            return Command(update={"round": layer + 1}, goto=sends)
-        if aggregator is not None and layer == len(plan):
-            task = LayerTask(
-                agent=aggregator,
-                prompt=prompt,
-                sample_ids=[sample_id(start)],
-                layer=layer,
-                references=refs,
-            )
-            return Command(update={"round": layer + 1}, goto=Send("aggregate", task))
-        return Command(goto="__end__")
+        step = state.get("round", 0)
+        update: dict[str, Any] = {"round": step + 1}
+        if step == 0 and aggregator is not None:
+            update["final"] = None  # one fresh run per invocation, also on a reused thread
+        tasks = _tasks(state, ctx, step)
+        if not tasks:
+            return Command(goto="reward")
+        sends = [Send("aggregate" if t["final"] else "propose", t) for t in tasks]
+        return Command(update=update, goto=sends)
 
-    async def _answer(task: LayerTask, ctx: SamplingContext) -> dict[str, Any]:
-        name, refs = task["agent"], task["references"]
+    async def _answer(task: LayerTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        name, refs, ctx = task["agent"], task["references"], context_of(runtime)
         system = pool.system_prompt(name)
+        sid, layer, stack = task["sample_id"], task["layer"], task["stack"]
         if not refs:
-            samples = await generate_samples(
+            sample = await generate_sample(
                 pool, name, answer_messages(task["prompt"], system), ctx,
-                sample_ids=task["sample_ids"], kind="fresh", parent=None, layer=task["layer"],
+                sample_id=sid, kind="fresh", parent=None, layer=layer, stack=stack,
             )  # fmt: skip
         else:
             msgs = aggregate_messages(task["prompt"], [r["text"] for r in refs], system)
-            samples = await generate_samples(
-                pool, name, msgs, ctx,
-                sample_ids=task["sample_ids"], kind="aggregate", parent=refs[0]["id"],
-                layer=task["layer"], references=[r["id"] for r in refs],
+            sample = await generate_sample(
+                pool, name, msgs, ctx, sample_id=sid, kind="aggregate", parent=task["parent"],
+                layer=layer, stack=stack, references=[r["id"] for r in refs],
             )  # fmt: skip
-        return {"inbox": samples}
+        return {"inbox": [sample]}
 
     async def propose(task: LayerTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        return await _answer(task, context_of(runtime))
+        return await _answer(task, runtime)
 
     async def aggregate(task: LayerTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        return await _answer(task, context_of(runtime))
+        return await _answer(task, runtime)
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> dict[str, Any]:
+        update = await score_inbox(reward_model, state)
+        if aggregator is not None:
+            ctx = context_of(runtime)
+            ids = set(final_ids(moa_plan(ctx.budget, len(pool), ctx.layers, True)))
+            finals = [s for s in update["samples"] if s["id"] in ids]
+            update["final"] = best_sample(finals) or (finals[0] if finals else None)
+        return update
 
     builder = method_builder("dispatch")
     builder.add_node("dispatch", dispatch)
-    builder.add_node("propose", cast(Any, propose))  # a Send target: takes a LayerTask
+    builder.add_node("propose", cast(Any, propose))  # Send targets: take a LayerTask
     builder.add_node("aggregate", cast(Any, aggregate))
     builder.add_node("reward", reward_node)
-    builder.add_edge("propose", "reward")
-    builder.add_edge("aggregate", "reward")
-    builder.add_edge("reward", "dispatch")
+    builder.add_edge("propose", "dispatch")
+    builder.add_edge("aggregate", "dispatch")
+    builder.add_edge("reward", END)
     return builder

@@ -1,4 +1,5 @@
-"""PRS (preference-guided reflective sampling) baseline: sample, pick the best, refine it.
+"""PRS (preference-guided reflective sampling) baseline: sample, pick the best, refine it
+(reference: ``PRS_thread`` in oceanypt/TOA ``code/ensemble_methods.py``).
 
     START --> sample --> reward --> refine --> reward --> END
                                  \\-----------------------> END  (nothing left to refine)

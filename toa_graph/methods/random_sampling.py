@@ -1,4 +1,5 @@
-"""Random sampling: ``budget`` answers from one agent, the best by reward.
+"""Random sampling: ``budget`` answers from one agent, the best by reward (the TOA paper's
+single-agent baseline).
 
     START --> sample --> reward --> END
 

@@ -1,26 +1,33 @@
-"""Sequential refinement: the agents take turns, each improving the previous answer.
+"""Sequential refinement as the TOA paper's baseline ran it (reference: ``Seq_thread`` in
+oceanypt/TOA ``code/ensemble_methods.py``): independent chains of one step per agent.
 
-    START --> step --> step --> ... --> reward --> END
+    START --> plan --Send--> chain (one per chain, concurrently) --> reward --> END
 
-The agent order is the agents shuffled once with ``random.Random(context.seed)`` (the same
-seed always gives the same order), then cycled. Step 0's agent answers the prompt
-(``kind="fresh"``); step ``t > 0``'s agent refines step ``t-1``'s answer (``kind="refine"``,
-``parent`` = that sample's id). A failed step is skipped over: the next agent refines the
-latest answer that has text (or answers fresh if none has yet).
+A budget of ``n x n_agents`` generations is ``n`` chains; a last partial chain is cut at the
+budget. Each chain orders the agents by its own shuffle; its first step answers the prompt
+(``kind="fresh"``), each next step refines the previous step's answer (``kind="refine"``,
+``parent`` = that sample's id). A failed step is skipped over: the next step refines the
+chain's latest answer that has text (or answers fresh if none has yet).
 
-The chain is inherently sequential, and nothing in it depends on rewards, so the
-generations are scored once at the end in a single reward call (no reward latency inside
-the chain). Budget: exactly ``budget`` generations, one per step, ``layer`` = step index.
+Deviation from the reference, on purpose: the reference draws every chain's shuffle from one
+global RNG and runs the chains one after the other. Here chain ``c``'s shuffle comes from
+``random.Random(f"seq_refine:{seed}:{c}")`` and sample ids from ``(c, step)``, so the chains
+run concurrently and, for a given ``context.seed``, the samples and their parent links are the
+same whatever order the chains finish in.
+
+Nothing depends on rewards, so all generations are scored once at the end in one reward
+call. ``layer`` = the step within the chain, ``chain`` = the chain index.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Literal
+from typing import Any, cast
 
 from langgraph.graph import END, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command
+from langgraph.types import Command, Send
+from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
@@ -36,53 +43,91 @@ from toa_graph.sampling import (
     score_inbox,
     validate_prompt,
 )
-from toa_graph.state import SamplingState
+from toa_graph.state import Prompt, Sample, SampleKind, SamplingState
 
-__all__ = ["agent_order", "create_seq_refine_graph"]
+__all__ = ["agent_order", "chain_lengths", "create_seq_refine_graph"]
 
 
-def agent_order(names: list[str], seed: int) -> list[str]:
-    """The turn order: ``names`` shuffled by ``seed`` (deterministic), cycled by the graph."""
+def agent_order(names: list[str], seed: int, chain: int = 0) -> list[str]:
+    """Chain ``chain``'s agent order: ``names`` shuffled by ``(seed, chain)`` (deterministic)."""
     order = list(names)
-    random.Random(seed).shuffle(order)
+    random.Random(f"seq_refine:{seed}:{chain}").shuffle(order)
     return order
+
+
+def chain_lengths(budget: int, n_agents: int) -> list[int]:
+    """Steps per chain: full chains of ``n_agents``, the last one cut at the budget.
+
+    >>> chain_lengths(7, 3)
+    [3, 3, 1]
+    """
+    full, rest = divmod(budget, n_agents)
+    return [n_agents] * full + ([rest] if rest else [])
+
+
+class ChainTask(TypedDict):
+    """One chain: its agents in order and the ids its steps will carry."""
+
+    prompt: Prompt
+    chain: int
+    agents: list[str]
+    sample_ids: list[str]
 
 
 def create_seq_refine_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
 ) -> StateGraph[Any, Any, Any, Any]:
-    """Build the (uncompiled) sequential-refinement graph over every agent in ``agents``."""
+    """Build the (uncompiled) sequential-refinement graph over every agent in ``agents``.
+
+    Per-run knobs: ``budget``, ``seed``, ``temperature``, ``max_tokens``.
+    """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
 
-    async def step(
-        state: SamplingState, runtime: Runtime[SamplingContext]
-    ) -> Command[Literal["step", "reward"]]:
+    def plan(state: SamplingState, runtime: Runtime[SamplingContext]) -> Command[Any]:
         ctx = context_of(runtime)
         prompt = validate_prompt(state["prompt"])
-        done = state.get("inbox") or []
-        t = len(done)
-        name = agent_order(pool.names, ctx.seed)[t % len(pool)]
-        system = pool.system_prompt(name)
-        previous = next((s for s in reversed(done) if has_text(s)), None)
-        if previous is None:
+        n = len(pool)
+        sends = [
+            Send(
+                "chain",
+                ChainTask(
+                    prompt=prompt,
+                    chain=c,
+                    agents=agent_order(pool.names, ctx.seed, c)[:steps],
+                    sample_ids=[sample_id(c * n + j) for j in range(steps)],
+                ),
+            )
+            for c, steps in enumerate(chain_lengths(ctx.budget, n))
+        ]
+        return Command(goto=sends)
+
+    async def chain(task: ChainTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
+        prompt, done = task["prompt"], cast(list[Sample], [])
+        for step, (name, sid) in enumerate(zip(task["agents"], task["sample_ids"], strict=True)):
+            system = pool.system_prompt(name)
+            previous = next((s for s in reversed(done) if has_text(s)), None)
+            kind: SampleKind = "fresh" if previous is None else "refine"
+            if previous is None:
+                msgs, parent = answer_messages(prompt, system), None
+            else:
+                msgs, parent = refine_messages(prompt, previous["text"], system), previous["id"]
             sample = await generate_sample(
-                pool, name, answer_messages(prompt, system), ctx,
-                sample_id=sample_id(t), kind="fresh", parent=None, layer=t,
+                pool, name, msgs, ctx, sample_id=sid, kind=kind, parent=parent, layer=step,
+                chain=task["chain"],
             )  # fmt: skip
-        else:
-            sample = await generate_sample(
-                pool, name, refine_messages(prompt, previous["text"], system), ctx,
-                sample_id=sample_id(t), kind="refine", parent=previous["id"], layer=t,
-            )  # fmt: skip
-        return Command(update={"inbox": [sample]}, goto="step" if t + 1 < ctx.budget else "reward")
+            done.append(sample)
+        return {"inbox": done}
 
     async def reward_node(state: SamplingState) -> dict[str, Any]:
         return await score_inbox(reward_model, state)
 
-    builder = method_builder("step")
-    builder.add_node("step", step)
+    builder = method_builder("plan")
+    builder.add_node("plan", plan, destinations=("chain",))
+    builder.add_node("chain", cast(Any, chain))  # a Send target: takes a ChainTask
     builder.add_node("reward", reward_node)
+    builder.add_edge("chain", "reward")
     builder.add_edge("reward", END)
     return builder

@@ -1,4 +1,5 @@
-"""TOA: Tree Search-based Orchestrated Agents (arXiv 2412.17061) as a LangGraph graph.
+"""TOA: Tree Search-based Orchestrated Agents (arXiv 2412.17061) as a LangGraph graph
+(reference: ``MCTS_thread`` / ``MCTS_Selection`` in oceanypt/TOA ``code/ensemble_methods.py``).
 
     controller --Send--> agent  (fresh answer)  --\
                --Send--> refine (improve a parent) --> reward --> backprop --> controller

@@ -18,6 +18,7 @@ from toa_graph.rewards.base import (
     RewardModel,
     as_reward_model,
     check_scores,
+    reward_counters,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "as_reward_model",
     "build_reward",
     "check_scores",
+    "reward_counters",
 ]
 
 _IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
@@ -103,6 +105,10 @@ class LazyReward:
     ) -> list[float]:
         model = await self.load()
         return await model.ascore(prompt, responses, references)
+
+    def counters(self) -> dict[str, int]:
+        """The loaded reward's counters (``{}`` before it is loaded or when it has none)."""
+        return reward_counters(self._model) if self._model is not None else {}
 
     def __repr__(self) -> str:
         return f"LazyReward(kind={self.cfg.kind!r})"

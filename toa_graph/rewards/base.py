@@ -14,12 +14,13 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from toa_graph.errors import RunError
 from toa_graph.state import Prompt
 
 logger = logging.getLogger(__name__)
 
 
-class RewardError(RuntimeError):
+class RewardError(RunError):
     """A reward model could not score a batch (the message says why)."""
 
 
@@ -102,6 +103,13 @@ def reference_list(references: Sequence[str] | str | None) -> list[str]:
     if isinstance(references, str):
         references = [references]
     return [r for r in (str(x) for x in references) if r.strip()]
+
+
+def reward_counters(reward: object) -> dict[str, int]:
+    """A reward's event counters for a run summary (``counters()`` where the reward or the
+    wrapper holding it has one, e.g. the judge's fallbacks), else ``{}``."""
+    counters = getattr(reward, "counters", None)
+    return dict(counters()) if callable(counters) else {}
 
 
 def check_scores(result: Any, n: int, name: str = "reward") -> list[float]:

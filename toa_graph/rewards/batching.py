@@ -247,6 +247,13 @@ class BatchingReward:
             raise RewardError(f"{self.name}: {err}") from err
         return check_scores(results, len(responses), self.name or "reward")
 
+    def counters(self) -> dict[str, int]:
+        """The integer counters of :attr:`stats` (calls, items, OOM splits, ...), plus those
+        of the scorer where it has ``counters()``, for run summaries."""
+        out = {f"batching_{k}": v for k, v in self.stats.as_dict().items() if isinstance(v, int)}
+        inner = getattr(self.scorer, "counters", None)
+        return {**out, **(inner() if callable(inner) else {})}
+
     def reset_stats(self) -> BatchingStats:
         """Return the counters so far and start new ones."""
         old, self.stats = self.stats, BatchingStats()

@@ -156,5 +156,9 @@ class EmbeddedReward:
             scores = [(r - MIN_RATING) / (MAX_RATING - MIN_RATING) for r in ratings]
         return check_scores(scores, len(responses), f"embedded:{kind}")
 
+    def counters(self) -> dict[str, int]:
+        """The judge's counters (requests, retries, fallbacks, text ratings)."""
+        return self.judge.counters() if self.judge is not None else {}
+
     def __repr__(self) -> str:
         return f"EmbeddedReward(judge={self.judge!r})"

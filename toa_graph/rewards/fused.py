@@ -277,7 +277,7 @@ class FusedDecoder:
     def _forward(self, k: _Kernels, ids: Any, position_ids: Any, cu: Any, max_len: int) -> Any:
         import torch.nn.functional as F
 
-        from toa_graph.rewards.hf import varlen_attend
+        from toa_graph.rewards.varlen import varlen_attend
 
         t = ids.shape[0]
         nq, nkv, hd = self.n_heads, self.n_kv, self.head_dim

@@ -18,18 +18,25 @@ On vLLM the reply is constrained to one of "1".."10" (structured outputs, ``choi
 prefilled with "Rating (1-10):" (``continue_final_message``), so that the first token is
 always a rating (unconstrained, the 135M embedded judge answered with prose in ~6% of
 calls); servers that reject either (or ``logprobs``) are detected on the first 400 answer
-and asked again without it.
+and asked again without it. Each such fallback is logged once (a warning) and counted:
+:meth:`JudgeReward.counters` reports it with the ratings read from text, for the run
+summary. Transient failures (5xx, 429, connection errors) are retried under one
+:class:`~toa_graph.retry.RetryPolicy` (``max_retries + 1`` attempts; the OpenAI client's
+own retries are off).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from toa_graph.config import AgentConfig, JudgeRewardConfig
+from toa_graph.retry import RetryPolicy
 from toa_graph.rewards.base import RewardError, check_scores
 from toa_graph.state import Prompt
 
@@ -48,6 +55,8 @@ JUDGE_TEMPLATE = (
     "Rate how helpful, correct and clear the answer is, on a scale from 1 (useless or wrong) "
     "to 10 (excellent). Reply with only the number."
 )
+logger = logging.getLogger(__name__)
+
 PREFILL = "Rating (1-10):"
 MIN_RATING, MAX_RATING = 1, 10
 _CHOICES = [str(i) for i in range(MIN_RATING, MAX_RATING + 1)]
@@ -165,6 +174,11 @@ class JudgeReward:
         self.prefill = prefill
         self.constrain = constrain
         self.concurrency = concurrency
+        self.retry = RetryPolicy.from_retries(max_retries)
+        """The one retry layer of a rating request."""
+        self._counts = dict.fromkeys(
+            ("judge_requests", "judge_retries", "judge_fallbacks", "judge_text_ratings"), 0
+        )
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -206,7 +220,7 @@ class JudgeReward:
                 base_url=self.base_url,
                 api_key=self._api_key,
                 timeout=self.timeout_s,
-                max_retries=self.max_retries,
+                max_retries=0,  # self.retry is the one retry layer
             )
             self._client_loop = loop
             self._sem = asyncio.Semaphore(self.concurrency)
@@ -229,41 +243,80 @@ class JudgeReward:
         ]
         return msgs
 
+    def counters(self) -> dict[str, int]:
+        """For run summaries: ``judge_requests`` (HTTP requests sent), ``judge_retries``,
+        ``judge_fallbacks`` (features dropped after an HTTP 400: the choice constraint,
+        the prefill, logprob ratings) and ``judge_text_ratings`` (ratings read from the
+        reply text instead of logprobs)."""
+        return dict(self._counts)
+
+    def _features(self) -> tuple[bool, bool, bool]:
+        return self.constrain, self.prefill, self.use_logprobs
+
+    def _kwargs(
+        self, msgs: list[dict[str, str]], features: tuple[bool, bool, bool]
+    ) -> dict[str, Any]:
+        constrain, prefill, use_logprobs = features
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [*msgs, {"role": "assistant", "content": PREFILL}] if prefill else msgs,
+            # With the prefill the rating is the first token or two.
+            "max_tokens": min(self.max_tokens, 4) if prefill else self.max_tokens,
+            "temperature": self.temperature,
+        }
+        if use_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=self.top_logprobs)
+        extra: dict[str, Any] = {}
+        if constrain:
+            extra["structured_outputs"] = {"choice": _CHOICES}
+        if prefill:
+            extra.update(add_generation_prompt=False, continue_final_message=True)
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+    def _fall_back(self, sent: tuple[bool, bool, bool], exc: BaseException) -> bool:
+        """After an HTTP 400 to a request sent with ``sent`` features: drop the first of
+        them still on (the vLLM-only constraint, then the prefill, then logprobs), logging
+        and counting it once. False when the request used none (the 400 is real)."""
+        names = ("the 1-10 choice constraint", "the rating prefill", "logprob ratings")
+        attrs = ("constrain", "prefill", "use_logprobs")
+        for used, name, attr in zip(sent, names, attrs, strict=True):
+            if not used:
+                continue
+            if getattr(self, attr):  # concurrent requests may all see the 400: switch once
+                setattr(self, attr, False)
+                self._counts["judge_fallbacks"] += 1
+                then = " (ratings are parsed from the reply text)" if attr == "use_logprobs" else ""
+                logger.warning(
+                    "judge %s at %s rejected %s (HTTP 400: %s); asking without it from now "
+                    "on%s", self.model, self.base_url, name, str(exc)[:200], then,
+                )  # fmt: skip
+            return True
+        return False
+
+    async def _create(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        self._counts["judge_requests"] += 1
+        return await client.chat.completions.create(**kwargs)
+
     async def _request(self, msgs: list[dict[str, str]]) -> Any:
         from openai import BadRequestError
 
         client = self._get_client()
+
+        def counted_retry(exc: BaseException) -> None:
+            self._counts["judge_retries"] += 1
+
         while True:
-            kwargs: dict[str, Any] = {
-                "model": self.model,
-                "messages": [*msgs, {"role": "assistant", "content": PREFILL}]
-                if self.prefill
-                else msgs,
-                # With the prefill the rating is the first token or two.
-                "max_tokens": min(self.max_tokens, 4) if self.prefill else self.max_tokens,
-                "temperature": self.temperature,
-            }
-            if self.use_logprobs:
-                kwargs.update(logprobs=True, top_logprobs=self.top_logprobs)
-            extra: dict[str, Any] = {}
-            if self.constrain:
-                extra["structured_outputs"] = {"choice": _CHOICES}
-            if self.prefill:
-                extra.update(add_generation_prompt=False, continue_final_message=True)
-            if extra:
-                kwargs["extra_body"] = extra
+            sent = self._features()
+            once = functools.partial(self._create, client, self._kwargs(msgs, sent))
             try:
-                return await client.chat.completions.create(**kwargs)
-            except BadRequestError:
-                # Feature detection: drop the vLLM-only constraint and prefill first, then
-                # logprobs.
-                if self.constrain:
-                    self.constrain = False
-                elif self.prefill:
-                    self.prefill = False
-                elif self.use_logprobs:
-                    self.use_logprobs = False
-                else:
+                return await self.retry.call(
+                    once, what=f"judge {self.model}", on_retry=counted_retry
+                )
+            except BadRequestError as exc:
+                # Feature detection: ask again without what the server rejected.
+                if not self._fall_back(sent, exc):
                     raise
 
     async def _score_one(
@@ -290,6 +343,7 @@ class JudgeReward:
         rating = parse_rating(text)
         if rating is None:
             raise RewardError(f"judge {self.model}: no 1-10 rating in reply {text[:200]!r}")
+        self._counts["judge_text_ratings"] += 1
         return float(rating)
 
     async def ascore(

@@ -8,19 +8,22 @@ the score is the raw logit (no sigmoid/softmax), like the transformers scorer. v
 batches concurrent requests itself; this client sends one request per response, all at
 once (bounded by ``max_concurrency``).
 
-Retries with exponential backoff and jitter on HTTP 5xx, 429 and connection errors /
-timeouts; any other failure raises :class:`~toa_graph.rewards.base.RewardError` naming the
-endpoint.
+Retries under a :class:`~toa_graph.retry.RetryPolicy` (``max_retries + 1`` attempts,
+exponential backoff with jitter, ``Retry-After`` honoured) on HTTP 5xx, 408/409/429 and
+connection errors / timeouts; any other failure raises
+:class:`~toa_graph.rewards.base.RewardError` naming the endpoint. Nothing above retries
+the call again (``score_samples`` does not), so a failing request is sent exactly
+``max_retries + 1`` times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from toa_graph.retry import RetryPolicy
 from toa_graph.rewards.base import RewardError, check_scores
 from toa_graph.rewards.hf import to_messages
 from toa_graph.state import Prompt
@@ -31,8 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from toa_graph.config import VLLMRewardConfig
 
 __all__ = ["VLLMPoolingReward", "score_from_response"]
-
-_RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 def _first_number(obj: Any) -> float | None:
@@ -98,6 +99,8 @@ class VLLMPoolingReward:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.retry = RetryPolicy.from_retries(max_retries, backoff_s=backoff_s)
+        """The one retry layer of a score request (HTTP 5xx, 429, connection errors)."""
         self.max_concurrency = max_concurrency
         self.name = f"vllm:{model}"
         self.requests = 0
@@ -149,30 +152,41 @@ class VLLMPoolingReward:
 
         client, sem = self._session()
         body = self.payload(prompt, response)
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.retries += 1
-                delay = self.backoff_s * (2 ** (attempt - 1))
-                await asyncio.sleep(delay * (0.5 + random.random()))
-            try:
-                async with sem:
-                    self.requests += 1
-                    r = await client.post(self.url, json=body)
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if r.status_code in _RETRY_STATUS:
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                continue
-            if r.status_code >= 400:
-                raise RewardError(f"{self.url}: HTTP {r.status_code}: {r.text[:300]}")
-            try:
-                data = r.json()
-            except ValueError:
-                raise RewardError(f"{self.url}: response is not JSON: {r.text[:200]}") from None
-            return score_from_response(data, self.url)
-        raise RewardError(f"{self.url}: failed after {self.max_retries + 1} attempts: {last}")
+
+        async def post() -> httpx.Response:
+            async with sem:
+                self.requests += 1
+                r = await client.post(self.url, json=body)
+            r.raise_for_status()
+            return r
+
+        try:
+            r = await self.retry.call(post, what=self.url, on_retry=self._count_retry)
+        except httpx.HTTPStatusError as exc:
+            resp = exc.response
+            if self.retry.retry_on(exc):  # retryable, and the attempts ran out
+                raise RewardError(
+                    f"{self.url}: failed after {self.retry.attempts} attempts: "
+                    f"HTTP {resp.status_code}: {resp.text[:200]}"
+                ) from None
+            raise RewardError(f"{self.url}: HTTP {resp.status_code}: {resp.text[:300]}") from None
+        except httpx.HTTPError as exc:
+            raise RewardError(
+                f"{self.url}: failed after {self.retry.attempts} attempts: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            data = r.json()
+        except ValueError:
+            raise RewardError(f"{self.url}: response is not JSON: {r.text[:200]}") from None
+        return score_from_response(data, self.url)
+
+    def _count_retry(self, exc: BaseException) -> None:
+        self.retries += 1
+
+    def counters(self) -> dict[str, int]:
+        """HTTP requests sent and retries among them (for run summaries)."""
+        return {"reward_requests": self.requests, "reward_retries": self.retries}
 
     async def ascore(
         self,

@@ -20,6 +20,7 @@ from typing import Any
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.errors import ToaGraphError
 from toa_graph.methods import METHODS
 from toa_graph.progress import Progress, RunResult, astream_run
 from toa_graph.rewards.base import RewardLike, as_reward_model
@@ -48,7 +49,7 @@ DEFAULT_MODEL_ALIAS = "default"
 _CONTEXT_FIELDS = {f.name for f in dataclasses.fields(SamplingContext)}
 
 
-class ServingError(Exception):
+class ServingError(ToaGraphError):
     """A request the server refuses or cannot serve; becomes an OpenAI-style error body."""
 
     def __init__(

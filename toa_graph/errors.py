@@ -1,0 +1,36 @@
+"""One error tree for toa_graph.
+
+Every error the library raises on purpose derives from :class:`ToaGraphError`:
+
+- :class:`UserError` (also a ``ValueError``): the input is at fault (a config file, a flag,
+  an input file, a busy output directory). The message says what to change; the CLI prints
+  it and exits with code 2.
+- :class:`RunError` (also a ``RuntimeError``): something failed while running (a server,
+  a reward model, a worker). The CLI prints it and exits with code 1.
+
+``toa_graph.cli.main`` is the one place that turns these into messages and exit codes;
+commands validate their arguments and raise instead of printing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RunError", "ToaGraphError", "UserError"]
+
+
+class ToaGraphError(Exception):
+    """The root of toa_graph's own errors."""
+
+    exit_code: int = 1
+    """The ``toa-graph`` exit status when this error ends a command."""
+
+
+class UserError(ToaGraphError, ValueError):
+    """Bad input or configuration; the message names the file, flag or field to fix."""
+
+    exit_code = 2
+
+
+class RunError(ToaGraphError, RuntimeError):
+    """A failure while running: a server, a reward model, a worker, a subprocess."""
+
+    exit_code = 1

@@ -1,0 +1,278 @@
+"""Output records: the record format, the config digest, the append-only writer, and the
+scan that finds finished ids and a torn tail (resume).
+
+A prompt's record is written in one ``write`` call only once the prompt is complete;
+resume reads the ids already in ``records.jsonl``, cuts off a torn last line left by a
+killed process, and never writes an id twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from toa_graph.sampling import total_usage
+from toa_graph.synthesis.inputs import PromptItem, content_digest
+
+logger = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.jsonl"
+
+FailureStage = Literal["generation", "reward"]
+
+
+def failure_stage(sample: Mapping[str, Any]) -> FailureStage | None:
+    """Where a sample failed: ``"reward"`` (generated, could not be scored),
+    ``"generation"``, or ``None`` when it did not fail.
+
+    The one place synthesis reads the ``"reward:"`` error-prefix convention of
+    :func:`toa_graph.sampling.score_samples`; swap it for a typed sample field here.
+    """
+    err = sample.get("error")
+    if not err:
+        return None
+    return "reward" if str(err).startswith("reward:") else "generation"
+
+
+def config_digest(
+    *,
+    method: str,
+    context: Mapping[str, Any] | None = None,
+    agents: Any = None,
+    reward: Any = None,
+) -> str:
+    """A short hash of what determines a record: method, context, agents and reward config.
+
+    Pydantic configs are hashed by content; other objects (fake models in tests, callables)
+    by their name / type only.
+    """
+
+    def describe(x: Any) -> Any:
+        if x is None:
+            return None
+        if type(x).__module__ == "toa_graph.config" and hasattr(x, "model_dump"):
+            return x.model_dump(mode="json", exclude={"source"} if hasattr(x, "source") else None)
+        if hasattr(x, "model_dump") or callable(x):  # chat models, reward objects, functions
+            model = getattr(x, "model_name", None) or getattr(x, "model", None)
+            return {
+                "type": type(x).__qualname__,
+                "name": getattr(x, "name", None) or getattr(x, "__qualname__", None),
+                "model": model if isinstance(model, str) else None,
+            }
+        if isinstance(x, Mapping):
+            return {str(k): describe(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [describe(v) for v in x]
+        if isinstance(x, str | int | float | bool):
+            return x
+        return getattr(x, "name", None) or getattr(x, "__qualname__", None) or type(x).__qualname__
+
+    payload = {
+        "method": method,
+        "context": dict(context or {}),
+        "agents": describe(agents),
+        "reward": describe(reward),
+    }
+    return content_digest(payload)[:16]
+
+
+def build_record(
+    item: PromptItem,
+    out: Mapping[str, Any],
+    *,
+    method: str,
+    digest: str,
+    context: Mapping[str, Any],
+    wall_s: float,
+) -> dict[str, Any]:
+    """The JSON record for one finished prompt."""
+    samples = list(out.get("samples") or [])
+    best = out.get("best")
+    errored = [s for s in samples if failure_stage(s) is not None]
+    usage = total_usage(samples)
+    budget = context.get("budget")
+    ok = len(samples) - len(errored)
+    record: dict[str, Any] = {
+        "id": item.id,
+        "input": item.fields,
+        "prompt": item.prompt,
+        "reference": item.reference,
+        "method": method,
+        "context": dict(context),
+        "config_digest": digest,
+        "samples": samples,
+        "best": best,
+        "totals": {
+            "generations": len(samples),
+            "failed_generations": len(errored),
+            "tokens": usage,
+            "wall_s": round(wall_s, 4),
+        },
+        "shortfall": max(0, int(budget) - ok) if isinstance(budget, int) else None,
+        "errors": sorted({str(s["error"]) for s in errored})[:10],
+    }
+    if out.get("tree") is not None:
+        record["tree"] = out["tree"]
+    # Method-specific extras (e.g. debate transcripts) pass through untouched.
+    for k, v in out.items():
+        if k not in ("samples", "best", "tree") and k not in record:
+            record[k] = v
+    return record
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """One line: compact JSON (NaN/inf are not JSON; they become null) + newline."""
+    text = json.dumps(
+        record, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=True
+    )
+    if "NaN" in text or "Infinity" in text:
+        text = json.dumps(_finite(record), ensure_ascii=False, separators=(",", ":"), default=str)
+    return (text + "\n").encode("utf-8")
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Mapping):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+class RecordWriter:
+    """Appends whole lines to a file: one ``write`` per record, flushed at once (and fsynced
+    when ``fsync=True``). Counts the bytes it wrote."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.bytes_written = 0
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, record: Mapping[str, Any]) -> int:
+        data = encode_record(record)
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        if self.fsync:
+            os.fsync(self._fd)
+        self.bytes_written += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class ScanResult:
+    """What is already in a records file."""
+
+    ids: set[str] = field(default_factory=set)
+    good_end: int = 0
+    """Byte offset just past the last intact line; anything after it is a torn tail."""
+    size: int = 0
+    bad_lines: list[int] = field(default_factory=list)
+    """Unparseable complete lines in the middle of the file (kept, reported)."""
+    digests: set[str] = field(default_factory=set)
+    best_rewards: list[float] = field(default_factory=list)
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.size - self.good_end
+
+
+def scan_records_bytes(data: bytes) -> ScanResult:
+    """Find finished ids and where the intact part of a records file ends (pure).
+
+    A record is intact when its line ends with a newline and parses as a JSON object with
+    an ``id``. Bytes after the last newline, and unparseable lines at the very end, are a
+    torn tail (a killed writer); unparseable lines followed by good ones are reported.
+    """
+    res = ScanResult(size=len(data))
+    pos = 0
+    lineno = 0
+    pending_bad: list[int] = []
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break  # no newline: torn tail
+        lineno += 1
+        line = data[pos:nl]
+        pos = nl + 1
+        if not line.strip():
+            if not pending_bad:
+                res.good_end = pos
+            continue
+        try:
+            rec = json.loads(line)
+            rid = rec["id"] if isinstance(rec, dict) else None
+        except (ValueError, KeyError, RecursionError):
+            rid = None
+        if rid is None:
+            pending_bad.append(lineno)
+            continue
+        res.bad_lines.extend(pending_bad)
+        pending_bad = []
+        res.ids.add(str(rid))
+        if rec.get("config_digest"):
+            res.digests.add(rec["config_digest"])
+        best = rec.get("best")
+        if isinstance(best, dict) and isinstance(best.get("reward"), int | float):
+            res.best_rewards.append(float(best["reward"]))
+        res.good_end = pos
+    return res
+
+
+def repair_records(path: str | os.PathLike[str]) -> ScanResult:
+    """Scan a records file and truncate a torn tail in place (a no-op on a clean file)."""
+    p = Path(path)
+    if not p.exists():
+        return ScanResult()
+    data = p.read_bytes()
+    res = scan_records_bytes(data)
+    if res.torn_bytes:
+        logger.warning(
+            "%s: cutting a torn tail of %d bytes (left by a killed run)", p, res.torn_bytes
+        )
+        with p.open("r+b") as f:
+            f.truncate(res.good_end)
+            f.flush()
+            os.fsync(f.fileno())
+    if res.bad_lines:
+        logger.warning("%s: unreadable record lines kept in place: %s", p, res.bad_lines[:20])
+    return res
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield intact records (a directory means its records.jsonl); a torn tail is skipped."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RECORDS_FILE
+    with p.open("rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "id" in rec:
+                yield rec

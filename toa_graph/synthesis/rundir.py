@@ -1,0 +1,284 @@
+"""The output directory of a run: its lock, resume state, side files and summary.
+
+Layout::
+
+    records.jsonl   one JSON line per finished prompt (appended + flushed when it completes)
+    errors.jsonl    input lines that could not be used: line number + reason (rewritten per run)
+    failed.jsonl    prompts whose run raised or produced no usable sample (retried on resume)
+    summary.json    the last run's summary
+
+:class:`RunDirectory` is the :class:`~toa_graph.synthesis.sink.RecordSink` that writes: the
+single-process runner hands it each finished prompt, the Ray driver each record a worker
+streams back. It is the only writer of ``records.jsonl`` and drops a second record for
+an id it already holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from toa_graph.errors import UserError
+from toa_graph.synthesis.inputs import BadLine, PromptItem, walk_input
+from toa_graph.synthesis.records import RECORDS_FILE, RecordWriter, ScanResult, repair_records
+from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary, _tqdm
+
+logger = logging.getLogger(__name__)
+
+ERRORS_FILE = "errors.jsonl"
+FAILED_FILE = "failed.jsonl"
+SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".toa-graph.lock"
+
+InputSource = str | os.PathLike[str] | Sequence[PromptItem]
+"""A prompt file (JSONL / JSON array / Parquet) or already-parsed items."""
+
+
+class OutputBusyError(UserError, RuntimeError):
+    """Another run is writing to the same output directory."""
+
+
+class OutputLock:
+    """An exclusive, non-blocking ``flock`` on ``output_dir/.toa-graph.lock``: two runs
+    appending to one records.jsonl would interleave and duplicate records. The kernel drops
+    the lock when its process dies, so a killed run never leaves a stale one."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_FILE
+        self._fh: Any = None
+
+    def acquire(self) -> OutputLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return self
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise OutputBusyError(
+                f"output directory {self.path.parent} is in use by another toa-graph run "
+                f"({holder}); wait for it to finish or choose another --output"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()  # closing the file drops the flock
+
+
+class RunDirectory:
+    """An output directory opened for one run (both runners): locked, a torn last record
+    cut, the resume state noted in ``summary``, the side files open, and the prompts left
+    to do counted (``todo``). Use :meth:`open`; :meth:`close` writes summary.json and
+    releases the lock."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        summary: SynthesisSummary,
+        lock: OutputLock,
+        *,
+        field_map: Mapping[str, str],
+        limit: int | None,
+        shard: tuple[int, int] | None,
+        collect_rows: bool,
+    ) -> None:
+        self.out_dir = out_dir
+        self.records_path = out_dir / RECORDS_FILE
+        self.summary = summary
+        self.lock = lock
+        self.field_map = field_map
+        self.limit = limit
+        self.shard = shard
+        self.collect_rows = collect_rows
+        self.scan = ScanResult()
+        self.done_ids: set[str] = set()
+        self.in_path: Path | None = None
+        self.items: Sequence[PromptItem] | None = None
+        self.todo = 0
+        self.duplicates = 0
+        """Records handed in for an id already written (dropped, never written twice)."""
+        self.run_rewards: list[float] = []
+        self.all_rewards: list[float] = []
+        self.bar: Any = None
+        self.postfix: Callable[[], dict[str, Any]] | None = None
+        """Extra progress-bar fields (the Ray driver adds worker deaths)."""
+        self.last_result_at = 0.0
+        self.start = time.perf_counter()
+        self._writer: RecordWriter | None = None
+        self._errors_f: Any = None
+        self._failed_f: Any = None
+
+    @classmethod
+    def open(
+        cls,
+        input: InputSource,
+        output_dir: str | os.PathLike[str],
+        summary: SynthesisSummary,
+        *,
+        field_map: Mapping[str, str],
+        limit: int | None,
+        shard: tuple[int, int] | None = None,
+        fsync: bool = False,
+        collect_rows: bool = True,
+    ) -> RunDirectory:
+        """Create and lock ``output_dir`` (:class:`OutputBusyError` when another run holds
+        it), read the resume state and open the side files."""
+        out_dir = Path(output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = OutputLock(out_dir).acquire()
+        run = cls(
+            out_dir, summary, lock, field_map=field_map, limit=limit, shard=shard,
+            collect_rows=collect_rows,
+        )  # fmt: skip
+        try:
+            run._resume(input)
+            run._errors_f = (out_dir / ERRORS_FILE).open("w", encoding="utf-8")
+            run._failed_f = (out_dir / FAILED_FILE).open("w", encoding="utf-8")
+            run._writer = RecordWriter(run.records_path, fsync=fsync)
+        except BaseException:
+            run._close_files()
+            lock.release()
+            raise
+        run.start = time.perf_counter()
+        return run
+
+    def _resume(self, input: InputSource) -> None:
+        self.scan = scan = repair_records(self.records_path)
+        digest = self.summary.config_digest
+        self.summary.torn_bytes_repaired = scan.torn_bytes
+        self.summary.digest_mismatch = bool(scan.digests - {digest})
+        if self.summary.digest_mismatch:
+            logger.warning(
+                "%s already holds records made with another config digest (%s); this run uses %s",
+                self.records_path, ", ".join(sorted(scan.digests - {digest})), digest,
+            )  # fmt: skip
+        if isinstance(input, str | os.PathLike):
+            self.in_path = Path(input)
+            if not self.in_path.exists():
+                raise FileNotFoundError(f"input file not found: {self.in_path}")
+        else:
+            self.items = list(input)
+        self.done_ids = set(scan.ids)
+        self.all_rewards = list(scan.best_rewards)
+        self.todo = sum(kind == "todo" for kind, _ in self._walk())
+
+    def _walk(self) -> Iterator[tuple[str, PromptItem | BadLine]]:
+        return walk_input(
+            self.in_path, self.items, self.field_map, self.done_ids, self.limit, self.shard
+        )
+
+    def todo_items(self) -> Iterator[PromptItem]:
+        """The prompts still to do, in input order: bad lines are written to errors.jsonl
+        and counted, only the first ``limit`` usable rows are read, prompts of other shards
+        are passed over, finished ids are counted as skipped."""
+        for kind, it in self._walk():
+            if isinstance(it, BadLine):
+                self.summary.bad_lines += 1
+                self._errors_f.write(json.dumps(it.to_json(), ensure_ascii=False) + "\n")
+                self._errors_f.flush()
+            elif kind != "other-shard":
+                self.summary.inputs += 1
+                if kind == "done":
+                    self.summary.skipped += 1
+                else:
+                    yield it
+
+    def show_progress(self, progress: bool | ProgressFactory, desc: str) -> None:
+        """A tqdm bar over the prompts to do (or one from the factory ``(total=, desc=)``)."""
+        if progress:
+            factory = progress if callable(progress) else _tqdm
+            self.bar = factory(total=self.todo, desc=desc)
+
+    # ------------------------------------------------------------ the RecordSink
+
+    def record(self, record: dict[str, Any]) -> bool:
+        """Append a finished prompt's record unless its id is already written; whether it was."""
+        rid = str(record["id"])
+        if rid in self.done_ids:
+            self.duplicates += 1
+            logger.warning("record for %s arrived twice; the second copy is dropped", rid)
+            return False
+        assert self._writer is not None
+        self._writer.append(record)
+        self.done_ids.add(rid)
+        reward = self.summary.add_record(record, row=self.collect_rows)
+        self.run_rewards.append(reward)
+        self.all_rewards.append(reward)
+        self._tick()
+        return True
+
+    def failed(self, entry: dict[str, Any], wall_s: float = 0.0) -> None:
+        """Note a prompt that failed (``id``, ``line``, ``error``) in failed.jsonl."""
+        self.summary.failed += 1
+        self._failed_f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._failed_f.flush()
+        if self.collect_rows:
+            self.summary.rows.append(
+                PromptResult(
+                    str(entry["id"]), None, None, 0, 0, round(wall_s, 3), str(entry.get("error"))
+                )
+            )
+        self._tick()
+
+    def _tick(self) -> None:
+        self.last_result_at = time.perf_counter()
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if self.run_rewards:
+            self.bar.set_postfix(
+                best=f"{sum(self.run_rewards) / len(self.run_rewards):.4f}",
+                failed=self.summary.failed,
+                **(self.postfix() if self.postfix else {}),
+                refresh=False,
+            )
+
+    # ------------------------------------------------------------ the end
+
+    def close(self) -> None:
+        """Close the record writer, side files and progress bar, fill in the summary's
+        totals, write summary.json and release the lock."""
+        try:
+            writer = self._writer
+            self._close_files()
+            if self.bar is not None:
+                self.bar.close()
+            s = self.summary
+            s.wall_s = round(time.perf_counter() - self.start, 3)
+            s.bytes_written = writer.bytes_written if writer is not None else 0
+            s.mean_best_reward = _mean(self.run_rewards)
+            s.mean_best_reward_all = _mean(self.all_rewards)
+            (self.out_dir / SUMMARY_FILE).write_text(
+                json.dumps(s.to_json(), indent=2) + "\n", encoding="utf-8"
+            )
+        finally:
+            self.lock.release()
+
+    def _close_files(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        for f in (self._errors_f, self._failed_f):
+            if f is not None:
+                f.close()
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
