@@ -142,12 +142,10 @@ def plot_loss(losses: Sequence[tuple[int, float]], path: Path, title: str) -> Pa
     """A loss-per-step PNG; None when there is nothing to draw."""
     if not losses:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot([s for s, _ in losses], [v for _, v in losses], marker="o", markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
@@ -155,7 +153,6 @@ def plot_loss(losses: Sequence[tuple[int, float]], path: Path, title: str) -> Pa
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
