@@ -18,7 +18,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ["run", "synthesize", "export", "compare", "serve", "chat", "launch", "embedded"]
+COMMANDS = [
+    "run", "synthesize", "export", "train", "evaluate", "compare", "serve", "chat", "launch",
+    "embedded",
+]  # fmt: skip
 """Sub-command modules under toa_graph.commands, in --help order."""
 
 QUIET_LOGGERS = ("httpx", "httpcore", "openai", "urllib3", "filelock")
