@@ -39,7 +39,9 @@ def add_parser(sub: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=["sft", "dpo", "dr-sft", "tdpo"])
+    p.add_argument(
+        "kind", choices=["sft", "dpo", "dr-sft", "tdpo"], help="dataset kind (see above)"
+    )
     p.add_argument(
         "--input", required=True, nargs="+", help="records.jsonl file(s) or output dir(s)"
     )
