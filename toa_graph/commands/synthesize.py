@@ -12,8 +12,10 @@ from typing import Any
 from toa_graph.errors import UserError
 
 DESCRIPTION = """\
-Run a sampling method over every prompt of a file (JSONL, JSON array or Parquet) with
-many prompts in flight, appending one JSON record per finished prompt to
+Run a sampling method over every prompt of a file (JSONL, JSON array or Parquet), a
+Hugging Face dataset (--input hf:ORG/NAME[:CONFIG] --split S, streamed) or a dataset
+directory (save_to_disk output, or a folder of JSONL/Parquet files) with many prompts in
+flight, appending one JSON record per finished prompt to
 OUTPUT/records.jsonl. Re-running with the same --output resumes: finished ids are
 skipped, a torn last line from a killed run is cut off, nothing is written twice.
 Unusable input lines go to OUTPUT/errors.jsonl (line number + reason); prompts that
@@ -63,7 +65,15 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
     p.add_argument(
-        "--input", default=None, help=f"prompt file (default: the shipped {EXAMPLES.name})"
+        "--input",
+        default=None,
+        help="prompt file, hf:ORG/NAME[:CONFIG] (a Hub dataset, streamed) or a dataset "
+        f"directory (default: the shipped {EXAMPLES.name})",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="dataset split for hf: and directory inputs (default: the only split, else train)",
     )
     p.add_argument(
         "--output",
@@ -207,9 +217,14 @@ def run(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    input_path = Path(args.input) if args.input else EXAMPLES
-    if not input_path.exists():
-        raise UserError(f"input file not found: {input_path}")
+    from toa_graph.synthesis.dataset_input import resolve_input
+
+    try:
+        input_path = resolve_input(args.input, args.split) if args.input else EXAMPLES
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from exc
+    if args.split is not None and not args.input:
+        raise UserError("--split needs --input hf:ORG/NAME or a dataset directory")
     if args.output and Path(args.output).is_dir():  # fail before starting any server
         OutputLock(Path(args.output)).acquire().release()
     knobs = parse_knobs(args.set)
