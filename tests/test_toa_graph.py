@@ -243,13 +243,40 @@ async def test_each_invocation_on_a_thread_is_a_fresh_run(method):
         checkpointer=InMemorySaver()
     )
     config = {"configurable": {"thread_id": "same"}}
-    first = await graph.ainvoke({"prompt": "First question?"}, context={"budget": 6}, config=config)
-    second = await graph.ainvoke(
-        {"prompt": "Second question?"}, context={"budget": 6}, config=config
+    # the debate judges answers against a gold one (the inputs carry "42") and needs a
+    # budget of at least one full round (3 answers + 4 feedback/reflections)
+    ctx = {"budget": 8}
+    first = await graph.ainvoke(
+        {"prompt": "First question?", "reference": "42"}, context=ctx, config=config
     )
-    assert 1 <= len(second["samples"]) <= 6
+    second = await graph.ainvoke(
+        {"prompt": "Second question?", "reference": "42"}, context=ctx, config=config
+    )
+    assert 1 <= len(second["samples"]) <= 8
     assert [s["id"] for s in second["samples"]] == [f"s{i}" for i in range(len(second["samples"]))]
     assert len(second["samples"]) == len(first["samples"])
     assert second["best"] is None or second["best"]["id"] in {s["id"] for s in second["samples"]}
     if method == "toa":
-        assert second["tree"]["plays"] == 6
+        assert second["tree"]["plays"] == 8
+
+
+async def test_graph_runs_the_same_search_as_the_pure_loop_for_each_pending_rule():
+    """The graph's controller/backprop and benchmarks/parallel_plays.run_toa agree, and the
+    ``pending_value`` knob reaches the search (the two rules pick different plays)."""
+    from benchmarks.parallel_plays import run_toa
+    from toa_graph.simulate import SimReward, SimWorld, sim_agents, sim_prompts, true_quality
+
+    world = SimWorld(seed=3)
+    prompt = sim_prompts(1, start=7)[0]["prompt"]
+    sequences = {}
+    for rule in ("mean", "zero"):
+        graph = create_toa_graph(sim_agents(world), SimReward(world)).compile()
+        ctx = {"budget": 24, "plays_per_step": 4, "pending_value": rule}
+        out = await graph.ainvoke({"prompt": prompt}, context=ctx)
+        sequences[rule] = play_sequence(out)
+        q, steps, best = run_toa(world, 7, budget=24, k=4, pending=rule, alpha=0.01, tau=0.1)
+        assert (true_quality(out["best"]["text"]), out["best"]["reward"]) == (q, best)
+        assert steps == 6
+    assert sequences["mean"] != sequences["zero"]
+    with pytest.raises(ValueError, match="pending_value"):
+        SamplingContext(pending_value="optimistic")

@@ -37,7 +37,12 @@ class SamplingContext:
     top_k_child: int = 1
     """Only the top-k response children (by reward) are considered during selection."""
     plays_per_step: int = 1
-    """Plays selected per superstep (with virtual loss). 1 is the paper's algorithm."""
+    """Plays selected per superstep (pending plays steer the next selections). 1 is the
+    paper's algorithm."""
+    pending_value: str = "mean"
+    """With ``plays_per_step > 1``: what a pending play stands in with during the step's
+    other selections: ``"mean"`` (the chosen node's current mean; keeps quality) or
+    ``"zero"`` (classic virtual loss). No effect with one play per step."""
 
     # ---- MoA
     layers: int = 4
@@ -64,6 +69,10 @@ class SamplingContext:
             raise ValueError(f"context.plays_per_step must be >= 1, got {self.plays_per_step}")
         if self.top_k_child < 1:
             raise ValueError(f"context.top_k_child must be >= 1, got {self.top_k_child}")
+        if self.pending_value not in ("mean", "zero"):
+            raise ValueError(
+                f"context.pending_value must be 'mean' or 'zero', got {self.pending_value!r}"
+            )
         if self.tau <= 0:
             raise ValueError(f"context.tau must be > 0, got {self.tau}")
         if self.layers < 1:
