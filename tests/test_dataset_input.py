@@ -18,7 +18,7 @@ from toa_graph.synthesis import (
     BadLine,
     DatasetInput,
     PromptItem,
-    load_input,
+    load_source,
     read_records,
     run_synthesis,
 )
@@ -61,7 +61,7 @@ def test_hub_input_streams_through_load_dataset(monkeypatch: pytest.MonkeyPatch)
         return iter(ROWS)  # what an IterableDataset yields: dict rows
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    res = load_input(DatasetInput("hf:org/qa:main", "test"), field_map={"reference": "answer"})
+    res = load_source(DatasetInput("hf:org/qa:main", "test"), field_map={"reference": "answer"})
     assert calls == [(("org/qa", "main"), {"split": "test", "streaming": True})]
     assert [(i.id, i.prompt, i.reference, i.line) for i in res.items] == [
         ("a", "What is 1+1?", "2", 1),
@@ -78,13 +78,13 @@ def test_hub_input_without_split_takes_train_of_a_dict(monkeypatch: pytest.Monke
         return {"train": ROWS[:1], "test": ROWS[2:]}
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    assert [i.id for i in load_input("hf:org/qa").items] == ["a"]
+    assert [i.id for i in load_source("hf:org/qa").items] == ["a"]
     assert seen == [("org/qa", None, None, True)]
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: {"dev": ROWS})
-    assert [i.id for i in load_input("hf:org/qa").items] == ["a", "c"]  # the only split
+    assert [i.id for i in load_source("hf:org/qa").items] == ["a", "c"]  # the only split
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: {"dev": ROWS, "eval": ROWS})
     with pytest.raises(UserError, match="no split 'train'; it has dev, eval"):
-        load_input("hf:org/qa")
+        load_source("hf:org/qa")
 
 
 def test_save_to_disk_dataset_dict_splits(tmp_path: Path) -> None:
@@ -95,26 +95,26 @@ def test_save_to_disk_dataset_dict_splits(tmp_path: Path) -> None:
             "test": datasets.Dataset.from_list([{"id": "t", "question": "Q?", "answer": "A"}]),
         }
     ).save_to_disk(str(d))
-    train = load_input(DatasetInput(str(d)))
+    train = load_source(DatasetInput(str(d)))
     assert [i.id for i in train.items] == ["a", "c"] and [e.line for e in train.errors] == [2]
-    assert [i.id for i in load_input(DatasetInput(str(d), "test")).items] == ["t"]
+    assert [i.id for i in load_source(DatasetInput(str(d), "test")).items] == ["t"]
     with pytest.raises(UserError, match="no split 'validation'; it has train, test"):
-        load_input(DatasetInput(str(d), "validation"))
+        load_source(DatasetInput(str(d), "validation"))
 
 
 def test_save_to_disk_single_dataset_and_field_map(tmp_path: Path) -> None:
     d = tmp_path / "one"
     rows = [{"text": "Translate: Hallo", "en": "Hello"}, {"text": "Translate: Welt", "en": "World"}]
     datasets.Dataset.from_list(rows).save_to_disk(str(d))
-    res = load_input(d, field_map={"prompt": "text", "reference": "en"})
+    res = load_source(d, field_map={"prompt": "text", "reference": "en"})
     assert [(i.prompt, i.reference) for i in res.items] == [
         ("Translate: Hallo", "Hello"),
         ("Translate: Welt", "World"),
     ]
     assert all(i.id.startswith("h") for i in res.items)  # content hashes, as for JSONL
-    assert res.items == load_input(d, field_map={"prompt": "text", "reference": "en"}).items
+    assert res.items == load_source(d, field_map={"prompt": "text", "reference": "en"}).items
     with pytest.raises(UserError, match="saved without splits: drop --split test"):
-        load_input(DatasetInput(str(d), "test"))
+        load_source(DatasetInput(str(d), "test"))
 
 
 def test_folder_of_files_reports_file_and_line(tmp_path: Path) -> None:
@@ -131,15 +131,15 @@ def test_folder_of_files_reports_file_and_line(tmp_path: Path) -> None:
         "train-00000-of-00002.jsonl",
         "train-00001-of-00002.parquet",
     ]
-    res = load_input(tmp_path)
+    res = load_source(tmp_path)
     assert [i.id for i in res.items] == ["a", "c"]
     [bad] = res.errors
     assert bad.line == 2 and bad.reason.startswith("data/train-00000-of-00002.jsonl: invalid JSON")
-    assert [i.id for i in load_input(DatasetInput(str(tmp_path), "test")).items] == ["t"]
+    assert [i.id for i in load_source(DatasetInput(str(tmp_path), "test")).items] == ["t"]
     with pytest.raises(
         UserError, match=re.escape("no .jsonl/.json/.parquet/.pq files for split 'dev'")
     ):
-        load_input(DatasetInput(str(tmp_path), "dev"))
+        load_source(DatasetInput(str(tmp_path), "dev"))
 
 
 def test_duplicate_ids_across_files_are_bad_rows(tmp_path: Path) -> None:
@@ -151,9 +151,9 @@ def test_duplicate_ids_across_files_are_bad_rows(tmp_path: Path) -> None:
 
 
 def resolve_and_iter(path: Path) -> list[PromptItem | BadLine]:
-    from toa_graph.synthesis import iter_input
+    from toa_graph.synthesis import iter_source
 
-    return list(iter_input(path))
+    return list(iter_source(path))
 
 
 def test_synthesis_over_a_hub_dataset_resumes(

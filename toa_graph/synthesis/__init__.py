@@ -16,6 +16,7 @@ Modules, in the order a run uses them:
   same run on a Ray cluster (re-exported by :mod:`toa_graph.distributed`).
 """
 
+from toa_graph.synthesis.dataset_input import iter_source, load_source
 from toa_graph.synthesis.inputs import (
     ID_FIELDS,
     MAPPABLE,
@@ -92,7 +93,9 @@ __all__ = [
     "failure_stage",
     "in_shard",
     "iter_input",
+    "iter_source",
     "load_input",
+    "load_source",
     "normalize_row",
     "parse_field_map",
     "parse_jsonl",

@@ -23,13 +23,23 @@ from toa_graph.synthesis.inputs import (
     HUB_PREFIX,
     BadLine,
     DatasetInput,
+    LoadResult,
     PromptItem,
     _dedupe,
     _iter_rows,
     iter_input,
+    parse_field_map,
 )
 
-__all__ = ["DATA_SUFFIXES", "data_files", "iter_dataset", "parse_hub_id", "resolve_input"]
+__all__ = [
+    "DATA_SUFFIXES",
+    "data_files",
+    "iter_dataset",
+    "iter_source",
+    "load_source",
+    "parse_hub_id",
+    "resolve_input",
+]
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".pq")
 """Files of a dataset folder that are read as prompt rows."""
@@ -70,6 +80,36 @@ def resolve_input(
             f"not to the file {path}"
         )
     return path
+
+
+def iter_source(
+    source: str | os.PathLike[str] | DatasetInput,
+    *,
+    field_map: Mapping[str, str] | None = None,
+    split: str | None = None,
+) -> Iterator[PromptItem | BadLine]:
+    """Stream what ``--input`` names -- a prompt file, an ``hf:`` id or a dataset
+    directory -- as items and bad rows."""
+    resolved = resolve_input(source, split)
+    if isinstance(resolved, DatasetInput):
+        return iter_dataset(resolved, parse_field_map(field_map))
+    return iter_input(resolved, field_map=field_map)
+
+
+def load_source(
+    source: str | os.PathLike[str] | DatasetInput,
+    *,
+    field_map: Mapping[str, str] | None = None,
+    split: str | None = None,
+) -> LoadResult:
+    """All of :func:`iter_source` at once."""
+    out = LoadResult()
+    for it in iter_source(source, field_map=field_map, split=split):
+        if isinstance(it, PromptItem):
+            out.items.append(it)
+        else:
+            out.errors.append(it)
+    return out
 
 
 def iter_dataset(

@@ -2,8 +2,8 @@
 
 The loader is a pure function of the input bytes (:func:`parse_jsonl`), so it can be
 property-tested; :func:`iter_input` streams the same parsing over a file (JSONL, a JSON
-array, or Parquet) or a Hugging Face dataset (:class:`DatasetInput`, read by
-:mod:`toa_graph.synthesis.dataset_input`) without holding the whole dataset in memory.
+array, or Parquet) without holding the whole dataset in memory; Hugging Face datasets
+(:class:`DatasetInput`) are read by :mod:`toa_graph.synthesis.dataset_input`.
 """
 
 from __future__ import annotations
@@ -306,22 +306,11 @@ def _file_format(path: Path) -> str:
 
 
 def iter_input(
-    path: str | os.PathLike[str] | DatasetInput, *, field_map: Mapping[str, str] | None = None
+    path: str | os.PathLike[str], *, field_map: Mapping[str, str] | None = None
 ) -> Iterator[PromptItem | BadLine]:
-    """Stream a prompt file (JSONL, a JSON array, or Parquet) or a dataset (a
-    :class:`DatasetInput`, an ``hf:`` id or a directory) as items and bad lines."""
+    """Stream a prompt file (JSONL, a JSON array, or Parquet) as items and bad lines (for
+    ``hf:`` ids and dataset directories too: :func:`~toa_graph.synthesis.iter_source`)."""
     fmap = parse_field_map(field_map)
-    if (
-        isinstance(path, DatasetInput)
-        or os.fspath(path).startswith(HUB_PREFIX)
-        or (Path(path).is_dir())
-    ):
-        from toa_graph.synthesis.dataset_input import iter_dataset, resolve_input
-
-        source = resolve_input(path)
-        assert isinstance(source, DatasetInput)
-        yield from iter_dataset(source, fmap)
-        return
     p = Path(path)
     fmt = _file_format(p)
     if fmt == "parquet":
@@ -345,7 +334,7 @@ def iter_input(
 
 
 def load_input(
-    path: str | os.PathLike[str] | DatasetInput, *, field_map: Mapping[str, str] | None = None
+    path: str | os.PathLike[str], *, field_map: Mapping[str, str] | None = None
 ) -> LoadResult:
     """All of a prompt file at once (see :func:`iter_input`)."""
     return _collect(iter_input(path, field_map=field_map))
@@ -383,8 +372,8 @@ def in_shard(prompt_id: str, shard: tuple[int, int] | None) -> bool:
 
 
 def walk_input(
-    path: Path | DatasetInput | None,
-    items: Sequence[PromptItem] | None,
+    path: Path | None,
+    items: Iterable[PromptItem | BadLine] | None,
     fmap: Mapping[str, str],
     done: set[str],
     limit: int | None,

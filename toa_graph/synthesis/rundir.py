@@ -182,9 +182,12 @@ class RunDirectory:
         self.todo = sum(kind == "todo" for kind, _ in self._walk())
 
     def _walk(self) -> Iterator[tuple[str, PromptItem | BadLine]]:
-        return walk_input(
-            self.in_path, self.items, self.field_map, self.done_ids, self.limit, self.shard
-        )
+        args = (self.field_map, self.done_ids, self.limit, self.shard)
+        if isinstance(self.in_path, DatasetInput):
+            from toa_graph.synthesis.dataset_input import iter_dataset
+
+            return walk_input(None, iter_dataset(self.in_path, self.field_map), *args)
+        return walk_input(self.in_path, self.items, *args)
 
     def todo_items(self) -> Iterator[PromptItem]:
         """The prompts still to do, in input order: bad lines are written to errors.jsonl
