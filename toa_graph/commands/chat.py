@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toa_graph.errors import UserError
@@ -29,8 +33,16 @@ Commands inside the chat:
   /reset              forget the conversation
   /help, /quit        (Ctrl-D also quits; Ctrl-C stops a running search)
 
-Without --config the embedded default is started (and stopped when you quit).
+Without --config the embedded default is started (and stopped when you quit). Your
+lines are kept in a readline history (arrow keys; $TOA_GRAPH_HISTORY, default
+~/.toa_graph_history). Example:
+
+  toa-graph chat --config model_configs/synthesis-4x8b.yaml --method moa --budget 6
+  you> /set rounds=2
+  you> Explain the birthday paradox in two sentences.
 """
+
+HISTORY_LENGTH = 1000
 
 HELP = DESCRIPTION.split("Commands inside the chat:\n", 1)[1].split("\n\n", 1)[0]
 
@@ -48,9 +60,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--method", default=None, choices=sorted(METHODS), help="default: the config's, else toa"
     )
-    p.add_argument("--budget", type=int, default=None, help="generations per answer")
+    p.add_argument(
+        "--budget", type=int, default=None, help="generations per answer (default: the config's)"
+    )
     p.add_argument("--agents", default=None, help="comma-separated agent names (default: all)")
-    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="a context knob, e.g. --set alpha=0.05 (repeatable)",
+    )
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running at exit"
     )
@@ -220,8 +240,33 @@ def chat(args: argparse.Namespace) -> int:
             f"agents {', '.join(session.agents)}. /help for commands, /quit to leave.",
             flush=True,
         )
-        with asyncio.Runner() as runner:
+        with asyncio.Runner() as runner, readline_history(history_path()):
             return _loop(session, runner)
+
+
+def history_path() -> Path:
+    """``$TOA_GRAPH_HISTORY``, else ``~/.toa_graph_history``."""
+    return Path(os.environ.get("TOA_GRAPH_HISTORY") or Path.home() / ".toa_graph_history")
+
+
+@contextlib.contextmanager
+def readline_history(path: Path) -> Iterator[None]:
+    """Line editing and history for ``input()``, loaded from and saved to ``path`` (a
+    no-op where the readline module is missing, e.g. on Windows)."""
+    try:
+        import readline
+    except ImportError:
+        yield
+        return
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    readline.set_history_length(HISTORY_LENGTH)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
 
 
 def _loop(session: ChatSession, runner: asyncio.Runner) -> int:

@@ -72,7 +72,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--concurrency", type=int, default=16, help="prompts in flight at once (default 16)"
     )
-    p.add_argument("--field-map", nargs="+", action="extend", default=[], metavar="KEY=FIELD")
+    p.add_argument(
+        "--field-map",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=FIELD",
+        help="read prompt/reference/id from other input fields, e.g. reference=en",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -88,7 +95,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--sim-seed", type=int, default=0, help="--simulate: the hidden world's seed (default 0)"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
     )

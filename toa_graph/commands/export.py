@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=KINDS)
+    p.add_argument("kind", choices=KINDS, help="dataset kind (see above)")
     p.add_argument(
         "--input", required=True, nargs="+", help="records.jsonl file(s) or output dir(s)"
     )

@@ -49,7 +49,7 @@ def add_parser(sub: Any) -> None:
         help="default method, for model 'default' (default: the config's)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument(
         "--api-key-env",
         default=None,
@@ -65,11 +65,19 @@ def add_parser(sub: Any) -> None:
         help="default context knobs, e.g. --set alpha=0.05",
     )
     p.add_argument("--max-budget", type=int, default=512, help="largest budget a request may ask")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="larger request bodies are refused"
+    )
     p.add_argument(
         "--max-concurrent-runs", type=int, default=32, help="method runs at once; others wait"
     )
-    p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up on a request's method run after this long (default: no limit)",
+    )
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running at exit"
     )
