@@ -26,6 +26,9 @@ class Usage(TypedDict):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    estimated: NotRequired[bool]
+    """True when one request returned several samples (``n`` > 1) and the request's usage
+    was spread over them: the per-sample split is an estimate, the sum is exact."""
 
 
 class Sample(TypedDict):

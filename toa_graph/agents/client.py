@@ -58,6 +58,8 @@ def split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | None
         inp = prompt // k + (1 if i < prompt % k else 0)
         out = completion // k + (1 if i < completion % k else 0)
         g.usage = {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out}
+        if k > 1:  # the server counted the request, not each choice
+            g.usage["estimated"] = True
 
 
 async def health_check(url: str, cfg: AgentConfig, timeout_s: float) -> tuple[bool, str]:

@@ -15,8 +15,10 @@ from typing import Any
 from toa_graph.errors import UserError
 
 DESCRIPTION = """\
-Run a sampling method over every prompt of a file (JSONL, JSON array or Parquet) with
-many prompts in flight, appending one JSON record per finished prompt to
+Run a sampling method over every prompt of a file (JSONL, JSON array or Parquet), a
+Hugging Face dataset (--input hf:ORG/NAME[:CONFIG] --split S, streamed) or a dataset
+directory (save_to_disk output, or a folder of JSONL/Parquet files) with many prompts in
+flight, appending one JSON record per finished prompt to
 OUTPUT/records.jsonl. Re-running with the same --output resumes: finished ids are
 skipped, a torn last line from a killed run is cut off, nothing is written twice.
 Unusable input lines go to OUTPUT/errors.jsonl (line number + reason); prompts that
@@ -75,7 +77,15 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
     p.add_argument(
-        "--input", default=None, help=f"prompt file (default: the shipped {EXAMPLES.name})"
+        "--input",
+        default=None,
+        help="prompt file, hf:ORG/NAME[:CONFIG] (a Hub dataset, streamed) or a dataset "
+        f"directory (default: the shipped {EXAMPLES.name})",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="dataset split for hf: and directory inputs (default: the only split, else train)",
     )
     p.add_argument(
         "--output",
@@ -262,6 +272,18 @@ def export_commands(method: str, output: Path) -> list[str]:
     ]
 
 
+def _input_source(args: argparse.Namespace) -> Any:
+    """``--input`` (a prompt file, ``hf:`` id or dataset directory) with ``--split``."""
+    from toa_graph.synthesis.dataset_input import resolve_input
+
+    if args.split is not None and not args.input:
+        raise UserError("--split needs --input hf:ORG/NAME or a dataset directory")
+    try:
+        return resolve_input(args.input, args.split) if args.input else EXAMPLES
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from exc
+
+
 def _check_args(args: argparse.Namespace) -> tuple[dict[str, str], tuple[int, int] | None]:
     from toa_graph.synthesis import OutputLock, parse_field_map, parse_shard
 
@@ -298,15 +320,15 @@ def _method_context(
 
 
 def _sample_prompts(
-    input_path: Path, field_map: dict[str, str], limit: int | None, shard: Any, k: int
+    input_path: Any, field_map: dict[str, str], limit: int | None, shard: Any, k: int
 ) -> tuple[list[Any], int]:
     """The first ``k`` usable prompts of this run's share of the input, and how many
     prompts that share holds."""
-    from toa_graph.synthesis import BadLine, in_shard, iter_input
+    from toa_graph.synthesis import BadLine, in_shard, iter_source
 
     items: list[Any] = []
     seen = total = 0
-    for it in iter_input(input_path, field_map=field_map):
+    for it in iter_source(input_path, field_map=field_map):
         if isinstance(it, BadLine):
             continue
         if limit is not None and seen >= limit:
@@ -323,7 +345,7 @@ def estimate(
     args: argparse.Namespace,
     cfg: Any,
     common: dict[str, Any],
-    input_path: Path,
+    input_path: Any,
     shard: tuple[int, int] | None,
 ) -> int:
     """``--estimate K``: run K prompts for real in a temporary directory, print the
@@ -360,9 +382,7 @@ def run(args: argparse.Namespace) -> int:
     from toa_graph.synthesis import config_digest
 
     field_map, shard = _check_args(args)
-    input_path = Path(args.input) if args.input else EXAMPLES
-    if not input_path.exists():
-        raise UserError(f"input file not found: {input_path}")
+    input_path = _input_source(args)
     knobs = parse_knobs(args.set)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         method, context, options = _method_context(args, cfg, knobs)
@@ -406,7 +426,7 @@ def _execute(
     args: argparse.Namespace,
     cfg: Any,
     common: dict[str, Any],
-    input_path: Path,
+    input_path: Any,
     output: Path,
     shard: tuple[int, int] | None,
 ) -> tuple[Any, str]:
