@@ -40,10 +40,14 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--task", required=True, choices=["gsm8k", "math", "choice", "winrate",
-                                                     "chrf", "comet-kiwi"])  # fmt: skip
+                                                     "chrf", "comet-kiwi"],
+                   help="what to measure: accuracy (gsm8k, math, choice), win rate against "
+                   "references, or translation quality (chrf, comet-kiwi)")  # fmt: skip
     p.add_argument("--data", default=None, help="file, Hub id, or gsm8k / math (shipped)")
     p.add_argument("--split", default="test", help="Hub dataset split (default test)")
-    p.add_argument("--field-map", nargs="+", action="extend", default=[], metavar="KEY=FIELD")
+    p.add_argument("--field-map", nargs="+", action="extend", default=[], metavar="KEY=FIELD",
+                   help="point a key (id, prompt, gold, reference, options, source) at a field, "
+                   "e.g. prompt=problem gold=solution")  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     src.add_argument("--checkpoint", help="local model directory, served with vLLM for the run")
@@ -56,11 +60,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
     p.add_argument("--skip", type=int, default=0, help="skip the first N items (held-out part)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    p.add_argument("--max-tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=512, help="max new tokens per answer")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature")
     p.add_argument("--reward-config", default=None, help="winrate / comet-kiwi: config YAML "
                    "whose reward: scores answers ('embedded' for the embedded reward)")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

@@ -28,7 +28,11 @@ def add_parser(sub: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=["sft", "dpo", "tdpo"])
+    p.add_argument(
+        "kind",
+        choices=["sft", "dpo", "tdpo"],
+        help="sft: SFTTrainer on chat messages; dpo / tdpo: DPOTrainer on prompt/chosen/rejected",
+    )
     p.add_argument("--data", default=None, help="export file (.jsonl/.json/.parquet) or Hub id")
     p.add_argument("--split", default=None, help="Hub dataset split (default train)")
     p.add_argument("--model", default=None, help="base model: local directory or Hub id")
@@ -44,7 +48,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--no-merge", action="store_true", help="with --lora: save the adapter, not merged"
     )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed (TRL's default when unset)")
     p.add_argument(
         "--set",
         dest="knobs",
