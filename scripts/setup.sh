@@ -9,15 +9,30 @@ export TOA_GRAPH_CACHE="${TOA_GRAPH_CACHE:-$HOME/.cache/toa-graph}"
 mkdir -p "$TOA_GRAPH_CACHE"
 PY="${PYTHON:-python3}"
 
+# pip's own output (progress, index warnings, build back-end notes) goes to a log; the
+# console gets one line per step, and the end of the log when a step fails.
+LOG="$TOA_GRAPH_CACHE/setup-pip.log"
+: > "$LOG"
+quiet() {
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "[setup] failed: $* (last lines of $LOG below)" >&2
+    tail -n 40 "$LOG" >&2
+    return 1
+  fi
+}
+
 stamp=".venv/.toa-graph-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] creating .venv and installing toa-graph (first run: a few minutes)"
-  "$PY" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
+  echo "[setup] creating .venv (first run: a few minutes; pip's log: $LOG)"
+  quiet "$PY" -m venv .venv
+  echo "[setup] upgrading pip"
+  quiet .venv/bin/pip install --upgrade pip
   # The CPU build of torch (a local wheel on these machines; PyPI's default build otherwise).
-  .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q "torch>=2.4"
-  .venv/bin/pip install -q -e ".[dev,embedded,data,train,server,studio,ray]"
+  echo "[setup] installing torch"
+  quiet .venv/bin/pip install "torch==2.13.0" || quiet .venv/bin/pip install "torch>=2.4"
+  echo "[setup] installing toa-graph with its extras (dev, embedded, data, train, server, studio, ray)"
+  quiet .venv/bin/pip install -e ".[dev,embedded,data,train,server,studio,ray]"
   echo "$want" > "$stamp"
 else
   echo "[setup] .venv is up to date"

@@ -24,8 +24,11 @@ CONTRACT_KEYS = {
     "usage",
     "latency_s",
     "error",
+    "stage",
+    "scored",
 }
-"""The keys every sample carries (DESIGN.md's public contract)."""
+"""The keys every sample carries (DESIGN.md's public contract, plus the typed failure
+fields ``stage`` and ``scored``)."""
 
 
 class FakeAgent(BaseChatModel):
@@ -102,3 +105,11 @@ def hash_reward(prompt: Any, responses: list[str]) -> list[float]:
 
 def length_reward(prompt: Any, responses: list[str]) -> list[float]:
     return [float(len(r)) / 100.0 for r in responses]
+
+
+def generations_ok(method: str, spent: int, budget: int, n_agents: int = 3) -> bool:
+    """Every method spends exactly its budget, except debate: at most the budget (a round
+    that does not fit is not started), and never less than its opening answers."""
+    if method == "debate":
+        return min(n_agents, budget) <= spent <= budget
+    return spent == budget

@@ -53,8 +53,14 @@ method:
     return path
 
 
-def _spawn(config: Path, *extra: str) -> pexpect.spawn:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+def _spawn(config: Path, *extra: str, history: Path | None = None) -> pexpect.spawn:
+    history = history or config.parent / "history"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": "200",
+        "TOA_GRAPH_HISTORY": str(history),
+    }
     child = pexpect.spawn(
         sys.executable,
         ["-m", "toa_graph.cli", "chat", "--config", str(config), *extra],
@@ -98,6 +104,35 @@ def test_two_turns_with_progress_and_history(config_path: Path) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_lines_are_kept_in_the_readline_history(config_path: Path) -> None:
+    history = config_path.parent / "chat-history"
+    child = _spawn(config_path, "--method", "random", "--budget", "1", history=history)
+    try:
+        child.expect("you> ")
+        child.sendline("first question")
+        child.expect(r"\| 1 samples, random")
+        child.expect("you> ")
+        child.sendline("/budget 1")
+        child.expect("you> ")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert history.read_text().splitlines()[-3:] == ["first question", "/budget 1", "/quit"]
+
+    child = _spawn(config_path, "--method", "random", "--budget", "1", history=history)
+    try:
+        child.expect("you> ")
+        child.send("\x1b[A\x1b[A")  # up twice: the previous session's "/budget 1"
+        child.send("\r")
+        child.expect("budget: 1")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
 
 
 def test_reset_unknown_command_and_eof(config_path: Path, fake_endpoint: str) -> None:

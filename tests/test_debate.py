@@ -230,14 +230,21 @@ async def test_student_must_be_an_agent():
     METHODS["debate"](agents=fake_agents(), reward=hash_reward, student="a")
 
 
-def test_final_answers():
+def test_final_answers_follow_dr_parse_answer():
+    # D&R reads the text after the FIRST "Final answer:"; the answers module reads it
     assert final_answer("...\nFinal answer: **42**.") == "42"
-    assert final_answer("The final answer is: 1,234") == "1234"
-    assert final_answer("so $\\boxed{\\frac{1}{2}}$") == "\\frac{1}{2}"
-    assert final_answer("Final answer: (B)") == "b"
-    assert final_answer("no conclusion") is None
+    assert answers_match("Final answer: $\\frac{1}{2}$\nFinal answer: 3", "\\frac{1}{2}")
+    assert not answers_match("Final answer: $\\frac{1}{2}$\nFinal answer: 3", "3")
+    assert final_answer("Final answer: (B)", "choice") == "B"
+    # no marker: unanswered, even with a boxed or "the answer is" conclusion (as in D&R)
+    assert final_answer("so $\\boxed{\\frac{1}{2}}$") is None
+    assert final_answer("The final answer is: 1,234") is None
+    assert final_answer('End with a line "Final answer: ..."') is None
     assert answers_match("Final answer: 18", "Janet makes 9 * 2 = 18 dollars.\n#### 18")
+    assert answers_match("Final answer: 1,000 apples", "1000")
+    assert answers_match("Final answer: (b)", "B")
     assert not answers_match("Final answer: 17", "18")
+    assert not answers_match("\\boxed{18}", "18")
 
 
 # ---------------------------------------------------------------- exports

@@ -802,6 +802,22 @@ async def test_api_keys_never_leak(
     for where, text in haystacks.items():
         for secret in (KEY, WRONG_KEY):
             assert secret not in text, f"API key found in {where}"
+    # A server that accepts exactly OPENAI_API_KEY's value: an agent without api_key_env
+    # must be refused there (were the env var picked up, it would be let in); an agent that
+    # names that key through api_key_env is let in, so the trap can tell the two apart.
+    with FaultServer(api_key=WRONG_KEY) as trap:
+        msgs = [{"role": "user", "content": "hi"}]
+        pool = AgentPool(
+            [
+                agent_cfg("nokey", trap.url),
+                agent_cfg("named", trap.url, api_key_env="TOA_TEST_WRONG_KEY"),
+            ]
+        )
+        (implicit,) = await pool.generate("nokey", msgs)
+        (named,) = await pool.generate("named", msgs)
+        trap_auth = {(r.model, r.authorized) for r in trap.log}
+    assert implicit.error and "401" in implicit.error and not named.error
+    assert ("nokey-model", True) not in trap_auth and ("named-model", True) in trap_auth
     report(
         "secrets",
         "bearer key from the env var a config names",

@@ -43,14 +43,14 @@ def test_new_tree_has_one_fresh_model_child_per_agent_in_order():
 def test_uct_formula_uses_mean_tree_reward_and_global_play_count():
     node = mcts._node(0, "model", -1, visits=4, value_sum=1.5, value_count=3)
     expected = 0.5 + 0.3 * math.sqrt(2 * math.log(10) / 4)
-    assert mcts.uct(node, total_plays=10, alpha=0.3) == pytest.approx(expected)
+    assert mcts.uct(node, n_played=10, alpha=0.3) == pytest.approx(expected)
     # Exploration grows with the *global* count N, not the node's parent visits.
-    assert mcts.uct(node, total_plays=100, alpha=0.3) > mcts.uct(node, total_plays=10, alpha=0.3)
+    assert mcts.uct(node, n_played=100, alpha=0.3) > mcts.uct(node, n_played=10, alpha=0.3)
 
 
 def test_unvisited_child_scores_infinity_and_is_chosen_first():
     node = mcts._node(0, "model", -1)
-    assert mcts.uct(node, total_plays=50, alpha=0.01) == math.inf
+    assert mcts.uct(node, n_played=50, alpha=0.01) == math.inf
     params = SearchParams(width=10, alpha=0.0)
     # Every agent is tried once before any is tried twice, in agent order.
     _, plays = run(new_tree(["a", "b", "c"]), params, lambda p: 1.0, 3)
@@ -128,15 +128,18 @@ def test_fresh_children_added_at_first_visit_with_stats_copied_from_root_childre
 def test_fresh_child_play_generates_from_prompt_alone():
     params = SearchParams(width=1, alpha=0.0, tau=1.0)
     t = new_tree(["a"])
-    t, plays = run(t, params, lambda p: 0.0, 3)
-    # s0 fresh; then s0's refine child (inf) ; then the fresh child (copied stats, earlier
-    # tie-break loses to refine whose mean is equal) ... the first fresh-under-response
-    # play must have no parent sample.
-    fresh_deeper = [
-        n for n in t["nodes"] if n["type"] == "model" and n["mode"] == "fresh" and n["parent"] != 0
-    ]
-    assert fresh_deeper, "fresh children should exist under visited responses"
-    assert plays[0] == ("a", "fresh", None)
+    # s0 (fresh, reward 1) then its refine child s1 (reward 0): the refine node now has a
+    # lower mean than the fresh child under s0 (stats copied from the root's, mean 1), so
+    # the third play goes to that fresh child, one layer down.
+    t, _ = run(t, params, lambda p: 1.0 if p["index"] == 0 else 0.0, 2)
+    s0 = node_of_sample(t, "s0")
+    t, play = select_play(t, params)
+    fresh_under_s0 = t["nodes"][play["node"]]
+    assert fresh_under_s0["type"] == "model" and fresh_under_s0["mode"] == "fresh"
+    assert fresh_under_s0["parent"] == s0["id"], "the play must reach a fresh child of s0"
+    assert play["parent_response"] == s0["id"] and play["layer"] == 1
+    # ... and it generates from the prompt alone: a fresh play, no sample to refine
+    assert play["kind"] == "fresh" and play["parent_sample"] is None
 
 
 def test_width_is_counted_over_the_whole_layer():
@@ -268,3 +271,63 @@ def test_one_play_per_step_is_deterministic_and_serialisable():
     # every refine parent is an existing response
     samples = {n["sample"] for n in t1["nodes"] if n["type"] == "response"}
     assert all(p[2] in samples for p in plays1 if p[1] == "refine")
+
+
+def test_n_is_the_one_based_number_of_the_play_being_selected():
+    """Near tie at the 5th play: N = 5 (reference: n_played = play_id + 1) picks a; the old
+    N = 4 (plays finished) would pick b."""
+    params = SearchParams(width=100, alpha=0.2, tau=1.0)
+    rewards = {"a": 0.2, "b": 0.5}
+    t, plays = run(new_tree(["a", "b"]), params, lambda p: rewards[p["agent"]], 4)
+    assert [p[0] for p in plays] == ["a", "b", "b", "b"]
+    a, b = (t["nodes"][i] for i in t["nodes"][0]["children"])
+    assert (a["visits"], b["visits"]) == (2, 4)
+    # the two UCTs differ by less than 0.002 and swap order between N = 4 and N = 5
+    assert mcts.uct(a, 5, 0.2) > mcts.uct(b, 5, 0.2)
+    assert mcts.uct(a, 4, 0.2) < mcts.uct(b, 4, 0.2)
+    assert abs(mcts.uct(a, 5, 0.2) - mcts.uct(b, 5, 0.2)) < 0.002
+    _, play = select_play(t, params)
+    assert play["agent"] == "a" and play["index"] == 4
+
+
+def test_rewards_are_compared_after_the_sigmoid_as_in_the_reference():
+    # tau 0.1: raw 5 and 6 both give a tree reward of exactly 1.0, so the refinement (6)
+    # does not "beat" its parent (5) and the refine node stays open.
+    params = SearchParams(width=1, alpha=0.0, tau=0.1)
+    assert mcts.tree_reward(5.0, 0.1) == mcts.tree_reward(6.0, 0.1) == 1.0
+    t, plays = run(new_tree(["a"]), params, lambda p: 5.0 if p["kind"] == "fresh" else 6.0, 2)
+    assert plays[1] == ("a", "refine", "s0")
+    refine_a = node_of_sample(t, "s1")["parent"]
+    assert not mcts.fully_expanded(t, refine_a, 1, tau=0.1)
+    assert mcts.fully_expanded(t, refine_a, 1)  # raw rewards: 6 > 5
+
+
+def test_pending_mean_keeps_the_best_branch_and_zero_spreads():
+    params1 = SearchParams(width=100, alpha=0.01, tau=0.1)
+    good = {"a": 0.0, "b": 1.0, "c": 0.2}
+    t, _ = run(new_tree(["a", "b", "c"]), params1, lambda p: good[p["agent"]], 3)
+    picks = {}
+    for rule in ("mean", "zero"):
+        tt, agents = t, []
+        for _ in range(3):  # one step of three plays
+            tt, play = select_play(tt, SearchParams(width=100, alpha=0.01, tau=0.1, pending=rule))
+            agents.append(play["agent"])
+        picks[rule] = agents
+        assert len(tt["inflight"]) == 3
+        # pending plays are an overlay: the stored statistics hold real results only
+        assert tt["nodes"][0]["visits"] == t["nodes"][0]["visits"]
+    # sequentially, b (clearly best) would be chosen three times
+    assert picks["mean"] == ["b", "b", "b"]
+    assert picks["zero"] == ["b", "c", "a"]
+    with pytest.raises(ValueError):
+        SearchParams(pending="bogus")  # type: ignore[arg-type]
+
+
+def test_pending_value_of_an_unvisited_node_comes_from_its_nearest_visited_ancestor():
+    params = SearchParams(width=100, alpha=0.0, tau=1.0)
+    t, _ = run(new_tree(["a", "b"]), params, lambda p: 1.0, 1)  # a answered; b unvisited
+    t, play = select_play(t, params)
+    assert play["agent"] == "b"
+    assert t["inflight"][0]["value"] == pytest.approx(mcts.tree_reward(1.0, 1.0))  # root's mean
+    fresh, _ = select_play(new_tree(["a", "b"]), params)
+    assert fresh["inflight"][0]["value"] == 0.0  # nothing known yet anywhere

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from tests.fakes import CONTRACT_KEYS, FakeAgent, fake_agents, hash_reward
+from tests.fakes import CONTRACT_KEYS, FakeAgent, fake_agents, generations_ok, hash_reward
 from toa_graph import METHODS, SamplingContext, create_toa_graph
 from toa_graph.mcts import tree_reward
 from toa_graph.prompts import REFINE_TEMPLATE
@@ -222,18 +223,61 @@ def test_mermaid_drawing_snapshot():
     assert drawing == snap.read_text(), "drawing changed: review and update tests/snapshots/toa.mmd"
 
 
-def test_no_clients_created_at_construction():
+def test_no_clients_created_at_construction(monkeypatch):
+    import langchain_openai
+
+    from toa_graph.agents import AgentPool
     from toa_graph.config import AgentConfig
 
+    built: list[str] = []
+    real_init = langchain_openai.ChatOpenAI.__init__
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(str(kwargs.get("base_url")))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(langchain_openai.ChatOpenAI, "__init__", spy)
     cfg = AgentConfig(name="m", model="m", base_url="http://127.0.0.1:9/v1")
-    builder = create_toa_graph([cfg], hash_reward)
-    graph = builder.compile()
-    assert graph is not None  # nothing connected; nothing raised
+    pool = AgentPool([cfg])
+    create_toa_graph(pool, hash_reward).compile()
+    assert built == [], "building or compiling the graph created a client"
+    pool.build_clients()  # the spy does see a client being made
+    assert built == ["http://127.0.0.1:9/v1"]
 
 
-def test_uct_sanity_for_the_docs():
-    # the README's worked example: mean 0.5, 4 visits, N = 10, alpha 0.3
-    assert 0.5 + 0.3 * math.sqrt(2 * math.log(10) / 4) == pytest.approx(0.8219, abs=1e-4)
+async def test_fresh_child_under_a_response_generates_from_the_prompt_alone():
+    """A fresh play one layer down (under s0) asks the agent the prompt, not a refinement."""
+    agent = FakeAgent(name="a")
+
+    def reward(prompt: Any, responses: list[str]) -> list[float]:
+        return [1.0 if r.startswith("a#0:") else 0.0 for r in responses]
+
+    graph = create_toa_graph({"a": agent}, reward).compile()
+    ctx = {"budget": 3, "alpha": 0.0, "tau": 1.0, "width": 1}
+    out = await graph.ainvoke({"prompt": "Name a prime."}, context=ctx)
+    s0, s1, s2 = out["samples"]
+    assert (s0["kind"], s0["reward"], s1["reward"]) == ("fresh", 1.0, 0.0)
+    assert (s1["kind"], s1["parent"], s1["layer"]) == ("refine", "s0", 1)
+    assert (s2["kind"], s2["parent"], s2["layer"]) == ("fresh", None, 1)
+    third_call = agent.calls[2]
+    assert [(m.type, m.content) for m in third_call] == [("human", "Name a prime.")]
+
+
+def test_uct_is_the_readme_formula():
+    """README: ``UCT = mean(tree rewards) + alpha·sqrt(2 ln N / visits)``, +inf unrewarded."""
+    from toa_graph import mcts
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`UCT = mean(tree rewards) + alpha·sqrt(2 ln N / visits)`" in readme
+    node = mcts.new_tree(["a"])["nodes"][1]
+    node.update(value_sum=2.0, value_count=4, visits=4)  # mean 0.5
+    # 0.5 + 0.3 * sqrt(2 * ln 10 / 4) = 0.5 + 0.3 * 1.07298 (worked by hand)
+    assert mcts.uct(node, 10, 0.3) == pytest.approx(0.82189, abs=1e-5)
+    assert mcts.uct(node, 10, 0.0) == pytest.approx(0.5)
+    node.update(visits=16)  # more visits, smaller bonus
+    assert mcts.uct(node, 10, 0.3) == pytest.approx(0.5 + 0.3 * 0.53649, abs=1e-5)
+    node.update(value_sum=0.0, value_count=0)
+    assert mcts.uct(node, 10, 0.3) == math.inf
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -243,13 +287,41 @@ async def test_each_invocation_on_a_thread_is_a_fresh_run(method):
         checkpointer=InMemorySaver()
     )
     config = {"configurable": {"thread_id": "same"}}
-    first = await graph.ainvoke({"prompt": "First question?"}, context={"budget": 6}, config=config)
-    second = await graph.ainvoke(
-        {"prompt": "Second question?"}, context={"budget": 6}, config=config
+    # the debate judges answers against a gold one and needs a budget of at least one
+    # full round (3 answers + 4 feedback/reflections)
+    budget = 8 if method == "debate" else 6
+    ctx = {"budget": budget}
+    first = await graph.ainvoke(
+        {"prompt": "First question?", "reference": "42"}, context=ctx, config=config
     )
-    assert 1 <= len(second["samples"]) <= 6
+    second = await graph.ainvoke(
+        {"prompt": "Second question?", "reference": "42"}, context=ctx, config=config
+    )
+    assert generations_ok(method, len(second["samples"]), budget)
     assert [s["id"] for s in second["samples"]] == [f"s{i}" for i in range(len(second["samples"]))]
     assert len(second["samples"]) == len(first["samples"])
     assert second["best"] is None or second["best"]["id"] in {s["id"] for s in second["samples"]}
     if method == "toa":
-        assert second["tree"]["plays"] == 6
+        assert second["tree"]["plays"] == budget
+
+
+async def test_graph_runs_the_same_search_as_the_pure_loop_for_each_pending_rule():
+    """The graph's controller/backprop and benchmarks/parallel_plays.run_toa agree, and the
+    ``pending_value`` knob reaches the search (the two rules pick different plays)."""
+    from benchmarks.parallel_plays import run_toa
+    from toa_graph.simulate import SimReward, SimWorld, sim_agents, sim_prompts, true_quality
+
+    world = SimWorld(seed=3)
+    prompt = sim_prompts(1, start=7)[0]["prompt"]
+    sequences = {}
+    for rule in ("mean", "zero"):
+        graph = create_toa_graph(sim_agents(world), SimReward(world)).compile()
+        ctx = {"budget": 24, "plays_per_step": 4, "pending_value": rule}
+        out = await graph.ainvoke({"prompt": prompt}, context=ctx)
+        sequences[rule] = play_sequence(out)
+        q, steps, best = run_toa(world, 7, budget=24, k=4, pending=rule, alpha=0.01, tau=0.1)
+        assert (true_quality(out["best"]["text"]), out["best"]["reward"]) == (q, best)
+        assert steps == 6
+    assert sequences["mean"] != sequences["zero"]
+    with pytest.raises(ValueError, match="pending_value"):
+        SamplingContext(pending_value="optimistic")

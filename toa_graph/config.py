@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from toa_graph.errors import UserError
+from toa_graph.registry import METHOD_SPECS, method_context, method_options
 
 __all__ = [
+    "REWARD_KINDS",
     "AgentConfig",
     "CometRewardConfig",
     "ConfigError",
@@ -170,10 +180,19 @@ class AgentConfig(_Strict):
 # ---------------------------------------------------------------- reward model configs
 
 
-class HFRewardConfig(_Strict):
+class _RewardConfig(_Strict):
+    implementation: ClassVar[str | None] = None
+    """``module:Class`` with a ``from_config(cfg, agents=...)`` classmethod (imported lazily);
+    ``None`` for ``python``, which names its own callable."""
+    remote: ClassVar[bool] = False
+    """Scores through a network service (so each Ray worker may call it directly)."""
+
+
+class HFRewardConfig(_RewardConfig):
     """A transformers sequence-classification reward model (Skywork-Reward, ArmoRM, ...)."""
 
     kind: Literal["hf"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.hf:HFReward"
     model: str
     device: str = "cuda:0"
     """``cuda:N``, ``cpu`` or ``auto`` (CUDA when available)."""
@@ -195,10 +214,12 @@ class HFRewardConfig(_Strict):
     implies padding-free packing. Off by default: not yet measured on a GPU."""
 
 
-class VLLMRewardConfig(_Strict):
+class VLLMRewardConfig(_RewardConfig):
     """A reward model served by vLLM's pooling runner (``/classify`` or ``/pooling``)."""
 
     kind: Literal["vllm"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.vllm_pool:VLLMPoolingReward"
+    remote: ClassVar[bool] = True
     model: str
     base_url: str
     endpoint: Literal["classify", "pooling"] = "classify"
@@ -207,10 +228,12 @@ class VLLMRewardConfig(_Strict):
     max_retries: int = Field(default=4, ge=0)
 
 
-class JudgeRewardConfig(_Strict):
+class JudgeRewardConfig(_RewardConfig):
     """LLM-as-judge through any OpenAI-compatible endpoint (score parsed from the reply)."""
 
     kind: Literal["judge"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.judge:JudgeReward"
+    remote: ClassVar[bool] = True
     model: str
     base_url: str
     api_key_env: str | None = None
@@ -220,29 +243,32 @@ class JudgeRewardConfig(_Strict):
     max_retries: int = Field(default=4, ge=0)
 
 
-class CometRewardConfig(_Strict):
+class CometRewardConfig(_RewardConfig):
     """COMET / COMET-KIWI for translation (``unbabel-comet`` extra)."""
 
     kind: Literal["comet"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.comet:CometReward"
     model: str = "Unbabel/wmt22-cometkiwi-da"
     device: str = "cuda:0"
     batch_size: int = Field(default=16, ge=1)
 
 
-class MathRewardConfig(_Strict):
+class MathRewardConfig(_RewardConfig):
     """Verifiable final answer for GSM8K / MATH: 1.0 if it matches the gold answer, else 0.0."""
 
     kind: Literal["math"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.math:MathReward"
 
 
-class ReferenceRewardConfig(_Strict):
+class ReferenceRewardConfig(_RewardConfig):
     """Similarity to the reference carried by the prompt (chrF or embedding cosine)."""
 
     kind: Literal["reference"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.reference:ReferenceReward"
     metric: Literal["chrf", "embedding"] = "chrf"
 
 
-class PythonRewardConfig(_Strict):
+class PythonRewardConfig(_RewardConfig):
     """Any callable ``(prompt, responses[, references]) -> list[float]``, by import path."""
 
     kind: Literal["python"]
@@ -250,14 +276,17 @@ class PythonRewardConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class EmbeddedRewardConfig(_Strict):
+class EmbeddedRewardConfig(_RewardConfig):
     """The CPU default: math check / reference similarity / LLM judge, whichever applies."""
 
     kind: Literal["embedded"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.embedded:EmbeddedReward"
     judge_agent: str | None = None
     """Agent (by name) used as judge when the prompt carries no reference; default: first."""
 
 
+# The one list of reward kinds: the config union below. The kind tags, implementations and
+# remote kinds are all derived from it (REWARD_KINDS).
 RewardConfig = Annotated[
     HFRewardConfig
     | VLLMRewardConfig
@@ -270,12 +299,47 @@ RewardConfig = Annotated[
     Field(discriminator="kind"),
 ]
 
+REWARD_KINDS: dict[str, type[_RewardConfig]] = {
+    get_args(cls.model_fields["kind"].annotation)[0]: cls
+    for cls in get_args(get_args(RewardConfig)[0])
+}
+"""Reward kind -> config class (whose ``implementation`` and ``remote`` say the rest)."""
+
+
+def remote_reward_kinds() -> frozenset[str]:
+    """Kinds that score through a network service."""
+    return frozenset(k for k, cls in REWARD_KINDS.items() if cls.remote)
+
+
+if TYPE_CHECKING:
+    MethodName = str
+else:
+    MethodName = Literal[tuple(METHOD_SPECS)]
+
 
 class MethodConfig(_Strict):
-    """Default method and per-run knobs (names as in :class:`SamplingContext`)."""
+    """Default method, its per-run knobs and its options, checked against the registry
+    (:mod:`toa_graph.registry`): a knob or option the method does not have is an error."""
 
-    name: Literal["random", "prs", "ensemble", "seq_refine", "moa", "debate", "toa"] = "toa"
+    name: MethodName = "toa"
     context: dict[str, Any] = Field(default_factory=dict)
+    """Knobs of the method's context class, e.g. ``budget``, ``alpha`` (TOA), ``rounds``."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Factory options, e.g. MoA's ``aggregator``, debate's ``critic`` and ``student``."""
+
+    @field_validator("context")
+    @classmethod
+    def _knobs_of_the_method(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:  # a bad name is reported on its own
+            method_context(info.data["name"], v)
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options_of_the_method(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "name" in info.data:
+            method_options(info.data["name"], v)
+        return v
 
 
 class ProjectConfig(_Strict):
@@ -290,6 +354,12 @@ class ProjectConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {dupes}")
+        agent_fields = METHOD_SPECS[self.method.name].options.agent_fields()
+        for key, value in self.method.options.items():
+            if key in agent_fields and value is not None and value not in names:
+                raise ValueError(
+                    f"method.options.{key}: {value!r} is not one of the agents {names}"
+                )
         return self
 
     def agent(self, name: str) -> AgentConfig:
@@ -350,7 +420,7 @@ def _format_errors(
     return "\n".join(out)
 
 
-_KIND_TAGS = {"hf", "vllm", "judge", "comet", "math", "reference", "python", "embedded"}
+_KIND_TAGS = set(REWARD_KINDS)
 
 
 def _read_yaml(path: Path) -> tuple[Any, str]:

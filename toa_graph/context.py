@@ -1,19 +1,34 @@
-"""Per-run knobs, read by every method graph through ``Runtime[SamplingContext]``.
+"""Per-run knobs: one ``@dataclass`` per method, sharing :class:`BaseContext`.
 
-The same names are used by every method where they apply, so a run can switch method
-without changing its context.
+Each method graph reads its own context class through ``Runtime[...]``; the registry
+(:mod:`toa_graph.registry`) says which class belongs to which method, so configs and
+server requests are checked against the knobs the method really has.
+:class:`SamplingContext` carries every knob of every method: it is what a plain dict
+passed to ``graph.ainvoke(..., context={...})`` becomes, so any method accepts it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "BaseContext",
+    "DebateContext",
+    "MoaContext",
+    "SamplingContext",
+    "ToaContext",
+]
+
+
+def _at_least(name: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ValueError(f"context.{name} must be >= {low}, got {value}")
+
 
 @dataclass(kw_only=True)
-class SamplingContext:
-    """Per-run settings for a sampling graph (pass as ``graph.ainvoke(..., context={...})``)."""
+class BaseContext:
+    """Knobs every method has (pass as ``graph.ainvoke(..., context={...})``)."""
 
-    # ---- shared by all methods
     budget: int = 16
     """Generations per prompt. Every method spends exactly this many (debate: at most)."""
     agent: str | None = None
@@ -26,7 +41,15 @@ class SamplingContext:
     """Seed for the methods that shuffle (sequential refine chains, MoA reference subsets,
     the debate's answer order)."""
 
-    # ---- TOA (MCTS)
+    def __post_init__(self) -> None:
+        _at_least("budget", self.budget, 1)
+        _at_least("max_tokens", self.max_tokens, 1)
+
+
+@dataclass(kw_only=True)
+class ToaContext(BaseContext):
+    """TOA (MCTS over agents and their responses)."""
+
     alpha: float = 0.01
     """UCT exploration weight (paper: 0.01 for AlpacaEval/UltraFeedback, 0.05 for WMT)."""
     tau: float = 0.1
@@ -37,16 +60,50 @@ class SamplingContext:
     top_k_child: int = 1
     """Only the top-k response children (by reward) are considered during selection."""
     plays_per_step: int = 1
-    """Plays selected per superstep (with virtual loss). 1 is the paper's algorithm."""
+    """Plays selected per superstep (pending plays steer the next selections). 1 is the
+    paper's algorithm."""
+    pending_value: str = "mean"
+    """With ``plays_per_step > 1``: what a pending play stands in with during the step's
+    other selections: ``"mean"`` (the chosen node's current mean; keeps quality) or
+    ``"zero"`` (classic virtual loss). No effect with one play per step."""
 
-    # ---- MoA
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("plays_per_step", self.plays_per_step, 1)
+        _at_least("top_k_child", self.top_k_child, 1)
+        _at_least("width", self.width, 1)
+        if self.pending_value not in ("mean", "zero"):
+            raise ValueError(
+                f"context.pending_value must be 'mean' or 'zero', got {self.pending_value!r}"
+            )
+        if self.tau <= 0:
+            raise ValueError(f"context.tau must be > 0, got {self.tau}")
+
+    @property
+    def effective_width(self) -> int:
+        return self.width if self.width is not None else max(1, self.budget // 3)
+
+
+@dataclass(kw_only=True)
+class MoaContext(BaseContext):
+    """Mixture-of-Agents."""
+
     layers: int = 4
     """Layers per MoA stack (the TOA paper's runs: 4); stacks repeat until the budget is spent."""
     num_references: int | None = None
     """How many previous-layer answers each MoA proposer sees; default: every agent's.
     Fewer than the agents: a seeded random subset (kept in agent order)."""
 
-    # ---- Debate & reflect
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("layers", self.layers, 1)
+        _at_least("num_references", self.num_references, 1)
+
+
+@dataclass(kw_only=True)
+class DebateContext(BaseContext):
+    """Debate & reflect."""
+
     rounds: int = 3
     """Debate rounds after round 0 (at most; D&R: 3). The debate stops early only when
     every agent is correct."""
@@ -58,27 +115,17 @@ class SamplingContext:
     its reward is >= this. Required for prompts without a ``reference``."""
 
     def __post_init__(self) -> None:
-        if self.budget < 1:
-            raise ValueError(f"context.budget must be >= 1, got {self.budget}")
-        if self.plays_per_step < 1:
-            raise ValueError(f"context.plays_per_step must be >= 1, got {self.plays_per_step}")
-        if self.top_k_child < 1:
-            raise ValueError(f"context.top_k_child must be >= 1, got {self.top_k_child}")
-        if self.tau <= 0:
-            raise ValueError(f"context.tau must be > 0, got {self.tau}")
-        if self.layers < 1:
-            raise ValueError(f"context.layers must be >= 1, got {self.layers}")
-        if self.num_references is not None and self.num_references < 1:
-            raise ValueError(f"context.num_references must be >= 1, got {self.num_references}")
-        if self.rounds < 0:
-            raise ValueError(f"context.rounds must be >= 0, got {self.rounds}")
+        super().__post_init__()
+        _at_least("rounds", self.rounds, 0)
         if self.task not in (None, "numeric", "choice", "math", "free"):
             raise ValueError(
                 f"context.task must be numeric, choice, math or free, got {self.task!r}"
             )
-        if self.width is not None and self.width < 1:
-            raise ValueError(f"context.width must be >= 1, got {self.width}")
 
-    @property
-    def effective_width(self) -> int:
-        return self.width if self.width is not None else max(1, self.budget // 3)
+
+@dataclass(kw_only=True)
+class SamplingContext(ToaContext, MoaContext, DebateContext):
+    """Every method's knobs in one context (what a plain ``context={...}`` dict becomes).
+
+    Kept for callers that switch method without changing their context; configs and
+    server requests are validated against the method's own class instead."""

@@ -6,12 +6,22 @@
   -- TRL's conversational preference format with an explicit prompt (``DPOTrainer``
   applies the chat template). Chosen is the best-ranked response, rejected the k-th
   ranked; the TOA paper sampled 160 responses and paired the best with the 30th.
+* SFT prompt/completion (``sft-completion``): ``{"prompt": [turns], "completion": [assistant
+  turn]}`` -- TRL's conversational prompt-completion format, for which ``SFTTrainer``
+  trains on the completion only by default (``completion_only_loss``).
+* KTO (``kto``): unpaired ``{"prompt", "completion", "label"}`` rows -- the DPO pair split
+  in two: the chosen response labelled ``True``, the rejected one ``False``.
+* Reward-model pairs (``rm``): the DPO pair plus ``margin`` = chosen minus rejected reward
+  (TRL's ``RewardTrainer`` reads ``margin`` when present).
+* All samples (``samples``): ``{"prompt", "completions": [{"model", "text", "reward"}]}``,
+  every scored response of a prompt, UltraFeedback-like.
 * D&R SFT (``dr-sft``): every correct answer of a debate, prompt = the plain answer template.
 * T-DPO (``tdpo``): per debate round, correct x incorrect answer pairs with the prompt that
   round was really generated from (long debate prompts chunked to ``max_prompt_tokens``).
 
 Every builder is a pure function of records; :func:`write_rows` writes JSONL or Parquet
-that ``datasets.load_dataset("json" | "parquet", data_files=...)`` loads.
+that ``datasets.load_dataset("json" | "parquet", data_files=...)`` loads; an export with no
+rows raises :class:`EmptyExportError` and writes nothing.
 """
 
 from __future__ import annotations
@@ -25,15 +35,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toa_graph import text
+from toa_graph.errors import UserError
+
 __all__ = [
     "PAPER_REJECTED_RANK",
+    "EmptyExportError",
     "ExportStats",
     "default_rejected_rank",
     "dpo_pair",
     "dpo_rows",
     "dr_sft_rows",
+    "kto_rows",
     "prompt_messages",
     "ranked_samples",
+    "rm_rows",
+    "samples_rows",
+    "sft_completion_rows",
     "sft_example",
     "sft_rows",
     "tdpo_rows",
@@ -42,6 +60,10 @@ __all__ = [
 
 PAPER_REJECTED_RANK = (30, 160)
 """The TOA paper's DPO pairs: best of 160 responses vs. the 30th ranked."""
+
+
+class EmptyExportError(UserError):
+    """An export produced no rows (nothing was written): a 0-row file would not load."""
 
 
 @dataclass
@@ -63,21 +85,7 @@ class ExportStats:
 
 def prompt_messages(prompt: Any) -> list[dict[str, str]]:
     """A record's prompt as chat messages (a plain string becomes one user turn)."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list):
-        return [{"role": str(m["role"]), "content": _text(m.get("content"))} for m in prompt]
-    raise ValueError(
-        f"record prompt must be a string or chat messages, got {type(prompt).__name__}"
-    )
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
-    return "" if content is None else str(content)
+    return text.prompt_messages(prompt, text_only=True)
 
 
 def _usable(sample: Mapping[str, Any]) -> bool:
@@ -205,6 +213,110 @@ def dpo_rows(
         yield row
 
 
+# ---------------------------------------------------------------- more formats
+
+
+def _per_record(
+    records: Iterable[Mapping[str, Any]],
+    rows_of: Callable[[Mapping[str, Any]], tuple[list[dict[str, Any]], str | None]],
+    stats: ExportStats | None,
+) -> Iterator[dict[str, Any]]:
+    stats = stats if stats is not None else ExportStats()
+    for rec in records:
+        stats.records += 1
+        rows, reason = rows_of(rec)
+        if not rows:
+            stats.skip(reason or "unknown")
+            continue
+        stats.written += len(rows)
+        yield from rows
+
+
+def sft_completion_rows(
+    records: Iterable[Mapping[str, Any]], *, keep_id: bool = False, stats: ExportStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """SFT as ``{"prompt": [turns], "completion": [assistant turn]}`` (the best answer)."""
+
+    def rows_of(rec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        row = sft_example(rec, keep_id=keep_id)
+        if row is None:
+            return [], "without a usable best response"
+        *prompt, answer = row.pop("messages")
+        return [{"prompt": prompt, "completion": [answer], **row}], None
+
+    return _per_record(records, rows_of, stats)
+
+
+def kto_rows(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    rejected_rank: int | None = None,
+    min_gap: float | None = None,
+    keep_id: bool = False,
+    stats: ExportStats | None = None,
+) -> Iterator[dict[str, Any]]:
+    """KTO's unpaired format: per record the DPO pair (:func:`dpo_pair`) as two rows,
+    ``{"prompt", "completion", "label": True}`` for the chosen response and ``label: False``
+    for the rejected one."""
+
+    def rows_of(rec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        pair, reason = dpo_pair(rec, rejected_rank=rejected_rank, min_gap=min_gap)
+        if pair is None:
+            return [], reason
+        extra = {"id": str(rec.get("id"))} if keep_id else {}
+        return [
+            {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True, **extra},
+            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False, **extra},
+        ], None
+
+    return _per_record(records, rows_of, stats)
+
+
+def rm_rows(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    rejected_rank: int | None = None,
+    min_gap: float | None = None,
+    keep_id: bool = False,
+    stats: ExportStats | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Reward-model pairs: ``{"prompt", "chosen", "rejected", "margin"}`` where ``margin`` is
+    the chosen reward minus the rejected one (the pair of :func:`dpo_pair`)."""
+
+    def rows_of(rec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        pair, reason = dpo_pair(rec, rejected_rank=rejected_rank, min_gap=min_gap, keep_id=keep_id)
+        if pair is None:
+            return [], reason
+        margin = pair.pop("score_chosen") - pair.pop("score_rejected")
+        return [{**pair, "margin": margin}], None
+
+    return _per_record(records, rows_of, stats)
+
+
+def samples_rows(
+    records: Iterable[Mapping[str, Any]], *, keep_id: bool = False, stats: ExportStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every usable sample of a prompt with its reward, in generation order:
+    ``{"prompt": [turns], "completions": [{"model": agent, "text", "reward"}]}``."""
+
+    def rows_of(rec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        usable = [s for s in rec.get("samples") or [] if _usable(s)]
+        if not usable:
+            return [], "without a usable sample"
+        row: dict[str, Any] = {
+            "prompt": prompt_messages(rec["prompt"]),
+            "completions": [
+                {"model": str(s.get("agent")), "text": s["text"], "reward": float(s["reward"])}
+                for s in usable
+            ],
+        }
+        if keep_id:
+            row["id"] = str(rec.get("id"))
+        return [row], None
+
+    return _per_record(records, rows_of, stats)
+
+
 # ---------------------------------------------------------------- Debate & Reflect
 
 
@@ -269,7 +381,8 @@ def write_rows(
     """Write rows as JSONL (default) or Parquet (``fmt="parquet"`` or a ``.parquet`` path).
 
     The file is written next to its final name and renamed into place, so a reader never
-    sees half a dataset. Returns the number of rows.
+    sees half a dataset. Returns the number of rows; raises :class:`EmptyExportError`
+    (writing nothing) when there are none.
     """
     p = Path(path)
     fmt = fmt or ("parquet" if p.suffix.lower() in (".parquet", ".pq") else "jsonl")
@@ -289,8 +402,11 @@ def write_rows(
 
         data = [dict(r) for r in rows]
         n = len(data)
-        table = pa.Table.from_pylist(data) if data else pa.table({})
-        pq.write_table(table, tmp)
+        if n:
+            pq.write_table(pa.Table.from_pylist(data), tmp)
+    if not n:
+        tmp.unlink(missing_ok=True)
+        raise EmptyExportError(f"no rows to write to {p}: nothing was written")
     os.replace(tmp, p)
     return n
 

@@ -175,15 +175,3 @@ Provide your most concise feedback. Do not output a new answer.
 {own}
 """
 """Our extension (open prompts, no agent judged correct): a reflection without a gold answer."""
-
-JUDGE_TEMPLATE = """\
-Rate how well the response answers the user's request, from 1 (useless or wrong) to 10 \
-(excellent: correct, helpful, complete and clear).
-
-## Request
-{question}
-
-## Response
-{response}
-
-Reply with the number only."""

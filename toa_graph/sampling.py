@@ -6,6 +6,7 @@ Exists once, so each method module reads as its algorithm and nothing else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
-from toa_graph.context import SamplingContext
+from toa_graph.context import BaseContext, SamplingContext
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.rewards.base import RewardModel
 from toa_graph.state import (
@@ -26,14 +27,13 @@ from toa_graph.state import (
     SamplingOutput,
     SamplingState,
     best_sample,
+    failure_stage,
 )
+from toa_graph.text import content_text, prompt_messages
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
-
-NOT_ANSWERS = frozenset({"feedback", "reflection"})
-"""Debate roles whose turns are not answers: never scored, never ``best``."""
 
 
 # ---------------------------------------------------------------- prompts -> messages
@@ -63,10 +63,7 @@ def question_text(prompt: Prompt) -> str:
     """The question being answered: the string, or the last user message's text."""
     if isinstance(prompt, str):
         return prompt
-    content = prompt[-1]["content"]
-    if isinstance(content, list):
-        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
-    return str(content)
+    return content_text(prompt[-1]["content"])
 
 
 def references_of(reference: str | list[str] | None) -> list[str] | None:
@@ -91,12 +88,7 @@ def _with_system(messages: list[Message], system: str | None) -> list[Message]:
 
 def answer_messages(prompt: Prompt, system: str | None = None) -> list[Message]:
     """Messages for a fresh answer: the conversation as given."""
-    msgs = (
-        [{"role": "user", "content": prompt}]
-        if isinstance(prompt, str)
-        else [dict(m) for m in prompt]
-    )
-    return _with_system(msgs, system)
+    return _with_system(prompt_messages(prompt), system)
 
 
 def user_turn_messages(prompt: Prompt, user_text: str, system: str | None = None) -> list[Message]:
@@ -138,6 +130,7 @@ def make_sample(
     kind: SampleKind,
     parent: str | None,
     layer: int,
+    scored: bool = True,
     **extra: Any,
 ) -> Sample:
     sample: Sample = {
@@ -151,6 +144,8 @@ def make_sample(
         "usage": gen.usage,
         "latency_s": round(gen.latency_s, 6),
         "error": gen.error,
+        "stage": "generate" if gen.error else None,
+        "scored": scored,
     }
     sample.update(extra)  # type: ignore[typeddict-item]
     return sample
@@ -242,14 +237,19 @@ async def score_samples(
         error = describe_error(exc)
         logger.warning("reward failed: %s", error)
         for i in todo:
-            out[i]["error"] = f"reward: {error}"
+            _reward_failed(out[i], error)
         return out  # type: ignore[return-value]
     for i, s in zip(todo, scores, strict=True):
         if math.isfinite(s):
             out[i]["reward"] = s
         else:  # NaN / inf is not a score: the sample stays unscored
-            out[i]["error"] = f"reward: non-finite score ({s})"
+            _reward_failed(out[i], f"non-finite score ({s})")
     return out  # type: ignore[return-value]
+
+
+def _reward_failed(sample: dict[str, Any], error: str) -> None:
+    sample["error"] = f"reward: {error}"
+    sample["stage"] = "reward"
 
 
 def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
@@ -282,10 +282,9 @@ def method_builder(
 async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, Any]:
     """The reward step of every method: score this step's generations (the ``inbox``) in
     generation order with one reward call, append them to ``samples`` and update ``best``
-    over the whole run. Turns that are not answers (debate feedback and reflections) stay
-    unscored."""
+    over the whole run. Samples that are not answers (``scored=False``) stay unscored."""
     turns = in_generation_order(state.get("inbox") or [])
-    answers = [s for s in turns if s.get("role") not in NOT_ANSWERS]
+    answers = [s for s in turns if s.get("scored", True)]
     scored = await score_samples(reward, state["prompt"], state.get("reference"), answers)
     by_id = {s["id"]: s for s in scored}
     new = [by_id.get(s["id"], s) for s in turns]
@@ -311,13 +310,19 @@ def start_run(state: SamplingState) -> dict[str, Any]:
 
 
 def context_of(runtime: Any) -> SamplingContext:
-    """The run's :class:`SamplingContext` from a node's ``Runtime`` (a dict is accepted too)."""
+    """The run's context from a node's ``Runtime`` as a :class:`SamplingContext` (a dict
+    or a method's own context class, e.g. :class:`~toa_graph.context.MoaContext`, is
+    accepted too: the knobs it lacks keep their defaults)."""
     ctx = getattr(runtime, "context", None)
     if ctx is None:
         return SamplingContext()
+    if isinstance(ctx, SamplingContext):
+        return ctx
     if isinstance(ctx, dict):
         return SamplingContext(**ctx)
-    return ctx
+    if isinstance(ctx, BaseContext):
+        return SamplingContext(**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)})
+    raise TypeError(f"context must be a dict or a context dataclass, got {type(ctx).__name__}")
 
 
 def sample_id(index: int) -> str:
@@ -336,12 +341,7 @@ def in_generation_order(samples: Sequence[Sample]) -> list[Sample]:
 
 def has_text(sample: Sample) -> bool:
     """Whether a sample holds an answer that can be shown to another agent."""
-    return bool(sample.get("text", "").strip()) and not _generation_failed(sample)
-
-
-def _generation_failed(sample: Sample) -> bool:
-    err = sample.get("error")
-    return bool(err) and not str(err).startswith("reward:")
+    return bool(sample.get("text", "").strip()) and failure_stage(sample) != "generate"
 
 
 def ranked(samples: Sequence[Sample]) -> list[Sample]:

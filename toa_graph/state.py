@@ -8,11 +8,15 @@ JSON-serialisable data: no clients, no callables.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, NotRequired, Required
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, NotRequired, Required, cast
 
 from typing_extensions import TypedDict
 
 SampleKind = Literal["fresh", "refine", "aggregate", "debate"]
+
+FailureStage = Literal["generate", "reward"]
+"""Where a sample failed: its generation (no usable text) or its scoring (text, no reward)."""
 
 Prompt = str | list[dict[str, Any]]
 """A prompt: a plain user string or a list of chat messages (``{"role", "content"}``)."""
@@ -22,6 +26,9 @@ class Usage(TypedDict):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    estimated: NotRequired[bool]
+    """True when one request returned several samples (``n`` > 1) and the request's usage
+    was spread over them: the per-sample split is an estimate, the sum is exact."""
 
 
 class Sample(TypedDict):
@@ -41,6 +48,12 @@ class Sample(TypedDict):
     latency_s: float
     error: str | None
     """Why this sample has no text or no reward; ``None`` when all went well."""
+    stage: FailureStage | None
+    """Which step ``error`` comes from: ``"generate"`` (no usable text) or ``"reward"``
+    (text but no score); ``None`` when all went well."""
+    scored: bool
+    """Whether the sample is an answer the reward model scores (``False`` for turns that
+    are not answers, e.g. a debate critic's feedback)."""
     references: NotRequired[list[str]]
     """Ids of every sample shown to the agent (MoA aggregation, debate turns)."""
     round: NotRequired[int]
@@ -95,6 +108,18 @@ class SamplingState(TypedDict, total=False):
     """Plays chosen by the controller for the current step (TOA)."""
     round: int
     """Current round / layer / step counter for iterative methods."""
+
+
+def failure_stage(sample: Mapping[str, Any]) -> FailureStage | None:
+    """Where ``sample`` failed, ``None`` if it did not. Records written before ``stage``
+    existed marked reward failures with a ``"reward:"`` error prefix; those are read too."""
+    stage = sample.get("stage")
+    if stage in ("generate", "reward"):
+        return cast(FailureStage, stage)
+    err = sample.get("error")
+    if not err:
+        return None
+    return "reward" if "stage" not in sample and str(err).startswith("reward:") else "generate"
 
 
 def best_sample(samples: list[Sample]) -> Sample | None:

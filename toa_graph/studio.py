@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from toa_graph.config import ProjectConfig, load_config
-from toa_graph.methods import METHODS
+from toa_graph.registry import compile_method
 from toa_graph.rewards import LazyReward
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,14 @@ def studio_config(path: str | None = None) -> ProjectConfig:
     return cfg.model_copy(update={"agents": agents})
 
 
-def studio_graph(method: str, config_path: str | None = None, **kwargs: Any) -> Any:
-    """A compiled graph of ``method`` (no checkpointer: the server brings its own)."""
+def studio_graph(method: str, config_path: str | None = None, **options: Any) -> Any:
+    """A compiled graph of ``method`` (no checkpointer: the server brings its own), with the
+    config's ``method.options`` when the config's method is this one, then ``options``."""
     cfg = studio_config(config_path)
-    builder = METHODS[method](
-        agents=cfg.agents, reward=LazyReward(cfg.reward, agents=cfg.agents), **kwargs
+    configured = cfg.method.options if cfg.method.name == method else {}
+    return compile_method(
+        method,
+        agents=cfg.agents,
+        reward=LazyReward(cfg.reward, agents=cfg.agents),
+        options={**configured, **options},
     )
-    return builder.compile(name=method)

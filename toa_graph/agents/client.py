@@ -11,6 +11,7 @@ from langchain_core.messages import BaseMessage
 
 from toa_graph.agents.errors import describe_error
 from toa_graph.config import AgentConfig
+from toa_graph.text import message_text as text_of
 
 if TYPE_CHECKING:
     from toa_graph.state import Usage
@@ -50,15 +51,6 @@ def usage_of(msg: BaseMessage) -> Usage:
     }
 
 
-def text_of(msg: Any) -> str:
-    content = getattr(msg, "content", None)
-    if content is None:
-        content = getattr(msg, "text", "")
-    if isinstance(content, list):
-        return "".join(c.get("text", "") if isinstance(c, dict) else str(c) for c in content)
-    return str(content)
-
-
 def split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | None) -> None:
     """With ``n`` choices the server reports one usage for the whole request (prompt tokens
     once, completion tokens summed) and LangChain copies it onto every choice. Spread it
@@ -73,6 +65,8 @@ def split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | None
         inp = prompt // k + (1 if i < prompt % k else 0)
         out = completion // k + (1 if i < completion % k else 0)
         g.usage = {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out}
+        if k > 1:  # the server counted the request, not each choice
+            g.usage["estimated"] = True
 
 
 async def health_check(url: str, cfg: AgentConfig, timeout_s: float) -> tuple[bool, str]:

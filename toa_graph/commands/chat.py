@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toa_graph.errors import UserError
@@ -29,14 +33,22 @@ Commands inside the chat:
   /reset              forget the conversation
   /help, /quit        (Ctrl-D also quits; Ctrl-C stops a running search)
 
-Without --config the embedded default is started (and stopped when you quit).
+Without --config the embedded default is started (and stopped when you quit). Your
+lines are kept in a readline history (arrow keys; $TOA_GRAPH_HISTORY, default
+~/.toa_graph_history). Example:
+
+  toa-graph chat --config model_configs/synthesis-4x8b.yaml --method moa --budget 6
+  you> /set rounds=2
+  you> Explain the birthday paradox in two sentences.
 """
+
+HISTORY_LENGTH = 1000
 
 HELP = DESCRIPTION.split("Commands inside the chat:\n", 1)[1].split("\n\n", 1)[0]
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.methods import METHODS
+    from toa_graph.commands import method_choices, set_help
 
     p = sub.add_parser(
         "chat",
@@ -46,11 +58,19 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
     p.add_argument(
-        "--method", default=None, choices=sorted(METHODS), help="default: the config's, else toa"
+        "--method", default=None, choices=method_choices(), help="default: the config's, else toa"
     )
-    p.add_argument("--budget", type=int, default=None, help="generations per answer")
+    p.add_argument(
+        "--budget", type=int, default=None, help="generations per answer (default: the config's)"
+    )
     p.add_argument("--agents", default=None, help="comma-separated agent names (default: all)")
-    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help=set_help("a context knob (repeatable)"),
+    )
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running at exit"
     )
@@ -67,16 +87,21 @@ class ChatSession:
     method: str
     knobs: dict[str, Any]
     agents: list[str]
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Method -> factory options (the config's ``method.options`` for its method)."""
     history: list[dict[str, str]] = field(default_factory=list)
     _graphs: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict)
 
     def graph(self) -> Any:
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import compile_method
 
         key = (self.method, tuple(self.agents))
         if key not in self._graphs:
             chosen = {n: a for n, a in self.all_agents.items() if n in self.agents}
-            self._graphs[key] = METHODS[self.method](agents=chosen, reward=self.reward).compile()
+            self._graphs[key] = compile_method(
+                self.method, agents=chosen, reward=self.reward,
+                options=self.options.get(self.method),
+            )  # fmt: skip
         return self._graphs[key]
 
     def context(self) -> Any:
@@ -92,7 +117,7 @@ class ChatSession:
     def command(self, line: str) -> bool:
         """Handle a ``/command``; False to quit."""
         from toa_graph.commands import parse_knobs
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import method_names
 
         name, _, arg = line[1:].strip().partition(" ")
         arg = arg.strip()
@@ -101,8 +126,8 @@ class ChatSession:
         if name == "help":
             print(HELP)
         elif name == "method":
-            if arg and arg not in METHODS:
-                print(f"unknown method {arg!r}; methods: {', '.join(sorted(METHODS))}")
+            if arg and arg not in method_names():
+                print(f"unknown method {arg!r}; methods: {', '.join(method_names())}")
             elif arg:
                 self.method = arg
             print(f"method: {self.method}")
@@ -214,14 +239,40 @@ def chat(args: argparse.Namespace) -> int:
             method=args.method or cfg.method.name,
             knobs=knobs,
             agents=[n for n in names if n in agents],
+            options={cfg.method.name: dict(cfg.method.options)},
         )
         print(
             f"toa-graph chat: method {session.method}, budget {session.context().budget}, "
             f"agents {', '.join(session.agents)}. /help for commands, /quit to leave.",
             flush=True,
         )
-        with asyncio.Runner() as runner:
+        with asyncio.Runner() as runner, readline_history(history_path()):
             return _loop(session, runner)
+
+
+def history_path() -> Path:
+    """``$TOA_GRAPH_HISTORY``, else ``~/.toa_graph_history``."""
+    return Path(os.environ.get("TOA_GRAPH_HISTORY") or Path.home() / ".toa_graph_history")
+
+
+@contextlib.contextmanager
+def readline_history(path: Path) -> Iterator[None]:
+    """Line editing and history for ``input()``, loaded from and saved to ``path`` (a
+    no-op where the readline module is missing, e.g. on Windows)."""
+    try:
+        import readline
+    except ImportError:
+        yield
+        return
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    readline.set_history_length(HISTORY_LENGTH)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
 
 
 def _loop(session: ChatSession, runner: asyncio.Runner) -> int:

@@ -1,9 +1,11 @@
 """``toa-graph compare``: several methods x several budgets on the same prompts.
 
 Writes, under OUTPUT/: ``<method>/budget-<B>/records.jsonl`` (each cell is a resumable
-synthesis run), ``compare.csv`` (one row per method and budget) and ``compare.png`` (mean
-best reward vs. generations per prompt, one line per method: the TOA paper's scaling
-figure for the user's own models and reward).
+synthesis run), ``compare.csv`` (one row per method and budget), ``compare.png`` (mean
+best reward vs. generations per prompt) and ``compare_tokens.png`` (mean best reward vs.
+tokens per prompt), one line per method: the TOA paper's two equal-compute views, for the
+user's own models and reward. ``--simulate`` runs it on the in-process simulated
+benchmark (:mod:`toa_graph.simulate`) and adds the best answers' true quality.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import csv
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,22 @@ from toa_graph.errors import UserError
 
 DESCRIPTION = """\
 Run each method at each budget on the same prompts and compare mean best reward at
-equal compute (generations per prompt). Each (method, budget) cell is a resumable
-synthesis run under OUTPUT/<method>/budget-<B>/. Prints a table; writes
-OUTPUT/compare.csv and OUTPUT/compare.png. Example:
+equal compute, as the TOA paper does: against generations per prompt (the budget) and
+against tokens per prompt (prompt + completion, as the agents report them). Each
+(method, budget) cell is a resumable synthesis run under OUTPUT/<method>/budget-<B>/.
+Prints a table; writes OUTPUT/compare.csv, OUTPUT/compare.png (reward vs. generations)
+and OUTPUT/compare_tokens.png (reward vs. tokens). Example:
 
   toa-graph compare --methods toa,moa,random --budgets 4,8,16,32 \\
       --config model_configs/synthesis-4x8b.yaml --input prompts.jsonl --output runs/cmp --limit 100
+
+--simulate needs no models or servers: five simulated agents with hidden skills and a
+noisy simulated reward model (toa_graph.simulate; deterministic by --sim-seed) answer
+--limit simulated prompts (default 100); the table and CSV add each method's mean TRUE
+quality of its best answer. Example:
+
+  toa-graph compare --simulate --methods toa,random,prs,ensemble,seq_refine \\
+      --budgets 10,20,40,80,160 --limit 100 --output runs/sim
 """
 
 CSV_FIELDS = [
@@ -39,6 +51,8 @@ CSV_FIELDS = [
     "mean_tokens",
     "mean_wall_s",
     "failed",
+    "mean_true_quality",
+    "true_quality_stderr",
 ]
 
 
@@ -58,7 +72,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--concurrency", type=int, default=16, help="prompts in flight at once (default 16)"
     )
-    p.add_argument("--field-map", nargs="+", action="extend", default=[], metavar="KEY=FIELD")
+    p.add_argument(
+        "--field-map",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=FIELD",
+        help="read prompt/reference/id from other input fields, e.g. reference=en",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -66,7 +87,15 @@ def add_parser(sub: Any) -> None:
         metavar="KNOB=VALUE",
         help="context knobs for every run",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="use the simulated agents and reward (no models, no servers; see above)",
+    )
+    p.add_argument(
+        "--sim-seed", type=int, default=0, help="--simulate: the hidden world's seed (default 0)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
     )
@@ -84,18 +113,33 @@ def cell_dir(output: str | Path, method: str, budget: int) -> Path:
     return Path(output) / method / f"budget-{budget}"
 
 
+def _mean_stderr(xs: Sequence[float]) -> tuple[float, float]:
+    n = len(xs)
+    mean = sum(xs) / n if n else float("nan")
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else float("nan")
+    return mean, math.sqrt(var / n) if n > 1 else float("nan")
+
+
 def aggregate(
-    records: Sequence[Mapping[str, Any]], *, method: str, budget: int, failed: int = 0
+    records: Sequence[Mapping[str, Any]],
+    *,
+    method: str,
+    budget: int,
+    failed: int = 0,
+    grade: Callable[[str], float | None] | None = None,
 ) -> dict[str, Any]:
-    """One CSV row from a cell's records."""
-    rewards = [
-        float(r["best"]["reward"])
+    """One CSV row from a cell's records (``grade``: the true quality of a best answer's
+    text, when it is known, as on the simulated benchmark)."""
+    bests = [
+        r["best"]
         for r in records
         if isinstance(r.get("best"), Mapping) and r["best"].get("reward") is not None
     ]
+    rewards = [float(b["reward"]) for b in bests]
     n = len(rewards)
-    mean = sum(rewards) / n if n else float("nan")
-    var = sum((x - mean) ** 2 for x in rewards) / (n - 1) if n > 1 else float("nan")
+    mean, stderr = _mean_stderr(rewards)
+    graded = [g for b in bests if (g := grade(str(b.get("text", "")))) is not None] if grade else []
+    true_mean, true_stderr = _mean_stderr(graded) if graded else (None, None)
 
     def avg(f: Any) -> float:
         vals = [f(r) for r in records]
@@ -106,11 +150,13 @@ def aggregate(
         "budget": budget,
         "prompts": n,
         "mean_best_reward": mean,
-        "stderr": math.sqrt(var / n) if n > 1 else float("nan"),
+        "stderr": stderr,
         "mean_generations": avg(lambda r: r["totals"]["generations"]),
         "mean_tokens": avg(lambda r: r["totals"]["tokens"]["total_tokens"]),
         "mean_wall_s": avg(lambda r: r["totals"]["wall_s"]),
         "failed": failed,
+        "mean_true_quality": true_mean,
+        "true_quality_stderr": true_stderr,
     }
 
 
@@ -122,10 +168,22 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
             w.writerow({k: r.get(k) for k in CSV_FIELDS})
 
 
+PLOT_AXES = {
+    "budget": ("budget", "generations per prompt (budget)", "compare.png"),
+    "tokens": ("mean_tokens", "tokens per prompt (prompt + completion)", "compare_tokens.png"),
+}
+"""x axis name -> (row field, axis label, file name under OUTPUT/)."""
+
+
 def plot(
-    rows: Sequence[Mapping[str, Any]], path: str | Path | None = None, *, title: str = ""
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path | None = None,
+    *,
+    title: str = "",
+    x: str = "budget",
 ) -> Any:
-    """Mean best reward vs. budget (log2 x axis), one line per method, stderr bars.
+    """Mean best reward vs. ``x`` ("budget": generations, "tokens": tokens per prompt), log2
+    x axis, one line per method, stderr bars.
 
     Draws on a standalone Agg figure (no pyplot, so a notebook's backend is left alone);
     saves it to ``path`` when given and returns the ``matplotlib.figure.Figure``.
@@ -136,23 +194,29 @@ def plot(
         raise ImportError(
             "the compare plot needs matplotlib: pip install 'toa-graph[data]'"
         ) from exc
-
+    field, xlabel, _ = PLOT_AXES[x]
     fig = Figure(figsize=(6.4, 4.4), dpi=120)
     ax = fig.add_subplot()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
-        pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["budget"])
-        xs = [r["budget"] for r in pts]
+        pts = sorted(
+            (r for r in rows if r["method"] == m and not math.isnan(float(r[field]))),
+            key=lambda r: float(r[field]),
+        )
+        xs = [float(r[field]) for r in pts]
         ys = [r["mean_best_reward"] for r in pts]
         errs = [0.0 if math.isnan(r["stderr"]) else r["stderr"] for r in pts]
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=m)
-    budgets = sorted({r["budget"] for r in rows})
-    if budgets and min(budgets) > 0:
+    if x == "budget":
+        budgets = sorted({r["budget"] for r in rows})
+        if budgets and min(budgets) > 0:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+    elif any(float(r[field]) > 0 for r in rows):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.set_xlabel("generations per prompt (budget)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("mean best reward")
-    ax.set_title(title or "reward vs. budget")
+    ax.set_title(title or f"reward vs. {'budget' if x == 'budget' else 'tokens'}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -177,6 +241,25 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
                 se = "" if math.isnan(r["stderr"]) else f" +-{r['stderr']:.3f}"
                 parts.append(f"{r['mean_best_reward']:.4f}{se}".rjust(18))
         lines.append(f"{m:<12}" + "".join(parts))
+    lines += ["", "mean tokens per prompt by budget", head, "-" * len(head)]
+    for m in methods:
+        toks = [cell.get((m, b), {}).get("mean_tokens", float("nan")) for b in budgets]
+        lines.append(f"{m:<12}" + "".join(f"{t:>18.0f}" for t in toks))
+    if any(r.get("mean_true_quality") is not None for r in rows):
+        lines += ["", "mean TRUE quality of the best answer (+- stderr) by budget", head]
+        lines.append("-" * len(head))
+        for m in methods:
+            parts = []
+            for b in budgets:
+                r = cell.get((m, b))
+                q = None if r is None else r.get("mean_true_quality")
+                se = (
+                    ""
+                    if r is None or r.get("true_quality_stderr") is None
+                    else (f" +-{r['true_quality_stderr']:.3f}")
+                )
+                parts.append(f"{'n/a':>18}" if q is None else f"{q:.4f}{se}".rjust(18))
+            lines.append(f"{m:<12}" + "".join(parts))
     return "\n".join(lines)
 
 
@@ -195,8 +278,15 @@ async def run_compare(
     progress: bool = True,
     agents_digest: Any = None,
     reward_digest: Any = None,
+    agents_factory: Callable[[], Any] | None = None,
+    grade: Callable[[str], float | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (method, budget) cell, then write compare.csv and compare.png."""
+    """Run every (method, budget) cell, then write compare.csv and both plots.
+
+    ``agents_factory``, when given, builds the agents anew for each cell (stateful agents,
+    e.g. the simulated ones, then give every cell the same start); ``grade`` adds the true
+    quality of the best answers to the rows.
+    """
     from toa_graph.synthesis import config_digest, read_records, run_synthesis
 
     rows = []
@@ -204,8 +294,9 @@ async def run_compare(
         for budget in budgets:
             ctx = {**(context or {}), "budget": int(budget)}
             out = cell_dir(output, method, budget)
+            cell_agents = agents_factory() if agents_factory is not None else agents
             summary = await run_synthesis(
-                input, out, method=method, agents=agents, reward=reward, context=ctx,
+                input, out, method=method, agents=cell_agents, reward=reward, context=ctx,
                 concurrency=concurrency, limit=limit, field_map=field_map, progress=progress,
                 digest=config_digest(
                     method=method, context=ctx, agents=agents_digest or agents, reward=reward_digest or reward
@@ -214,18 +305,49 @@ async def run_compare(
             )  # fmt: skip
             records = list(read_records(out))
             rows.append(
-                aggregate(records, method=method, budget=int(budget), failed=summary.failed)
+                aggregate(
+                    records, method=method, budget=int(budget), failed=summary.failed, grade=grade
+                )
             )
     Path(output).mkdir(parents=True, exist_ok=True)
     write_csv(rows, Path(output) / "compare.csv")
-    plot(rows, Path(output) / "compare.png")
+    for x, (_, _, name) in PLOT_AXES.items():
+        plot(rows, Path(output) / name, x=x)
     return rows
+
+
+async def run_simulated(
+    output: str | Path,
+    *,
+    methods: Sequence[str],
+    budgets: Sequence[int],
+    prompts: int = 100,
+    seed: int = 0,
+    context: Mapping[str, Any] | None = None,
+    concurrency: int = 16,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """:func:`run_compare` on the simulated benchmark (:mod:`toa_graph.simulate`)."""
+    import json
+
+    from toa_graph.simulate import SimReward, SimWorld, sim_agents, sim_prompts, true_quality
+
+    world = SimWorld(seed=seed)
+    Path(output).mkdir(parents=True, exist_ok=True)
+    inp = Path(output) / f"sim_prompts-seed{seed}.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in sim_prompts(prompts)), encoding="utf-8")
+    return await run_compare(
+        inp, output, methods=methods, budgets=budgets, agents=sim_agents(world),
+        reward=SimReward(world), context=context, concurrency=concurrency, progress=progress,
+        agents_digest={"simulated": seed}, reward_digest={"simulated": seed},
+        agents_factory=lambda: sim_agents(world), grade=true_quality,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
     from toa_graph.commands.synthesize import EXAMPLES
-    from toa_graph.methods import METHODS
+    from toa_graph.registry import method_names
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import parse_field_map
 
@@ -235,15 +357,24 @@ def run(args: argparse.Namespace) -> int:
         field_map = parse_field_map(args.field_map)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in method_names()]
     if unknown:
-        raise UserError(f"unknown methods {unknown}; available: {', '.join(sorted(METHODS))}")
+        raise UserError(f"unknown methods {unknown}; available: {', '.join(method_names())}")
     if any(b < 1 for b in budgets):
         raise UserError("budgets must be >= 1")
     input_path = Path(args.input) if args.input else EXAMPLES
     if not input_path.exists():
         raise UserError(f"input file not found: {input_path}")
     knobs = parse_knobs(args.set)
+    if args.simulate:
+        rows = asyncio.run(
+            run_simulated(
+                args.output, methods=methods, budgets=budgets, prompts=args.limit or 100,
+                seed=args.sim_seed, context=knobs, concurrency=args.concurrency,
+                progress=not args.no_progress,
+            )
+        )  # fmt: skip
+        return _report(rows, args.output)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         context = {**cfg.method.context, **knobs}
         reward = build_reward(cfg.reward, agents=cfg.agents)
@@ -254,9 +385,14 @@ def run(args: argparse.Namespace) -> int:
                 field_map=field_map, progress=not args.no_progress, reward_digest=cfg.reward,
             )
         )  # fmt: skip
+    return _report(rows, args.output)
+
+
+def _report(rows: Sequence[Mapping[str, Any]], output: str) -> int:
     print(format_table(rows))
-    out = Path(args.output)
-    print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.png'}")
+    out = Path(output)
+    plots = " and ".join(str(out / name) for _, _, name in PLOT_AXES.values())
+    print(f"\nwrote {out / 'compare.csv'}, {plots}")
     failed = sum(r["failed"] for r in rows)
     if failed:
         print(f"{failed} prompt runs failed (see */failed.jsonl)", file=sys.stderr)

@@ -15,7 +15,9 @@ def _add_actions(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("prepare", help="install the vLLM CPU venv and convert the models (idempotent)")
     p_start = sub.add_parser("start", help="start (or reuse) kept servers for a config")
     p_start.add_argument("--config", default=None, help="config with embedded:// agents")
-    p_start.add_argument("--kv-cache-gib", type=float, default=1.0)
+    p_start.add_argument(
+        "--kv-cache-gib", type=float, default=1.0, help="KV cache per vLLM CPU server, in GiB"
+    )
     sub.add_parser("status", help="list kept servers that are running")
     sub.add_parser("stop", help="stop every kept server")
 

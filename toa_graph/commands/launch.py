@@ -39,10 +39,33 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--endpoints-out", required=True, metavar="FILE", help="resolved config YAML")
     p.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1,2,3 (round robin per server)")
     p.add_argument("--port-base", type=int, default=None, help="first port (default: free ports)")
-    p.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="F")
-    p.add_argument("--max-model-len", type=int, default=None, metavar="N")
-    p.add_argument("--chat-template", default=None, metavar="FILE")
-    p.add_argument("--tensor-parallel-size", type=int, default=1, metavar="K")
+    p.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        metavar="F",
+        help="vLLM's --gpu-memory-utilization for every server (default: vLLM's)",
+    )
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        metavar="N",
+        help="vLLM's --max-model-len (default: the model's)",
+    )
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        metavar="FILE",
+        help="vLLM's --chat-template for the chat servers (default: the tokenizer's)",
+    )
+    p.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=1,
+        metavar="K",
+        help="GPUs per server (vLLM's --tensor-parallel-size)",
+    )
     p.add_argument(
         "--model-path",
         action="append",
@@ -63,7 +86,13 @@ def add_parser(sub: Any) -> None:
         metavar="ARG",
         help="extra server argument(s), e.g. --vllm-arg=--enable-prefix-caching",
     )
-    p.add_argument("--startup-timeout", type=float, default=1200.0, metavar="SECONDS")
+    p.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=1200.0,
+        metavar="SECONDS",
+        help="give up when a server is not ready after this long",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan and commands; start nothing"
     )

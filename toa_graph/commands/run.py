@@ -22,7 +22,7 @@ CPU build on 127.0.0.1 (started for this run and stopped after it, unless
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.methods import METHODS
+    from toa_graph.commands import method_choices, set_help
 
     p = sub.add_parser(
         "run",
@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--method",
         default=None,
-        choices=sorted(METHODS),
+        choices=method_choices(),
         help="sampling method (default: the config's, else toa)",
     )
     p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KNOB=VALUE",
-        help="other context knobs, e.g. --set alpha=0.05 --set plays_per_step=4",
+        help=set_help("other context knobs"),
     )
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
@@ -62,20 +62,18 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.commands import parse_knobs, project_config
-    from toa_graph.context import SamplingContext
-    from toa_graph.methods import METHODS
+    from toa_graph.commands import method_settings, parse_knobs, project_config
+    from toa_graph.registry import compile_method, method_context
     from toa_graph.rewards import build_reward
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     knobs = parse_knobs(args.set)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        method = args.method or cfg.method.name
-        context = {**cfg.method.context, **knobs}
+        method, context, options = method_settings(cfg, args.method, knobs)
         context["budget"] = args.budget or context.get("budget") or 8
-        ctx = SamplingContext(**context)
+        ctx = method_context(method, context)  # a bad knob: UserError (exit 2)
         reward = build_reward(cfg.reward, agents=cfg.agents)
-        graph = METHODS[method](agents=cfg.agents, reward=reward).compile()
+        graph = compile_method(method, agents=cfg.agents, reward=reward, options=options)
         inp: dict[str, Any] = {"prompt": prompt}
         if args.reference:
             inp["reference"] = args.reference

@@ -33,7 +33,7 @@ Without --config the embedded default is started (and stopped at exit). Examples
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.methods import METHODS
+    from toa_graph.commands import method_choices, set_help
 
     p = sub.add_parser(
         "serve",
@@ -45,11 +45,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--method",
         default=None,
-        choices=sorted(METHODS),
+        choices=method_choices(),
         help="default method, for model 'default' (default: the config's)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument(
         "--api-key-env",
         default=None,
@@ -62,14 +62,22 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KNOB=VALUE",
-        help="default context knobs, e.g. --set alpha=0.05",
+        help=set_help("default context knobs (each method takes those it has)"),
     )
     p.add_argument("--max-budget", type=int, default=512, help="largest budget a request may ask")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="larger request bodies are refused"
+    )
     p.add_argument(
         "--max-concurrent-runs", type=int, default=32, help="method runs at once; others wait"
     )
-    p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up on a request's method run after this long (default: no limit)",
+    )
     p.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running at exit"
     )
@@ -90,7 +98,7 @@ def serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from toa_graph.server import build_app
-        from toa_graph.server.serving import ServerSettings
+        from toa_graph.server.serving import ServerSettings, ServingError
     except ImportError as exc:
         raise UserError(
             f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})"
@@ -117,12 +125,18 @@ def serve(args: argparse.Namespace) -> int:
             api_key=api_key,
             default_method=args.method or cfg.method.name,
             default_context=knobs,
+            default_options={cfg.method.name: dict(cfg.method.options)},
             max_budget=args.max_budget,
             max_body_bytes=args.max_body_bytes,
             max_concurrent_runs=args.max_concurrent_runs,
             request_timeout_s=args.request_timeout,
         )
-        app = build_app(cfg.agents, build_reward(cfg.reward, agents=cfg.agents), settings=settings)
+        try:
+            app = build_app(
+                cfg.agents, build_reward(cfg.reward, agents=cfg.agents), settings=settings
+            )
+        except (ValueError, ServingError) as exc:  # default knobs or options the methods lack
+            raise UserError(f"bad method settings: {exc}") from exc
         print(
             f"toa-graph serving {', '.join(app.state.serving.methods)} on "
             f"http://{args.host}:{args.port}/v1 (auth: {'bearer token' if api_key else 'none'})",

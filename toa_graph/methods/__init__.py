@@ -15,23 +15,20 @@ from toa_graph.methods.prs import create_prs_graph
 from toa_graph.methods.random_sampling import create_random_sampling_graph
 from toa_graph.methods.seq_refine import create_seq_refine_graph
 from toa_graph.methods.toa import create_toa_graph
+from toa_graph.registry import METHOD_SPECS, MethodSpec, compile_method
 
 MethodFactory = Callable[..., StateGraph[Any, Any, Any, Any]]
 
-METHODS: dict[str, MethodFactory] = {
-    "random": create_random_sampling_graph,
-    "prs": create_prs_graph,
-    "ensemble": create_ensemble_graph,
-    "seq_refine": create_seq_refine_graph,
-    "moa": create_moa_graph,
-    "debate": create_debate_graph,
-    "toa": create_toa_graph,
-}
-"""Method name -> factory ``(agents=..., reward=...) -> uncompiled StateGraph``."""
+METHODS: dict[str, MethodFactory] = {name: spec.factory for name, spec in METHOD_SPECS.items()}
+"""Method name -> factory ``(agents=..., reward=...) -> uncompiled StateGraph``, read from
+the registry (:mod:`toa_graph.registry`), where each method is declared."""
 
 __all__ = [
     "METHODS",
+    "METHOD_SPECS",
     "MethodFactory",
+    "MethodSpec",
+    "compile_method",
     "create_debate_graph",
     "create_ensemble_graph",
     "create_moa_graph",

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import random
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -52,6 +51,14 @@ from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
+from toa_graph.answers import (
+    TASK_TYPES,
+    TaskType,
+    detect_task,
+    extract_final_answer,
+    gold_answer,
+)
+from toa_graph.answers import answers_match as _answers_match
 from toa_graph.context import SamplingContext
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
@@ -65,7 +72,6 @@ from toa_graph.methods.debate_rounds import (
 )
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
-    NOT_ANSWERS,
     context_of,
     generate_sample,
     has_text,
@@ -88,6 +94,9 @@ __all__ = [
 
 Role = Literal["answer", "feedback", "reflection"]
 
+NOT_ANSWERS = frozenset({"feedback", "reflection"})
+"""Roles whose turns are not answers: never scored (``scored=False``), never ``best``."""
+
 
 class TurnTask(TypedDict):
     """One debate turn: who speaks, what they are sent, where it hangs in the tree."""
@@ -105,88 +114,43 @@ class TurnTask(TypedDict):
     task: str
 
 
-# ---------------------------------------------------------------- final answers (interim)
-# To be replaced by toa_graph.answers (extract_final_answer / is_correct) once merged;
-# the graph only calls _is_correct and _display_gold.
+# ---------------------------------------------------------------- final answers
 
-_FINAL_RE = re.compile(r"final answer\s*(?:is)?\s*[:：]\s*(.+)", re.IGNORECASE)
-_GSM8K_RE = re.compile(r"####\s*(.+)")
+_MARKER = "Final answer:"
 
 
-def _last_boxed(text: str) -> str | None:
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i, depth = start + len("\\boxed{"), 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
+def final_answer(text: str, task: TaskType = "math") -> str | None:
+    """A debate turn's final answer, as D&R parses it (``utils.parse_answer``): the text
+    between the first "Final answer:" marker and the next one, read by :mod:`toa_graph.answers` for the task
+    type; ``None`` when the turn has no marker (D&R counts such a turn as unanswered).
 
-
-def _normalise(answer: str) -> str:
-    s = answer.strip()
-    boxed = _last_boxed(s)
-    if boxed is not None:
-        s = boxed
-    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
-    s = s.replace("\\$", "").replace("$", "").replace("**", "").replace("\\%", "%")
-    s = s.strip().rstrip(".").strip()
-    s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)
-    s = re.sub(r"\s+", " ", s).lower()
-    m = re.fullmatch(r"\(?([a-z])\)?", s)  # multiple choice: "(B)" / "B)" -> "b"
-    if m:
-        return m.group(1)
-    try:
-        number = float(s.rstrip("%"))
-    except ValueError:
-        return s
-    return f"{number:g}" + ("%" if s.endswith("%") else "")
-
-
-def final_answer(text: str) -> str | None:
-    """The normalised final answer of a turn: its last "Final answer: ..." line, else its
-    last ``\\boxed{...}``, else ``None``.
-
-    >>> final_answer("2 + 2 = 4.\\nFinal answer: **4.0**")
+    >>> final_answer("2 + 2 = 4.\\nFinal answer: **4**", "numeric")
     '4'
-    >>> final_answer("so the result is $\\\\boxed{1,000}$")
-    '1000'
+    >>> final_answer("so the result is 1,000") is None
+    True
     """
-    # "...": the instruction echoed back ('End with a line "Final answer: ..."'), no answer
-    found = [f for f in _FINAL_RE.findall(text or "") if not f.strip().startswith("...")]
-    if found:
-        return _normalise(found[-1]) or None
-    boxed = _last_boxed(text or "")
-    return _normalise(boxed) if boxed is not None else None
+    parts = (text or "").split(_MARKER)
+    if len(parts) < 2 or parts[1].strip().startswith("..."):  # the template echoed back
+        return None
+    return extract_final_answer(f"{_MARKER}{parts[1].strip()}", task)
 
 
-def _gold_answer(gold: str) -> str:
-    m = _GSM8K_RE.search(gold)
-    if m:
-        return _normalise(m.group(1))
-    return final_answer(gold) or _normalise(gold)
-
-
-def answers_match(text: str, gold: str | Sequence[str]) -> bool:
-    """Whether a turn's final answer equals the gold answer (or one of several)."""
-    ans = final_answer(text)
-    if ans is None:
-        return False
+def answers_match(text: str, gold: str | Sequence[str], task: TaskType | None = None) -> bool:
+    """Whether a turn's final answer (see :func:`final_answer`) equals the gold answer, or
+    one of several, under the task type's rules (``None``: guessed from each gold)."""
     golds = [gold] if isinstance(gold, str) else list(gold)
-    return any(ans == _gold_answer(g) for g in golds if g and g.strip())
+    for g in golds:
+        if not g or not g.strip():
+            continue
+        t = task or detect_task(g)
+        if _answers_match(final_answer(text, t), gold_answer(g), t):
+            return True
+    return False
 
 
 def _is_correct(text: str, golds: Sequence[str], task: str) -> bool:
-    """THE correctness check of the debate (the one place to swap for answers.is_correct)."""
-    return answers_match(text, golds)
-
-
-def _display_gold(gold: str) -> str:
-    """The gold's final answer as shown to a reflecting agent (GSM8K's "#### x" -> "x")."""
-    m = _GSM8K_RE.search(gold)
-    return (m.group(1) if m else gold).strip()
+    """THE correctness check of the debate: one place, through the answers module."""
+    return answers_match(text, golds, cast(TaskType, task) if task in TASK_TYPES else None)
 
 
 # ---------------------------------------------------------------- the rounds
@@ -326,7 +290,7 @@ def create_debate_graph(
         sample = await generate_sample(
             pool, name, msgs, context_of(runtime),
             sample_id=task["sample_id"], kind="debate", parent=task["parent"], layer=task["round"],
-            references=task["references"], **extra,
+            references=task["references"], scored=task["role"] not in NOT_ANSWERS, **extra,
         )  # fmt: skip
         return {"inbox": [sample]}
 
@@ -378,9 +342,9 @@ def _reflection_gold(answers: list[Sample], golds: list[str] | None) -> str | No
     """The correct final answer an incorrect agent is given: the gold; without one, the
     final answer of the best-rewarded correct answer (None when no answer is correct)."""
     if golds:
-        return _display_gold(golds[0])
+        return gold_answer(golds[0])
     right = best_sample([s for s in answers if s.get("correct")])
-    return final_answer(right["text"]) if right else None
+    return final_answer(right["text"], cast(TaskType, right.get("task", "math"))) if right else None
 
 
 # ---------------------------------------------------------------- exports

@@ -23,6 +23,7 @@ from toa_graph.prompts import (
     DEBATE_ROUND_BLOCK,
     DEBATE_ROUND_TEMPLATE,
 )
+from toa_graph.text import content_text
 
 __all__ = [
     "answer_prompt_text",
@@ -135,10 +136,8 @@ def _answers(record: Record) -> list[Mapping[str, Any]]:
 def _question_and_history(prompt: Any) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(prompt, str):
         return prompt, []
-    content = prompt[-1]["content"]
-    if isinstance(content, list):
-        content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
-    return str(content), [{"role": m["role"], "content": m["content"]} for m in prompt[:-1]]
+    content = content_text(prompt[-1]["content"])
+    return content, [{"role": m["role"], "content": m["content"]} for m in prompt[:-1]]
 
 
 def dr_sft_examples(record: Record) -> list[dict[str, Any]]:

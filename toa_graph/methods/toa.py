@@ -8,7 +8,11 @@
 The ``controller`` runs MCTS selection (:mod:`toa_graph.mcts`) for up to
 ``plays_per_step`` plays and fans them out with ``Send``; ``reward`` scores the step's
 generations in one call; ``backprop`` records each result in the tree. One play per step
-(the default) is exactly the paper's algorithm.
+(the default) is exactly the paper's algorithm: the reference is ``MCTS_thread`` /
+``MCTS_Selection`` in oceanypt/TOA ``code/ensemble_methods.py``, and
+``tests/test_toa_reference.py`` checks the play sequence against a model of it. Several
+plays per step are our extension (``pending_value`` picks how pending plays steer the
+step's other selections).
 """
 
 from __future__ import annotations
@@ -52,7 +56,11 @@ class PlayTask(TypedDict):
 
 def _params(ctx: SamplingContext) -> mcts.SearchParams:
     return mcts.SearchParams(
-        alpha=ctx.alpha, tau=ctx.tau, width=ctx.effective_width, top_k_child=ctx.top_k_child
+        alpha=ctx.alpha,
+        tau=ctx.tau,
+        width=ctx.effective_width,
+        top_k_child=ctx.top_k_child,
+        pending=cast("mcts.PendingRule", ctx.pending_value),
     )
 
 
@@ -69,8 +77,8 @@ def create_toa_graph(
             ``(prompt, responses[, references]) -> list[float]``.
 
     Per-run knobs come from :class:`~toa_graph.context.SamplingContext`: ``budget``,
-    ``alpha``, ``tau``, ``width``, ``top_k_child``, ``plays_per_step``, ``temperature``,
-    ``max_tokens``.
+    ``alpha``, ``tau``, ``width``, ``top_k_child``, ``plays_per_step``, ``pending_value``,
+    ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)

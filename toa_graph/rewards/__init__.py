@@ -36,21 +36,17 @@ __all__ = [
     "reward_counters",
 ]
 
-_IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
-    "hf": ("toa_graph.rewards.hf", "HFReward"),
-    "vllm": ("toa_graph.rewards.vllm_pool", "VLLMPoolingReward"),
-    "judge": ("toa_graph.rewards.judge", "JudgeReward"),
-    "comet": ("toa_graph.rewards.comet", "CometReward"),
-    "math": ("toa_graph.rewards.math", "MathReward"),
-    "reference": ("toa_graph.rewards.reference", "ReferenceReward"),
-    "embedded": ("toa_graph.rewards.embedded", "EmbeddedReward"),
-}
-
 
 def build_reward(cfg: Any, *, agents: Sequence[AgentConfig] = ()) -> RewardModel:
-    """The reward model a config's ``reward:`` section describes."""
+    """The reward model a config's ``reward:`` section describes (the kind's config class
+    names its implementation: :data:`toa_graph.config.REWARD_KINDS`)."""
+    from toa_graph.config import REWARD_KINDS
+
     kind = cfg.kind
-    if kind == "python":
+    if kind not in REWARD_KINDS:
+        raise RewardError(f"unknown reward kind {kind!r}; known: {sorted(REWARD_KINDS)}")
+    implementation = REWARD_KINDS[kind].implementation
+    if implementation is None:  # python: the config names its own callable
         module_name, _, attr = cfg.target.partition(":")
         try:
             obj: Any = importlib.import_module(module_name)
@@ -65,12 +61,7 @@ def build_reward(cfg: Any, *, agents: Sequence[AgentConfig] = ()) -> RewardModel
 
             obj = functools.partial(obj, **cfg.kwargs)
         return as_reward_model(obj)
-    try:
-        module_name, class_name = _IMPLEMENTATIONS[kind]
-    except KeyError:
-        raise RewardError(
-            f"unknown reward kind {kind!r}; known: {sorted(_IMPLEMENTATIONS)} and python"
-        ) from None
+    module_name, _, class_name = implementation.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     model: RewardModel = cls.from_config(cfg, agents=agents)
     return model

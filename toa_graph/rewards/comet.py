@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from toa_graph.rewards.base import RewardError
 from toa_graph.rewards.batching import BatchingReward
 from toa_graph.state import Prompt
+from toa_graph.text import content_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from toa_graph.config import CometRewardConfig
@@ -35,10 +36,7 @@ def source_text(prompt: Prompt) -> str:
         return prompt
     for m in reversed(prompt):
         if m.get("role") == "user":
-            content = m.get("content", "")
-            if isinstance(content, list):  # content parts
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content)
+            return content_text(m.get("content"))
     raise RewardError("comet reward: the prompt has no user message to use as source")
 
 

@@ -41,6 +41,7 @@ from toa_graph.rewards.varlen import (  # noqa: F401  (VARLEN_ATTN, varlen_atten
     varlen_kernel_available,
 )
 from toa_graph.state import Prompt
+from toa_graph.text import prompt_messages
 
 if TYPE_CHECKING:  # pragma: no cover
     from toa_graph.config import HFRewardConfig
@@ -66,11 +67,7 @@ class EncodedPair:
 
 def to_messages(prompt: Prompt, response: str) -> list[dict[str, Any]]:
     """``[user prompt (or the given messages), assistant response]``."""
-    if isinstance(prompt, str):
-        msgs: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-    else:
-        msgs = [dict(m) for m in prompt]
-    return [*msgs, {"role": "assistant", "content": response}]
+    return [*prompt_messages(prompt), {"role": "assistant", "content": response}]
 
 
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:

@@ -39,6 +39,7 @@ from toa_graph.config import AgentConfig, JudgeRewardConfig
 from toa_graph.retry import RetryPolicy
 from toa_graph.rewards.base import RewardError, check_scores
 from toa_graph.state import Prompt
+from toa_graph.text import content_text
 
 __all__ = [
     "JUDGE_SYSTEM",
@@ -71,10 +72,7 @@ def prompt_text(prompt: Prompt) -> str:
         return prompt
     parts = []
     for m in prompt:
-        content = m.get("content", "")
-        if isinstance(content, list):  # OpenAI content parts
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        parts.append(f"{m.get('role', 'user')}: {content}")
+        parts.append(f"{m.get('role', 'user')}: {content_text(m.get('content'))}")
     return "\n".join(parts)
 
 

@@ -79,7 +79,10 @@ class ChatCompletionRequest(BaseModel):
         default=None, description="Gold answer / reference translation for the reward."
     )
     context: dict[str, Any] | None = Field(
-        default=None, description="Other per-run knobs (SamplingContext fields)."
+        default=None, description="Other per-run knobs of the method (see toa_graph.registry)."
+    )
+    options: dict[str, Any] | None = Field(
+        default=None, description="Method options, e.g. MoA's aggregator or debate's critic."
     )
 
 

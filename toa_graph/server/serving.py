@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
@@ -19,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
-from toa_graph.context import SamplingContext
+from toa_graph.context import BaseContext
 from toa_graph.errors import ToaGraphError
-from toa_graph.methods import METHODS
 from toa_graph.progress import Progress, RunResult, astream_run
+from toa_graph.registry import compile_method, get_method, method_names, method_options
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.server.protocol import (
     AssistantMessage,
@@ -45,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ALIAS = "default"
 """A ``model`` name that selects the server's default method."""
-
-_CONTEXT_FIELDS = {f.name for f in dataclasses.fields(SamplingContext)}
 
 
 class ServingError(ToaGraphError):
@@ -77,7 +74,11 @@ class ServerSettings:
     default_method: str = "toa"
     """Method used for ``model: "default"``; listed first in /v1/models."""
     default_context: dict[str, Any] = field(default_factory=dict)
-    """Context knobs applied to every request before its own (e.g. the config's)."""
+    """Context knobs applied to every request before its own (e.g. the config's); each
+    method takes those it has."""
+    default_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Method -> factory options used when a request gives none (e.g. the config's
+    ``method.options`` for its method)."""
     max_budget: int = 512
     """Largest ``budget`` a request may ask for."""
     max_body_bytes: int = 1 << 20
@@ -96,8 +97,9 @@ class _Run:
     method: str
     model: str
     inp: dict[str, Any]
-    context: SamplingContext
+    context: BaseContext
     include_usage: bool
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class ChatServing:
@@ -118,31 +120,41 @@ class ChatServing:
         self.pool = as_agent_pool(agents)
         self.reward = as_reward_model(reward)
         self.settings = settings or ServerSettings()
-        names = list(methods) if methods else list(METHODS)
-        unknown = [m for m in names if m not in METHODS]
+        names = list(methods) if methods else method_names()
+        unknown = [m for m in names if m not in method_names()]
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+            raise ValueError(f"unknown method(s) {unknown}; known: {method_names()}")
         if self.settings.default_method not in names:
             raise ValueError(
                 f"default method {self.settings.default_method!r} is not served ({names})"
             )
         default = self.settings.default_method
         self.methods = [default, *(m for m in names if m != default)]
-        # Fail at start-up, not on the first request, on bad default knobs.
-        self._context({}, None)
-        self._graphs: dict[str, Any] = {}
+        # Fail at start-up, not on the first request, on bad default knobs or options.
+        stray = set(self.settings.default_context).difference(
+            *(get_method(m).knobs for m in self.methods)
+        )
+        if stray:
+            raise ValueError(f"default context knob(s) {sorted(stray)} belong to no served method")
+        self._context(default, {}, None)
+        for m, opts in self.settings.default_options.items():
+            self._options(m, opts)
+        self._graphs: dict[tuple[str, str], Any] = {}
         self._slots: asyncio.Semaphore | None = None
 
     # ------------------------------------------------------------------ models
 
-    def graph(self, method: str) -> Any:
-        if method not in self._graphs:
-            builder = METHODS[method](agents=self.pool, reward=self.reward)
-            self._graphs[method] = builder.compile(name=method)
-        return self._graphs[method]
+    def graph(self, method: str, options: Mapping[str, Any] | None = None) -> Any:
+        """The compiled graph of ``method`` with ``options`` (compiled once per pair)."""
+        key = (method, json.dumps(dict(options or {}), sort_keys=True))
+        if key not in self._graphs:
+            self._graphs[key] = compile_method(
+                method, agents=self.pool, reward=self.reward, options=options
+            )
+        return self._graphs[key]
 
     def list_models(self) -> ModelList:
-        budget = self._context({}, None).budget
+        budget = self._context(self.settings.default_method, {}, None).budget
         cards = [
             ModelCard(
                 id=m,
@@ -185,18 +197,21 @@ class ChatServing:
 
     # ------------------------------------------------------------------ requests
 
-    def _context(self, knobs: Mapping[str, Any], budget: int | None) -> SamplingContext:
-        merged = {**self.settings.default_context, **knobs}
+    def _context(self, method: str, knobs: Mapping[str, Any], budget: int | None) -> BaseContext:
+        spec = get_method(method)
+        merged = {k: v for k, v in self.settings.default_context.items() if k in spec.knobs}
+        merged.update(knobs)
         if budget is not None:
             merged["budget"] = budget
-        unknown = sorted(set(merged) - _CONTEXT_FIELDS)
+        unknown = sorted(set(merged) - set(spec.knobs))
         if unknown:
             raise ServingError(
                 400,
-                f"unknown context knob(s) {unknown}; known: {sorted(_CONTEXT_FIELDS)}",
+                f"unknown context knob(s) {unknown} for method {method!r}; "
+                f"its knobs: {', '.join(spec.knobs)}",
                 param="context",
             )
-        b = merged.get("budget", SamplingContext.budget)
+        b = merged.get("budget", spec.knobs["budget"])
         if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= self.settings.max_budget:
             raise ServingError(
                 400,
@@ -210,9 +225,24 @@ class ChatServing:
                 400, f"unknown agent {agent!r}; agents: {self.pool.names}", param="context.agent"
             )
         try:
-            return SamplingContext(**merged)
+            return spec.context(**merged)
         except (TypeError, ValueError) as exc:
             raise ServingError(400, f"invalid context: {exc}", param="context") from None
+
+    def _options(self, method: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            opts = method_options(method, options)
+        except ValueError as exc:
+            raise ServingError(400, str(exc), param="options") from None
+        for key in opts.agent_fields():
+            value = getattr(opts, key)
+            if value is not None and value not in self.pool:
+                raise ServingError(
+                    400,
+                    f"options.{key}: {value!r} is not one of the agents {self.pool.names}",
+                    param=f"options.{key}",
+                )
+        return dict(options)
 
     def prepare(self, req: ChatCompletionRequest) -> _Run:
         """Validate a request into a run; raises :class:`ServingError` (4xx)."""
@@ -251,7 +281,10 @@ class ChatServing:
         if max_tokens is not None:
             knobs["max_tokens"] = max_tokens
         budget = req.budget if req.budget is not None else name_budget
-        context = self._context(knobs, budget)
+        context = self._context(method, knobs, budget)
+        options = self._options(
+            method, {**self.settings.default_options.get(method, {}), **(req.options or {})}
+        )
         prompt = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in req.messages
@@ -260,7 +293,7 @@ class ChatServing:
         if req.reference is not None:
             inp["reference"] = req.reference
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _Run(method, req.model, inp, context, include_usage)
+        return _Run(method, req.model, inp, context, include_usage, options)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -270,7 +303,7 @@ class ChatServing:
             yield
 
     async def _events(self, run: _Run) -> AsyncIterator[Progress | RunResult]:
-        graph = self.graph(run.method)
+        graph = self.graph(run.method, run.options)
         async with self._slot():
             try:
                 async with asyncio.timeout(self.settings.request_timeout_s):

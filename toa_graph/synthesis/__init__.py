@@ -16,12 +16,14 @@ Modules, in the order a run uses them:
   same run on a Ray cluster (re-exported by :mod:`toa_graph.distributed`).
 """
 
+from toa_graph.synthesis.dataset_input import iter_source, load_source
 from toa_graph.synthesis.inputs import (
     ID_FIELDS,
     MAPPABLE,
     PROMPT_FIELDS,
     REFERENCE_FIELDS,
     BadLine,
+    DatasetInput,
     InputError,
     LoadResult,
     PromptItem,
@@ -70,6 +72,7 @@ __all__ = [
     "REFERENCE_FIELDS",
     "SUMMARY_FILE",
     "BadLine",
+    "DatasetInput",
     "InputError",
     "LoadResult",
     "OutputBusyError",
@@ -90,7 +93,9 @@ __all__ = [
     "failure_stage",
     "in_shard",
     "iter_input",
+    "iter_source",
     "load_input",
+    "load_source",
     "normalize_row",
     "parse_field_map",
     "parse_jsonl",

@@ -2,7 +2,8 @@
 
 The loader is a pure function of the input bytes (:func:`parse_jsonl`), so it can be
 property-tested; :func:`iter_input` streams the same parsing over a file (JSONL, a JSON
-array, or Parquet) without holding the whole dataset in memory.
+array, or Parquet) without holding the whole dataset in memory; Hugging Face datasets
+(:class:`DatasetInput`) are read by :mod:`toa_graph.synthesis.dataset_input`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from toa_graph.errors import UserError
 from toa_graph.sampling import validate_prompt
 from toa_graph.state import Prompt
+from toa_graph.text import content_text as _content_text
 
 PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
 """Input fields tried, in order, for the prompt (a string, or chat messages)."""
@@ -26,10 +28,29 @@ REFERENCE_FIELDS = ("reference", "references", "gold_response", "answer", "outpu
 ID_FIELDS = ("id", "prompt_id")
 """Input fields tried, in order, for the prompt id. Without one, a content hash is used."""
 MAPPABLE = ("prompt", "reference", "id")
+HUB_PREFIX = "hf:"
+"""``--input hf:ORG/NAME[:CONFIG]`` names a Hugging Face Hub dataset."""
 
 
 class InputError(UserError):
     """One input row cannot be used (the message is the reason written to errors.jsonl)."""
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """A Hugging Face dataset as prompt input: ``hf:ORG/NAME[:CONFIG]`` (streamed from the
+    Hub) or a local directory (``save_to_disk`` output, or a folder of JSONL / Parquet)."""
+
+    source: str
+    split: str | None = None
+    """The split to read; default: the only split, else ``train``."""
+
+    @property
+    def is_hub(self) -> bool:
+        return self.source.startswith(HUB_PREFIX)
+
+    def describe(self) -> str:
+        return self.source + (f" (split {self.split})" if self.split else "")
 
 
 @dataclass(frozen=True)
@@ -103,14 +124,6 @@ def _pick(
         if name in row and row[name] is not None:
             return name, row[name]
     return None, None
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
-    return ""
 
 
 def normalize_row(row: Any, *, line: int, field_map: Mapping[str, str] | None = None) -> PromptItem:
@@ -288,9 +301,10 @@ def _file_format(path: Path) -> str:
 def iter_input(
     path: str | os.PathLike[str], *, field_map: Mapping[str, str] | None = None
 ) -> Iterator[PromptItem | BadLine]:
-    """Stream a prompt file (JSONL, a JSON array, or Parquet) as items and bad lines."""
-    p = Path(path)
+    """Stream a prompt file (JSONL, a JSON array, or Parquet) as items and bad lines (for
+    ``hf:`` ids and dataset directories too: :func:`~toa_graph.synthesis.iter_source`)."""
     fmap = parse_field_map(field_map)
+    p = Path(path)
     fmt = _file_format(p)
     if fmt == "parquet":
         try:
@@ -352,7 +366,7 @@ def in_shard(prompt_id: str, shard: tuple[int, int] | None) -> bool:
 
 def walk_input(
     path: Path | None,
-    items: Sequence[PromptItem] | None,
+    items: Iterable[PromptItem | BadLine] | None,
     fmap: Mapping[str, str],
     done: set[str],
     limit: int | None,

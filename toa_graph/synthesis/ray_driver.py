@@ -105,7 +105,9 @@ class DistributedSummary(SynthesisSummary):
     startup_s: float | None = None
     """From the start until every worker slot's actor was up (Ray, imports, graph)."""
     run_s: float | None = None
-    """From then until the last result arrived: the time the prompts took."""
+    """From the first worker slot up until the last result arrived: the time the prompts
+    took (measured from the first, not the last, worker up, so a short run whose last
+    worker comes up after every result is in still has a span)."""
 
 
 @dataclass(kw_only=True)
@@ -222,7 +224,9 @@ class RayDriver:
         finally:
             if self._ready_at:
                 summary.startup_s = round(max(self._ready_at) - run.start, 3)
-                summary.run_s = round(max(0.0, run.last_result_at - max(self._ready_at)), 3)
+                # from the first worker ready: in a short run the last worker can come up
+                # after every result is in, which would make the span zero
+                summary.run_s = round(max(0.0, run.last_result_at - min(self._ready_at)), 3)
             summary.duplicates_dropped = run.duplicates
             summary.reward_counters = merge_counters(
                 *(w.get("reward_counters") for w in summary.worker_info),

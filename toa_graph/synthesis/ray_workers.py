@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from toa_graph.config import remote_reward_kinds
 from toa_graph.synthesis.inputs import PromptItem
 from toa_graph.synthesis.runner import RunnerConfig, run_prompts
 from toa_graph.synthesis.sink import SinkEntry, StreamSink
@@ -32,7 +33,7 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 127.0.0.1; Ray uses it on macOS/Windows). Set before ``import ray`` for local instances."""
 
 
-REMOTE_REWARD_KINDS = frozenset({"vllm", "judge"})
+REMOTE_REWARD_KINDS = remote_reward_kinds()
 """Reward kinds that are clients of a server (a vLLM pooling runner, an LLM judge): by
 default each worker calls the server itself instead of going through a reward actor."""
 

@@ -46,8 +46,10 @@ def config_digest(
     context: Mapping[str, Any] | None = None,
     agents: Any = None,
     reward: Any = None,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
-    """A short hash of what determines a record: method, context, agents and reward config.
+    """A short hash of what determines a record: method, context, agents and reward config
+    (and the method's factory options, when any are set).
 
     Pydantic configs are hashed by content; other objects (fake models in tests, callables)
     by their name / type only.
@@ -79,6 +81,8 @@ def config_digest(
         "agents": describe(agents),
         "reward": describe(reward),
     }
+    if options:  # only when set, so digests of runs without options stay as they were
+        payload["options"] = dict(options)
     return content_digest(payload)[:16]
 
 

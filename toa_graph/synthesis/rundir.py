@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from toa_graph.errors import UserError
-from toa_graph.synthesis.inputs import BadLine, PromptItem, walk_input
+from toa_graph.synthesis.inputs import BadLine, DatasetInput, PromptItem, walk_input
 from toa_graph.synthesis.records import RECORDS_FILE, RecordWriter, ScanResult, repair_records
 from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary, _tqdm
 
@@ -36,8 +36,9 @@ FAILED_FILE = "failed.jsonl"
 SUMMARY_FILE = "summary.json"
 LOCK_FILE = ".toa-graph.lock"
 
-InputSource = str | os.PathLike[str] | Sequence[PromptItem]
-"""A prompt file (JSONL / JSON array / Parquet) or already-parsed items."""
+InputSource = str | os.PathLike[str] | DatasetInput | Sequence[PromptItem]
+"""A prompt file (JSONL / JSON array / Parquet), a dataset (``hf:`` id or directory), or
+already-parsed items."""
 
 
 class OutputBusyError(UserError, RuntimeError):
@@ -110,7 +111,7 @@ class RunDirectory:
         self.collect_rows = collect_rows
         self.scan = ScanResult()
         self.done_ids: set[str] = set()
-        self.in_path: Path | None = None
+        self.in_path: Path | DatasetInput | None = None
         self.items: Sequence[PromptItem] | None = None
         self.todo = 0
         self.duplicates = 0
@@ -170,10 +171,10 @@ class RunDirectory:
                 "%s already holds records made with another config digest (%s); this run uses %s",
                 self.records_path, ", ".join(sorted(scan.digests - {digest})), digest,
             )  # fmt: skip
-        if isinstance(input, str | os.PathLike):
-            self.in_path = Path(input)
-            if not self.in_path.exists():
-                raise FileNotFoundError(f"input file not found: {self.in_path}")
+        if isinstance(input, str | os.PathLike | DatasetInput):
+            from toa_graph.synthesis.dataset_input import resolve_input
+
+            self.in_path = resolve_input(input)  # FileNotFoundError when a local path is missing
         else:
             self.items = list(input)
         self.done_ids = set(scan.ids)
@@ -181,9 +182,12 @@ class RunDirectory:
         self.todo = sum(kind == "todo" for kind, _ in self._walk())
 
     def _walk(self) -> Iterator[tuple[str, PromptItem | BadLine]]:
-        return walk_input(
-            self.in_path, self.items, self.field_map, self.done_ids, self.limit, self.shard
-        )
+        args = (self.field_map, self.done_ids, self.limit, self.shard)
+        if isinstance(self.in_path, DatasetInput):
+            from toa_graph.synthesis.dataset_input import iter_dataset
+
+            return walk_input(None, iter_dataset(self.in_path, self.field_map), *args)
+        return walk_input(self.in_path, self.items, *args)
 
     def todo_items(self) -> Iterator[PromptItem]:
         """The prompts still to do, in input order: bad lines are written to errors.jsonl

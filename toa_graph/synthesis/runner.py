@@ -42,10 +42,11 @@ class RunnerConfig:
     """What a synthesis run does, for the single-process runner and every Ray worker.
 
     Method:
-        method: a name in :data:`toa_graph.methods.METHODS`.
+        method: a name in the method registry (:mod:`toa_graph.registry`).
         agents, reward: as taken by the method factories (configs or objects).
         context: per-run knobs (:class:`~toa_graph.context.SamplingContext` names).
-        graph: a compiled graph to use instead of building ``METHODS[method]``.
+        method_options: the method's factory options (e.g. MoA's ``aggregator``).
+        graph: a compiled graph to use instead of compiling ``method``.
         digest: config digest written in each record (default: computed from the above).
 
     Input:
@@ -66,6 +67,7 @@ class RunnerConfig:
     agents: Any
     reward: Any
     context: Mapping[str, Any] = field(default_factory=dict)
+    method_options: Mapping[str, Any] = field(default_factory=dict)
     graph: Any = None
     digest: str | None = None
     limit: int | None = None
@@ -85,29 +87,29 @@ class RunnerConfig:
         self.context = dict(self.context or {})
         self.fields = parse_field_map(self.field_map)
         self.digest = self.digest or config_digest(
-            method=self.method, context=self.context, agents=self.agents, reward=self.reward
-        )
+            method=self.method, context=self.context, agents=self.agents, reward=self.reward,
+            options=self.method_options,
+        )  # fmt: skip
 
     def check_method(self) -> None:
-        """Raise when ``method`` is not a known method (before anything starts)."""
-        from toa_graph.methods import METHODS
+        """Raise when ``method`` is not a known method or its options are bad (before
+        anything starts); a ``UserError`` (a ``ValueError``) listing what is allowed."""
+        from toa_graph.registry import method_options
 
-        if self.method not in METHODS:
-            raise ValueError(
-                f"unknown method {self.method!r}; available: {', '.join(sorted(METHODS))}"
-            )
+        method_options(self.method, self.method_options)
 
     def compile_graph(self, agents: Any = None, reward: Any = None) -> Any:
-        """``graph``, else ``METHODS[method]`` compiled for a bulk run (no checkpointer: see
-        the module docstring) with ``agents`` / ``reward`` (default: the config's)."""
+        """``graph``, else ``method`` compiled for a bulk run (no checkpointer: see the
+        module docstring) with ``agents`` / ``reward`` (default: the config's)."""
         if self.graph is not None:
             return self.graph
-        from toa_graph.methods import METHODS
+        from toa_graph.registry import compile_method
 
-        self.check_method()
         agents = self.agents if agents is None else agents
         reward = self.reward if reward is None else reward
-        return METHODS[self.method](agents=agents, reward=reward).compile(name=self.method)
+        return compile_method(
+            self.method, agents=agents, reward=reward, options=self.method_options
+        )
 
 
 def trace_config(item: PromptItem, config: RunnerConfig) -> dict[str, Any]:

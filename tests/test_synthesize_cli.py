@@ -1,0 +1,134 @@
+"""``toa-graph synthesize`` before and after a long job: ``--estimate`` (K prompts for real,
+nothing written to the output), the stable default output directory, and the printed
+resume and export commands; against the fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_servers import FakeServer
+from toa_graph import cli
+from toa_graph.commands.synthesize import default_output, export_commands, input_label
+from toa_graph.synthesis.estimate import extrapolate, format_estimate
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """cli.main configures the root logger; put it back for the tests that follow."""
+    names = ("", *cli.QUIET_LOGGERS)
+    levels = {n: logging.getLogger(n).level for n in names}
+    handlers = list(logging.getLogger().handlers)
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    logging.getLogger().handlers[:] = handlers
+
+
+@pytest.fixture(scope="module")
+def fake_url() -> Iterator[str]:
+    with FakeServer(delay=0.01, capacity=16) as server:
+        yield server.url
+
+
+@pytest.fixture
+def job(tmp_path: Path, fake_url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A config with two agents and a 6-prompt input; the working directory is tmp_path."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "agents:\n"
+        + "".join(
+            f"  - {{name: {n}, model: {n}-model, base_url: '{fake_url}', max_retries: 0}}\n"
+            for n in ("alpha", "beta")
+        )
+        + "reward: {kind: python, target: 'tests.fakes:length_reward'}\n"
+    )
+    inp = tmp_path / "prompts.jsonl"
+    inp.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": f"Say {i}."}) + "\n" for i in range(6))
+    )
+    monkeypatch.chdir(tmp_path)
+    return cfg, inp
+
+
+def _sample(agent: str, inp: int, out: int) -> dict[str, Any]:
+    return {"agent": agent, "usage": {"input_tokens": inp, "output_tokens": out}}
+
+
+def test_extrapolate_scales_per_agent_means_and_wall_time() -> None:
+    records = [
+        {"samples": [_sample("a", 10, 5), _sample("b", 20, 7)], "totals": {"wall_s": 2.0}},
+        {"samples": [_sample("a", 30, 1)], "totals": {"wall_s": 4.0}},
+    ]
+    est = extrapolate(records, total_prompts=10, concurrency=4, sample_wall_s=5.0, failed=0)
+    a, b = est.agents
+    assert (a.agent, a.projected_generations, a.projected_input_tokens) == ("a", 10, 200)
+    assert (a.projected_output_tokens, b.projected_generations, b.projected_input_tokens) == (
+        30,
+        5,
+        100,
+    )
+    assert est.mean_prompt_s == 3.0
+    assert est.wall_s == 3 * 3.0  # ceil(10 / 4) waves of the mean prompt
+    assert est.wall_s_sample_rate == 10 * 5.0 / 2
+    table = format_estimate(est)
+    assert re.search(r"^total\s+15\s+300\s+65$", table, re.M), table
+
+
+def test_default_output_is_stable_per_method_and_input() -> None:
+    assert default_output("toa", "data/uf.jsonl", None) == Path("runs/toa/uf")
+    assert default_output("moa", "data/uf.jsonl", (1, 4)) == Path("runs/moa/uf-shard1of4")
+    assert input_label("hf:org/name:cfg") == "org_name_cfg"
+    assert export_commands("debate", Path("runs/debate/x"))[1].startswith("toa-graph export tdpo")
+
+
+def test_estimate_runs_k_prompts_and_writes_no_output(
+    job: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, inp = job
+    argv = ["synthesize", "--config", str(cfg), "--input", str(inp), "--budget", "4",
+            "--concurrency", "2", "--no-progress", "--estimate", "2"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "estimate from 2 prompts run for real (0 failed" in out
+    assert "for all 6 prompts" in out
+    rows = dict(re.findall(r"^(alpha|beta|total)\s+(\d+)\s", out, re.M))
+    assert int(rows["total"]) == 6 * 4  # TOA spends exactly its budget on every prompt
+    assert int(rows.get("alpha", 0)) + int(rows.get("beta", 0)) == 24
+    assert re.search(r"wall time: ~[\d.]+ s at --concurrency 2", out)
+    run_line = out.strip().splitlines()[-1]
+    assert run_line.startswith("run it: toa-graph synthesize") and "--estimate" not in run_line
+    assert not (Path.cwd() / "runs").exists()
+    assert sorted(p.name for p in Path.cwd().iterdir()) == ["cfg.yaml", "prompts.jsonl"]
+
+
+def test_default_output_and_the_printed_resume_command_resumes(
+    job: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, inp = job
+    argv = ["synthesize", "--config", str(cfg), "--input", str(inp), "--budget", "2",
+            "--limit", "3", "--no-progress", "-v"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    records = Path("runs/toa/prompts/records.jsonl")
+    assert records.read_text().count("\n") == 3
+    resumes = re.findall(r"^resume with: (.+)$", out, re.M)
+    assert len(resumes) == 2 and resumes[0] == resumes[1]  # printed at the start and the end
+    assert resumes[0].endswith("--output runs/toa/prompts")
+    assert "export with: toa-graph export sft --input runs/toa/prompts" in out
+    assert "toa-graph export dpo --input runs/toa/prompts" in out
+
+    words = shlex.split(resumes[0])
+    assert words[0] == "toa-graph"
+    words[words.index("--limit") + 1] = "5"
+    assert cli.main(words[1:]) == 0
+    again = capsys.readouterr().out
+    assert "2 done, 3 skipped (already done)" in again
+    assert records.read_text().count("\n") == 5

@@ -1,0 +1,184 @@
+"""Exports to the Hugging Face Hub: the dataset card, the train/test split and the push.
+
+:class:`CardFacts` gathers what the card states (method, agents, budget, config digest)
+from the records while they stream into an export; :func:`dataset_card` and
+:func:`split_rows` are pure; only :func:`push_dataset` touches the network.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = ["CITATIONS", "CardFacts", "dataset_card", "push_dataset", "split_rows"]
+
+_TOA = """@misc{ye2024multiagentsampling,
+  title={Multi-Agent Sampling: Scaling Inference Compute for Data Synthesis with Tree Search-Based Agentic Collaboration},
+  author={Hai Ye and Mingbao Lin and Hwee Tou Ng and Shuicheng Yan},
+  year={2024},
+  eprint={2412.17061},
+  archivePrefix={arXiv},
+  primaryClass={cs.CL},
+  url={https://arxiv.org/abs/2412.17061}
+}"""
+_MOA = """@article{wang2024mixture,
+  title={Mixture-of-Agents Enhances Large Language Model Capabilities},
+  author={Wang, Junlin and Wang, Jue and Athiwaratkun, Ben and Zhang, Ce and Zou, James},
+  journal={arXiv preprint arXiv:2406.04692},
+  year={2024}
+}"""
+_DR = """@article{zhou2025debate,
+  title={Debate, Reflect, and Distill: Multi-Agent Feedback with Tree-Structured Preference Optimization for Efficient Language Model Enhancement},
+  author={Zhou, Xiaofeng and Huang, Heyan and Liao, Lizi},
+  journal={arXiv preprint arXiv:2506.03541},
+  year={2025}
+}"""
+
+CITATIONS: dict[str, str] = {"toa": _TOA, "moa": _MOA, "debate": _DR}
+"""Method -> BibTeX of its paper. The baselines (random, prs, ensemble, seq_refine) follow
+the TOA paper's implementations, so they cite it."""
+
+_ARXIV = {"toa": "2412.17061", "moa": "2406.04692", "debate": "2506.03541"}
+
+
+@dataclass
+class CardFacts:
+    """What the records say about how a dataset was made."""
+
+    records: int = 0
+    methods: Counter[str] = field(default_factory=Counter)
+    agents: set[str] = field(default_factory=set)
+    budgets: set[int] = field(default_factory=set)
+    digests: set[str] = field(default_factory=set)
+
+    def observe(self, records: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        """Pass ``records`` through unchanged, noting each one."""
+        for rec in records:
+            self.records += 1
+            self.methods[str(rec.get("method"))] += 1
+            self.agents.update(str(s["agent"]) for s in rec.get("samples") or [] if "agent" in s)
+            budget = (rec.get("context") or {}).get("budget")
+            if isinstance(budget, int) and not isinstance(budget, bool):
+                self.budgets.add(budget)
+            if rec.get("config_digest"):
+                self.digests.add(str(rec["config_digest"]))
+            yield rec
+
+
+def _one_or_list(values: Sequence[Any]) -> Any:
+    return values[0] if len(values) == 1 else list(values)
+
+
+def dataset_card(
+    kind: str,
+    facts: CardFacts,
+    counts: Mapping[str, int],
+    *,
+    reward: str | None = None,
+    repo: str | None = None,
+) -> str:
+    """A dataset card (``README.md``): YAML header, what the rows are, how they were made,
+    and the citation of each method's paper."""
+    methods = sorted(facts.methods)
+    meta: dict[str, Any] = {
+        "tags": ["synthetic", "toa-graph", kind],
+        "task_categories": ["text-generation"],
+        "size_categories": [_size_category(sum(counts.values()))],
+        "toa_graph": {
+            "export": kind,
+            "method": _one_or_list(methods),
+            "agents": sorted(facts.agents),
+            "reward": reward or "not recorded (pass export --reward)",
+            "budget": _one_or_list(sorted(facts.budgets)) if facts.budgets else None,
+            "config_digest": _one_or_list(sorted(facts.digests)) if facts.digests else None,
+            "records": facts.records,
+            "rows": dict(counts),
+        },
+    }
+    arxiv = sorted({_ARXIV.get(m, _ARXIV["toa"]) for m in methods})
+    if arxiv:
+        meta["arxiv"] = _one_or_list(arxiv)
+    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    title = repo or f"toa-graph {kind} export"
+    split_lines = "\n".join(f"| {name} | {n} |" for name, n in counts.items())
+    cites = "\n\n".join(dict.fromkeys(CITATIONS.get(m, _TOA) for m in methods))
+    return f"""---
+{header}---
+
+# {title}
+
+`{kind}` training data made by multi-agent sampling with `toa_graph`: method {", ".join(f"`{m}`" for m in methods) or "unknown"},
+agents {", ".join(f"`{a}`" for a in sorted(facts.agents)) or "unknown"},
+reward `{meta["toa_graph"]["reward"]}`, budget {meta["toa_graph"]["budget"]}
+(config digest {meta["toa_graph"]["config_digest"]}), from {facts.records} prompt records.
+
+| split | rows |
+|---|---|
+{split_lines}
+
+```python
+from datasets import load_dataset
+ds = load_dataset("{repo or "PATH"}")
+```
+
+## Citation
+
+```bibtex
+{cites}
+```
+"""
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < limit:
+            return name
+    return "100K<n<1M" if n < 1_000_000 else "n>1M"
+
+
+def split_rows(
+    rows: Sequence[dict[str, Any]], test_size: float | None, *, seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """``{"train": rows}``, or a seeded shuffle cut into ``train`` / ``test`` with
+    ``round(test_size * n)`` test rows (at least one, and at least one left to train on)."""
+    if test_size is None:
+        return {"train": list(rows)}
+    if not 0 < test_size < 1:
+        raise ValueError(f"test size must be between 0 and 1, got {test_size}")
+    if len(rows) < 2:
+        raise ValueError(f"a train/test split needs at least 2 rows, got {len(rows)}")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_test = min(len(rows) - 1, max(1, round(test_size * len(rows))))
+    test = sorted(order[:n_test])
+    train = sorted(order[n_test:])
+    return {"train": [rows[i] for i in train], "test": [rows[i] for i in test]}
+
+
+def push_dataset(
+    splits: Mapping[str, list[dict[str, Any]]], repo: str, *, card: str, private: bool = False
+) -> None:
+    """Create the dataset repo, upload the card, then push the splits as a ``DatasetDict``.
+
+    The card goes first: ``push_to_hub`` keeps an existing README's text and only adds its
+    ``dataset_info`` / ``configs`` to the YAML header.
+    """
+    from datasets import Dataset, DatasetDict
+    from huggingface_hub import HfApi
+
+    ds = DatasetDict({name: Dataset.from_list(list(rows)) for name, rows in splits.items()})
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_file(
+        path_or_fileobj=card.encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo,
+        repo_type="dataset",
+        commit_message="dataset card (toa-graph export)",
+    )
+    ds.push_to_hub(repo, private=private, commit_message="data (toa-graph export)")
