@@ -125,7 +125,9 @@ def ref_search(agents, budget, width, alpha, tau, top_k, reward_of):
         play = (node.model_name, kind, node.input_response, above.sample)
         plays.append(play)
         sample = f"s{play_id}"
-        value = 1 / (1 + math.exp(-reward_of(play_id, play) / tau))
+        z = -reward_of(play_id, play) / tau
+        # numpy's exp overflows to inf (value 0.0); math.exp raises instead
+        value = 0.0 if z > 700 else 1 / (1 + math.exp(z))
         response = RefNode("response", node.layer_id + 1, list(agents), parent=node, sample=sample)
         response.response_reward = value
         node.children.append(response)
