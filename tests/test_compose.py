@@ -7,7 +7,9 @@ best answer."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -360,3 +362,36 @@ async def test_factory_defaults_through_compile_method_and_the_context_schema():
     assert len(out["samples"]) == calls(agents) == 5
     out = await graph.ainvoke({"prompt": "Hi"}, context={"budget": 2})  # the run's wins
     assert len(out["samples"]) == 2 and calls(agents) == 7
+
+
+# ---------------------------------------------------------------- the README's chatbot
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "docs" / "examples" / "chatbot.py"
+
+
+def test_the_readme_shows_the_chatbot_example_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    assert f"```python\n{EXAMPLE.read_text()}```" in readme
+
+
+async def test_the_readme_chatbot_replies_with_a_toa_search():
+    spec = importlib.util.spec_from_file_location("chatbot_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    agents, reward = fake_agents(), RecordingReward()
+    bot = example.build_chatbot(agents, reward)
+    ctx = example.ChatContext(user_id="u1")
+    first = await example.chat(bot, "t1", "What is 2+2?", ctx)
+    assert calls(agents) == 8 and first == reward.best_text()  # the factory's budget
+    reward.scores.clear()
+    second = await example.chat(bot, "t1", "And 3+3?", example.ChatContext("u1", budget=3))
+    assert calls(agents) == 11 and second == reward.best_text()  # the app context's budget
+    state = await bot.aget_state({"configurable": {"thread_id": "t1"}})
+    assert [m.content for m in state.values["messages"]] == [
+        "What is 2+2?",
+        first,
+        "And 3+3?",
+        second,
+    ]
