@@ -3,20 +3,33 @@
 Each method graph reads its own context class through ``Runtime[...]``; the registry
 (:mod:`toa_graph.registry`) says which class belongs to which method, so configs and
 server requests are checked against the knobs the method really has.
-:class:`SamplingContext` carries every knob of every method: it is what a plain dict
-passed to ``graph.ainvoke(..., context={...})`` becomes, so any method accepts it.
+:class:`SamplingContext` carries every knob of every method. A method graph's own context
+schema is a :class:`GraphContext` (every knob, lenient): a plain dict passed to
+``graph.ainvoke(..., context={...})`` becomes one, keys that are not knobs ignored.
+
+Strict and lenient on purpose: where a user types knobs (config file, CLI ``--set``, server
+request) :func:`toa_graph.registry.method_context` rejects unknown ones; the graph itself
+reads whatever context it runs under (its own, or the parent app's dataclass, pydantic
+model or dict) for the knobs it has, so a method graph composes into any LangGraph app.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "KNOBS",
     "BaseContext",
     "DebateContext",
+    "GraphContext",
     "MoaContext",
     "SamplingContext",
     "ToaContext",
+    "graph_context_class",
+    "read_context",
 ]
 
 
@@ -129,3 +142,65 @@ class SamplingContext(ToaContext, MoaContext, DebateContext):
 
     Kept for callers that switch method without changing their context; configs and
     server requests are validated against the method's own class instead."""
+
+
+KNOBS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SamplingContext))
+"""Every knob of every method, in declaration order."""
+
+
+@dataclass(kw_only=True, init=False)
+class GraphContext(SamplingContext):
+    """A method graph's context schema: every knob, built leniently.
+
+    ``GraphContext(**anything)`` takes the knobs it is given; a knob that is missing or
+    ``None`` keeps the field's default (the factory's ``defaults`` in the subclass
+    :func:`graph_context_class` makes for a graph); other keys are ignored. Values are
+    still checked (``budget=0`` is an error)."""
+
+    def __init__(self, **knobs: Any) -> None:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = knobs.get(f.name)
+            values[f.name] = f.default if value is None else value
+        SamplingContext.__init__(self, **values)
+
+
+def graph_context_class(
+    defaults: Mapping[str, Any] | None = None, name: str = "GraphContext"
+) -> type[GraphContext]:
+    """The context schema of one method graph: :class:`GraphContext` whose field defaults
+    are ``defaults`` (the factory's; already validated against the method's knobs), so
+    Studio's context form shows them too."""
+    if not defaults:
+        return GraphContext
+    own = SamplingContext.__dataclass_fields__
+    cls = dataclasses.make_dataclass(
+        name,
+        [(k, own[k].type, dataclasses.field(default=v, kw_only=True)) for k, v in defaults.items()],
+        bases=(GraphContext,),
+        init=False,
+        kw_only=True,
+    )
+    cls.__module__ = __name__  # string annotations resolve here (JSON schema)
+    cls.__doc__ = f"{GraphContext.__doc__}\n\nFactory defaults: {dict(defaults)!r}"
+    return cls
+
+
+def read_context(source: Any, schema: type[GraphContext] = GraphContext) -> GraphContext:
+    """The knobs of ``source`` (the run's context: a dict, a dataclass, a pydantic model, any
+    object with attributes, or ``None``) as ``schema``: knobs it has and sets (not ``None``)
+    are taken, the others keep ``schema``'s defaults, everything else is ignored.
+
+    >>> read_context({"budget": 5, "user_id": "u1"}).budget
+    5
+    """
+    if source is None:
+        return schema()
+    if isinstance(source, Mapping):
+        knobs = {k: source.get(k) for k in KNOBS}
+    else:
+        knobs = {k: getattr(source, k, None) for k in KNOBS}
+    try:
+        return schema(**knobs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{exc} (read from the run's context, a {type(source).__name__})") from exc

@@ -217,12 +217,20 @@ def method_options(name: str, options: Mapping[str, Any] | None = None) -> Metho
 
 
 def build_method(
-    name: str, *, agents: Any, reward: Any, options: Mapping[str, Any] | None = None
+    name: str,
+    *,
+    agents: Any,
+    reward: Any,
+    options: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Any:
-    """The uncompiled graph of method ``name`` with ``options`` passed to its factory."""
+    """The uncompiled graph of method ``name`` with ``options`` passed to its factory, and
+    ``defaults`` for the knobs a run's context does not set (checked against its knobs)."""
     spec = get_method(name)
     opts = method_options(name, options)
-    return spec.factory(agents=agents, reward=reward, **opts.model_dump(exclude_defaults=True))
+    return spec.factory(
+        agents=agents, reward=reward, defaults=defaults, **opts.model_dump(exclude_defaults=True)
+    )
 
 
 def compile_method(
@@ -231,10 +239,12 @@ def compile_method(
     agents: Any,
     reward: Any,
     options: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
     **compile_kw: Any,
 ) -> Any:
-    """The one way every caller compiles a method graph (``name`` defaults to the method)."""
-    builder = build_method(name, agents=agents, reward=reward, options=options)
+    """The one way every caller compiles a method graph (``name`` defaults to the method);
+    ``defaults``: knobs for runs whose context does not set them."""
+    builder = build_method(name, agents=agents, reward=reward, options=options, defaults=defaults)
     compile_kw.setdefault("name", name)
     return builder.compile(**compile_kw)
 

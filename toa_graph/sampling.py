@@ -6,17 +6,18 @@ Exists once, so each method module reads as its algorithm and nothing else.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, cast
 
-from langgraph.graph import START, StateGraph
+from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
-from toa_graph.context import BaseContext, SamplingContext
+from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.rewards.base import RewardModel
 from toa_graph.state import (
@@ -29,7 +30,7 @@ from toa_graph.state import (
     best_sample,
     failure_stage,
 )
-from toa_graph.text import content_text, prompt_messages
+from toa_graph.text import content_text, ends_with_user_turn, messages_prompt, prompt_messages
 
 logger = logging.getLogger(__name__)
 
@@ -263,19 +264,67 @@ def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
 # ---------------------------------------------------------------- helpers shared by the method graphs
 
 
+FINISH: Final = "finish"
+"""Last node of every method graph: where a method goes once its run is done (not ``END``)."""
+
+
+class ContextReader:
+    """How a method graph reads its knobs from the run's context, whatever that is.
+
+    ``METHODS[name](..., defaults={...})`` makes one per graph: ``defaults`` are checked
+    against the method's knobs (a :class:`~toa_graph.errors.UserError` listing them) and
+    become the field defaults of the graph's context schema (:attr:`schema`), so a dict
+    passed to ``ainvoke(context=...)`` is coerced by LangGraph once per run with them.
+    Called from a node, the reader returns that object as is; any other context (none,
+    the parent app's dataclass, pydantic model or dict, one of our context classes) is
+    read for the knobs it has and sets, the rest from the factory's defaults
+    (:func:`~toa_graph.context.read_context`).
+    """
+
+    def __init__(self, method: str | None = None, defaults: Mapping[str, Any] | None = None):
+        self.method = method
+        self.defaults = dict(defaults or {})
+        if self.defaults:
+            from toa_graph.registry import method_context
+
+            if method is None:
+                raise ValueError("factory defaults need the method's name to be checked")
+            method_context(method, self.defaults)  # unknown or bad knobs: UserError
+        name = f"{''.join(p.title() for p in (method or '').split('_'))}GraphContext"
+        self.schema = graph_context_class(self.defaults, name)
+        self._plain = self.schema is GraphContext
+        self._empty = self.schema()
+
+    def __call__(self, runtime: Any) -> SamplingContext:
+        ctx = getattr(runtime, "context", None)
+        if type(ctx) is self.schema:  # this graph's own schema: coerced by LangGraph
+            return ctx
+        if ctx is None:
+            return self._empty
+        if self._plain and isinstance(ctx, SamplingContext):  # complete, nothing to fill
+            return ctx
+        return read_context(ctx, self.schema)
+
+
 def method_builder(
-    first: str,
+    first: str, context: ContextReader | None = None
 ) -> StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]:
-    """A builder with the shared contract whose runs begin with :func:`start_run`, then ``first``."""
+    """A builder with the shared contract whose runs begin with :func:`start_run`, then
+    ``first``, and end at :data:`FINISH` (where a run given ``messages`` answers there);
+    ``context`` is the graph's :class:`ContextReader` (its schema is the context schema)."""
+    reader = context or ContextReader()
+    builder: StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]
     builder = StateGraph(
         SamplingState,
-        context_schema=SamplingContext,
+        context_schema=reader.schema,
         input_schema=SamplingInput,
         output_schema=SamplingOutput,
     )
     builder.add_node("start", start_run)
+    builder.add_node(FINISH, _finish_run(reader.method))
     builder.add_edge(START, "start")
     builder.add_edge("start", first)
+    builder.add_edge(FINISH, END)
     return builder
 
 
@@ -296,33 +345,72 @@ async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, An
 
 
 def start_run(state: SamplingState) -> dict[str, Any]:
-    """First node of every method graph: check the prompt and clear what an earlier run on
-    the same checkpointer thread left behind, so each invocation is one fresh run."""
-    validate_prompt(state["prompt"])
-    return {
+    """First node of every method graph: take the prompt (or the ``messages`` conversation),
+    check it, and clear what an earlier run on the same checkpointer thread left behind, so
+    each invocation is one fresh run.
+
+    The run answers ``messages`` when it has no ``prompt``, or when an earlier run on the
+    thread left its ``prompt`` behind and ``messages`` end with a user turn not answered
+    yet (the next chat turn, also after a prompt run or a failed turn). A parent app's
+    ``prompt`` wins over its ``messages`` (a subgraph starts each run afresh)."""
+    prompt = state.get("prompt")
+    earlier = "from_messages" in state  # only ever absent before a thread's first run
+    from_messages = prompt is None or (earlier and ends_with_user_turn(state.get("messages")))
+    if from_messages:
+        prompt = messages_prompt(state.get("messages"))
+    validate_prompt(prompt)
+    update: dict[str, Any] = {
         "samples": Overwrite([]),
         "inbox": Overwrite([]),
         "best": None,
         "tree": None,
         "plays": [],
         "round": 0,
+        "from_messages": from_messages,
     }
+    if from_messages:
+        update["prompt"] = prompt
+        given = state.get("messages")
+        if not (isinstance(given, list) and all(_has_id(m) for m in given)):
+            # a channel's first value is kept as given (dicts, pairs): store them as
+            # messages with ids, as MessagesState would
+            update["messages"] = Overwrite(add_messages([], cast(Any, given)))
+    return update
+
+
+def _has_id(message: Any) -> bool:
+    return isinstance(message, BaseMessage) and message.id is not None
+
+
+def _finish_run(method: str | None) -> Any:
+    def finish(state: SamplingState) -> dict[str, Any]:
+        """Last node of every method graph: a run given ``messages`` appends its best
+        answer to them as an ``AIMessage`` (nothing when no answer was scored)."""
+        if not state.get("from_messages"):
+            return {}
+        best = state.get("best")
+        if best is None:
+            logger.warning("%s: no scored answer to append to the messages", method or "method")
+            return {}
+        meta = {
+            "method": method,
+            "sample_id": best["id"],
+            "agent": best["agent"],
+            "reward": best["reward"],
+        }
+        return {"messages": [AIMessage(content=best["text"], response_metadata=meta)]}
+
+    return finish
 
 
 def context_of(runtime: Any) -> SamplingContext:
-    """The run's context from a node's ``Runtime`` as a :class:`SamplingContext` (a dict
-    or a method's own context class, e.g. :class:`~toa_graph.context.MoaContext`, is
-    accepted too: the knobs it lacks keep their defaults)."""
-    ctx = getattr(runtime, "context", None)
-    if ctx is None:
-        return SamplingContext()
-    if isinstance(ctx, SamplingContext):
-        return ctx
-    if isinstance(ctx, dict):
-        return SamplingContext(**ctx)
-    if isinstance(ctx, BaseContext):
-        return SamplingContext(**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)})
-    raise TypeError(f"context must be a dict or a context dataclass, got {type(ctx).__name__}")
+    """The run's knobs from a node's ``Runtime`` with the knobs' own defaults (the context
+    as is when it is a :class:`SamplingContext`; otherwise read leniently, see
+    :class:`ContextReader`, which method graphs use to apply their factory's defaults)."""
+    return _PLAIN_READER(runtime)
+
+
+_PLAIN_READER = ContextReader()
 
 
 def sample_id(index: int) -> str:

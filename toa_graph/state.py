@@ -2,15 +2,22 @@
 
 Every method graph takes :class:`SamplingInput` and returns :class:`SamplingOutput`, so any
 method can replace another as a subgraph or inside the synthesis runner. State is plain,
-JSON-serialisable data: no clients, no callables.
+JSON-serialisable data (plus LangChain messages, which every checkpointer stores): no
+clients, no callables.
+
+The input is a ``prompt`` or, as in LangGraph's ``MessagesState``, a ``messages``
+conversation; a run given ``messages`` appends its best answer there as an ``AIMessage``
+(through ``add_messages``, so a ``MessagesState`` parent gets one new message).
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, NotRequired, Required, cast
+from typing import Annotated, Any, Literal, NewType, NotRequired, Required, cast
 
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 SampleKind = Literal["fresh", "refine", "aggregate", "debate"]
@@ -72,8 +79,21 @@ class Sample(TypedDict):
     """MoA: the stack this answer belongs to."""
 
 
+MessageList = NewType("MessageList", list[AnyMessage])
+"""``list[AnyMessage]`` under another name: the same JSON schema as ``MessagesState``'s
+``messages``, but a channel that starts empty, not ``[]``, so a run given a ``prompt``
+has no ``messages`` in its output."""
+
+Messages = Annotated[MessageList, add_messages]
+"""A conversation, merged as in ``MessagesState`` (appended; same id replaces)."""
+
+
 class SamplingInput(TypedDict, total=False):
-    prompt: Required[Prompt]
+    prompt: Prompt
+    """The prompt; without one, the run answers ``messages``."""
+    messages: Messages
+    """A conversation ending with a user turn (LangChain messages or ``{"role", "content"}``
+    dicts), answered when there is no ``prompt``; the best answer is appended to it."""
     reference: str | list[str] | None
     """Gold answer or reference translation(s), for rewards that use one."""
     id: str | None
@@ -85,6 +105,8 @@ class SamplingOutput(TypedDict, total=False):
     tree: dict[str, Any] | None
     final: Sample | None
     """MoA with a final aggregator: the aggregator's answer (the best-rewarded of the stacks')."""
+    messages: Messages
+    """Given ``messages``: them with the best answer appended as an ``AIMessage``."""
 
 
 def add_samples(left: list[Sample] | None, right: list[Sample] | None) -> list[Sample]:
@@ -108,6 +130,10 @@ class SamplingState(TypedDict, total=False):
     """Plays chosen by the controller for the current step (TOA)."""
     round: int
     """Current round / layer / step counter for iterative methods."""
+    messages: Messages
+    from_messages: bool
+    """This run's ``prompt`` was read from ``messages`` (and its answer goes back there).
+    Written by every run, so on a checkpointer thread it also marks that one ran before."""
 
 
 def failure_stage(sample: Mapping[str, Any]) -> FailureStage | None:

@@ -96,6 +96,10 @@ def test_every_method_is_an_assistant_with_editable_context(langgraph_dev: str) 
         knobs = schemas["context_schema"]["properties"]
         assert {"budget", "alpha", "tau", "width", "plays_per_step"} <= set(knobs)
         assert "prompt" in schemas["input_schema"]["properties"]
+        for a in assistants:  # Studio's chat view (and A2A) need `messages` in the input
+            inp = (await client.assistants.get_schemas(a["assistant_id"]))["input_schema"]
+            assert "messages" in inp["properties"], a["graph_id"]
+            assert "prompt" not in inp.get("required", []), a["graph_id"]
         assert {"samples", "best", "tree"} <= set(schemas["output_schema"]["properties"])
 
     asyncio.run(main())
@@ -140,5 +144,16 @@ def test_toa_run_through_sdk(langgraph_dev: str) -> None:
         assert {s["agent"] for s in final["samples"]} <= {"smol-precise", "smol-creative"}
         got = await client.runs.get(thread2["thread_id"], run["run_id"])
         assert got["status"] == "success"
+
+        # a chat turn, as Studio's chat view sends it: messages in, the best answer appended
+        thread3 = await client.threads.create()
+        final = await client.runs.wait(
+            thread3["thread_id"],
+            "toa",
+            input={"messages": [{"type": "human", "content": "Name a fruit."}]},
+            context={"budget": 2, "max_tokens": 32},
+        )
+        assert [m["type"] for m in final["messages"]] == ["human", "ai"]
+        assert final["messages"][-1]["content"] == final["best"]["text"]
 
     asyncio.run(main())

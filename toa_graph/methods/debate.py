@@ -3,7 +3,7 @@
 
     START --> moderator --Send--> answer (one per agent, concurrently) ----> judge --> moderator
                         --Send--> feedback / reflect (the round end) -----> judge --> moderator
-              moderator --> END
+              moderator --> finish
 
 For prompts with a gold answer (the input's ``reference``):
 
@@ -72,7 +72,8 @@ from toa_graph.methods.debate_rounds import (
 )
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
-    context_of,
+    FINISH,
+    ContextReader,
     generate_sample,
     has_text,
     method_builder,
@@ -202,6 +203,7 @@ def create_debate_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
     *,
+    defaults: Mapping[str, Any] | None = None,
     student: str | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) Debate & Reflect graph.
@@ -217,14 +219,15 @@ def create_debate_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
+    read_context = ContextReader("debate", defaults)
     student_name = student or pool.names[-1]
     if student_name not in pool:
         raise ValueError(f"student {student_name!r} is not one of the agents {pool.names}")
 
     def moderator(
         state: SamplingState, runtime: Runtime[SamplingContext]
-    ) -> Command[Literal["answer", "feedback", "reflect", "__end__"]]:
-        ctx = context_of(runtime)
+    ) -> Command[Literal["answer", "feedback", "reflect", "finish"]]:
+        ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         golds = references_of(state.get("reference"))
         if golds is None and ctx.correct_threshold is None:
@@ -264,7 +267,7 @@ def create_debate_graph(
         rnd = max(int(s.get("round", 0)) for s in answers)
         last = _answers(samples, rnd)
         if all(s.get("correct") for s in last):
-            return Command(goto="__end__")
+            return Command(goto=FINISH)
         ended = any(s.get("role") in NOT_ANSWERS and s.get("round") == rnd for s in samples)
         if not ended:
             gold = _reflection_gold(last, golds)
@@ -272,7 +275,7 @@ def create_debate_graph(
             if tasks:
                 return send(tasks)
         if rnd >= ctx.rounds or ctx.budget - len(samples) < cost:
-            return Command(goto="__end__")
+            return Command(goto=FINISH)
         # the next round: ONE prompt for all, each agent's parent its own last answer
         shown = _shown(samples, rnd, ctx.seed)
         text, refs = round_prompt_text(question, task, shown), [s["id"] for s in shown]
@@ -288,7 +291,7 @@ def create_debate_graph(
         else:
             extra["to"] = task["to"]
         sample = await generate_sample(
-            pool, name, msgs, context_of(runtime),
+            pool, name, msgs, read_context(runtime),
             sample_id=task["sample_id"], kind="debate", parent=task["parent"], layer=task["round"],
             references=task["references"], scored=task["role"] not in NOT_ANSWERS, **extra,
         )  # fmt: skip
@@ -305,7 +308,7 @@ def create_debate_graph(
 
     async def judge(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         """Score the new answers and mark each correct or not (gold, else reward threshold)."""
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         update = await score_inbox(reward_model, state)
         golds = references_of(state.get("reference"))
         new = []
@@ -317,7 +320,7 @@ def create_debate_graph(
         update["best"] = best_sample([*(state.get("samples") or []), *new])
         return update
 
-    builder = method_builder("moderator")
+    builder = method_builder("moderator", read_context)
     builder.add_node("moderator", moderator)
     builder.add_node("answer", cast(Any, answer))  # Send targets: take a TurnTask
     builder.add_node("feedback", cast(Any, feedback))

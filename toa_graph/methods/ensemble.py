@@ -1,7 +1,7 @@
 """Parallel ensemble: the budget split over the agents, every agent asked at once
 (reference: ``sample_N_thread`` in oceanypt/TOA ``code/ensemble_methods.py``).
 
-    START --> dispatch --Send--> agent (one per agent, concurrently) --> reward --> END
+    START --> dispatch --Send--> agent (one per agent, concurrently) --> reward --> finish
 
 ``dispatch`` splits ``budget`` over the agents as evenly as possible in agent order (the
 first ``budget % n_agents`` agents get one more; agents with a share of 0 are not called)
@@ -15,9 +15,10 @@ gets ``s0 .. s{k0-1}``, agent 1 the next ``k1`` ...); all ``kind="fresh"``, ``pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
-from langgraph.graph import END, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
@@ -26,8 +27,9 @@ from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
+    FINISH,
+    ContextReader,
     answer_messages,
-    context_of,
     even_split,
     generate_samples,
     method_builder,
@@ -51,15 +53,18 @@ class AgentTask(TypedDict):
 def create_ensemble_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
+    *,
+    defaults: Mapping[str, Any] | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) parallel-ensemble graph over every agent in ``agents``."""
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
+    read_context = ContextReader("ensemble", defaults)
 
     def dispatch(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["agent"]]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         sends, start = [], 0
         for name, k in zip(pool.names, even_split(ctx.budget, len(pool)), strict=True):
@@ -72,7 +77,7 @@ def create_ensemble_graph(
     async def agent(task: AgentTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         name = task["agent"]
         samples = await generate_samples(
-            pool, name, answer_messages(task["prompt"], pool.system_prompt(name)), context_of(runtime),
+            pool, name, answer_messages(task["prompt"], pool.system_prompt(name)), read_context(runtime),
             sample_ids=task["sample_ids"], kind="fresh", parent=None, layer=0,
         )  # fmt: skip
         return {"inbox": samples}
@@ -80,10 +85,10 @@ def create_ensemble_graph(
     async def reward_node(state: SamplingState) -> dict[str, Any]:
         return await score_inbox(reward_model, state)
 
-    builder = method_builder("dispatch")
+    builder = method_builder("dispatch", read_context)
     builder.add_node("dispatch", dispatch)
     builder.add_node("agent", cast(Any, agent))  # a Send target: takes an AgentTask
     builder.add_node("reward", reward_node)
     builder.add_edge("agent", "reward")
-    builder.add_edge("reward", END)
+    builder.add_edge("reward", FINISH)
     return builder

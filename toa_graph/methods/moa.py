@@ -4,7 +4,7 @@ oceanypt/TOA ``code/ensemble_methods.py``), with Together MoA's final aggregator
 
     START --> dispatch --Send--> propose (one per stack x agent, concurrently) --> dispatch
                        --Send--> aggregate (one per stack, optional) --> dispatch
-              dispatch --> reward --> END
+              dispatch --> reward --> finish
 
 Independent *stacks* of ``context.layers`` layers (default 4, the paper's runs). Layer 0 of a
 stack: every agent answers the prompt (``kind="fresh"``). Layer ``l > 0``: every agent answers
@@ -30,10 +30,11 @@ and the output's ``final`` is the aggregator answer with the highest reward.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from langgraph.graph import END, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
@@ -42,9 +43,10 @@ from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
+    FINISH,
+    ContextReader,
     aggregate_messages,
     answer_messages,
-    context_of,
     generate_sample,
     has_text,
     in_generation_order,
@@ -143,6 +145,7 @@ def create_moa_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
     *,
+    defaults: Mapping[str, Any] | None = None,
     aggregator: str | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) MoA graph.
@@ -159,6 +162,7 @@ def create_moa_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
+    read_context = ContextReader("moa", defaults)
     if aggregator is not None and aggregator not in pool:
         raise ValueError(f"aggregator {aggregator!r} is not one of the agents {pool.names}")
 
@@ -196,7 +200,7 @@ def create_moa_graph(
     def dispatch(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["propose", "aggregate", "reward"]]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         step = state.get("round", 0)
         update: dict[str, Any] = {"round": step + 1}
         if step == 0 and aggregator is not None:
@@ -208,7 +212,7 @@ def create_moa_graph(
         return Command(update=update, goto=sends)
 
     async def _answer(task: LayerTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        name, refs, ctx = task["agent"], task["references"], context_of(runtime)
+        name, refs, ctx = task["agent"], task["references"], read_context(runtime)
         system = pool.system_prompt(name)
         sid, layer, stack = task["sample_id"], task["layer"], task["stack"]
         if not refs:
@@ -235,18 +239,18 @@ def create_moa_graph(
     ) -> dict[str, Any]:
         update = await score_inbox(reward_model, state)
         if aggregator is not None:
-            ctx = context_of(runtime)
+            ctx = read_context(runtime)
             ids = set(final_ids(moa_plan(ctx.budget, len(pool), ctx.layers, True)))
             finals = [s for s in update["samples"] if s["id"] in ids]
             update["final"] = best_sample(finals) or (finals[0] if finals else None)
         return update
 
-    builder = method_builder("dispatch")
+    builder = method_builder("dispatch", read_context)
     builder.add_node("dispatch", dispatch)
     builder.add_node("propose", cast(Any, propose))  # Send targets: take a LayerTask
     builder.add_node("aggregate", cast(Any, aggregate))
     builder.add_node("reward", reward_node)
     builder.add_edge("propose", "dispatch")
     builder.add_edge("aggregate", "dispatch")
-    builder.add_edge("reward", END)
+    builder.add_edge("reward", FINISH)
     return builder

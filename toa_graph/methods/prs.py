@@ -1,8 +1,8 @@
 """PRS (preference-guided reflective sampling) baseline: sample, pick the best, refine it
 (reference: ``PRS_thread`` in oceanypt/TOA ``code/ensemble_methods.py``).
 
-    START --> sample --> reward --> refine --> reward --> END
-                                 \\-----------------------> END  (nothing left to refine)
+    START --> sample --> reward --> refine --> reward --> finish
+                                 \\-----------------------> finish  (nothing left to refine)
 
 With one agent (``context.agent``, default the first):
 
@@ -21,6 +21,7 @@ If the reward failed for every fresh answer, the first one with text is refined.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from langgraph.graph import StateGraph
@@ -31,8 +32,9 @@ from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
+    FINISH,
+    ContextReader,
     answer_messages,
-    context_of,
     generate_samples,
     has_text,
     method_builder,
@@ -60,13 +62,16 @@ def prs_split(budget: int) -> tuple[int, int]:
 def create_prs_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
+    *,
+    defaults: Mapping[str, Any] | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) PRS graph (single agent: ``context.agent``, default the first)."""
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
+    read_context = ContextReader("prs", defaults)
 
     async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         name = single_agent(pool, ctx)
         n_fresh, _ = prs_split(ctx.budget)
@@ -79,15 +84,15 @@ def create_prs_graph(
 
     async def reward_node(
         state: SamplingState, runtime: Runtime[SamplingContext]
-    ) -> Command[Literal["refine", "__end__"]]:
+    ) -> Command[Literal["refine", "finish"]]:
         update = await score_inbox(reward_model, state)
-        _, n_refine = prs_split(context_of(runtime).budget)
+        _, n_refine = prs_split(read_context(runtime).budget)
         refining = state.get("round", 0) == 1 and n_refine > 0
-        goto: Literal["refine", "__end__"] = "refine" if refining else "__end__"
+        goto: Literal["refine", "finish"] = "refine" if refining else FINISH
         return Command(update=update, goto=goto)
 
     async def refine(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         prompt = state["prompt"]
         name = single_agent(pool, ctx)
         fresh = state.get("samples") or []
@@ -106,7 +111,7 @@ def create_prs_graph(
             )
         return {"inbox": samples, "round": 2}
 
-    builder = method_builder("sample")
+    builder = method_builder("sample", read_context)
     builder.add_node("sample", sample)
     builder.add_node("reward", reward_node)
     builder.add_node("refine", refine)

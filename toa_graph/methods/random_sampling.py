@@ -1,7 +1,7 @@
 """Random sampling: ``budget`` answers from one agent, the best by reward (the TOA paper's
 single-agent baseline).
 
-    START --> sample --> reward --> END
+    START --> sample --> reward --> finish
 
 ``sample`` asks the agent (``context.agent``, default the first) for ``budget`` answers in
 one request with ``n=budget`` where the endpoint supports it, else ``budget`` concurrent
@@ -11,17 +11,19 @@ ids ``s0 .. s{budget-1}``, all ``kind="fresh"``, ``parent=None``, ``layer=0``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from langgraph.graph import END, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
+    FINISH,
+    ContextReader,
     answer_messages,
-    context_of,
     generate_samples,
     method_builder,
     sample_id,
@@ -37,6 +39,8 @@ __all__ = ["create_random_sampling_graph"]
 def create_random_sampling_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
+    *,
+    defaults: Mapping[str, Any] | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) random-sampling graph.
 
@@ -47,9 +51,10 @@ def create_random_sampling_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
+    read_context = ContextReader("random", defaults)
 
     async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         name = single_agent(pool, ctx)
         samples = await generate_samples(
@@ -62,9 +67,9 @@ def create_random_sampling_graph(
     async def reward_node(state: SamplingState) -> dict[str, Any]:
         return await score_inbox(reward_model, state)
 
-    builder = method_builder("sample")
+    builder = method_builder("sample", read_context)
     builder.add_node("sample", sample)
     builder.add_node("reward", reward_node)
     builder.add_edge("sample", "reward")
-    builder.add_edge("reward", END)
+    builder.add_edge("reward", FINISH)
     return builder

@@ -1,7 +1,7 @@
 """Sequential refinement as the TOA paper's baseline ran it (reference: ``Seq_thread`` in
 oceanypt/TOA ``code/ensemble_methods.py``): independent chains of one step per agent.
 
-    START --> plan --Send--> chain (one per chain, concurrently) --> reward --> END
+    START --> plan --Send--> chain (one per chain, concurrently) --> reward --> finish
 
 A budget of ``n x n_agents`` generations is ``n`` chains; a last partial chain is cut at the
 budget. Each chain orders the agents by its own shuffle; its first step answers the prompt
@@ -22,9 +22,10 @@ call. ``layer`` = the step within the chain, ``chain`` = the chain index.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any, cast
 
-from langgraph.graph import END, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
@@ -33,8 +34,9 @@ from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
+    FINISH,
+    ContextReader,
     answer_messages,
-    context_of,
     generate_sample,
     has_text,
     method_builder,
@@ -77,6 +79,8 @@ class ChainTask(TypedDict):
 def create_seq_refine_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
+    *,
+    defaults: Mapping[str, Any] | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) sequential-refinement graph over every agent in ``agents``.
 
@@ -84,9 +88,10 @@ def create_seq_refine_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
+    read_context = ContextReader("seq_refine", defaults)
 
     def plan(state: SamplingState, runtime: Runtime[SamplingContext]) -> Command[Any]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         n = len(pool)
         sends = [
@@ -104,7 +109,7 @@ def create_seq_refine_graph(
         return Command(goto=sends)
 
     async def chain(task: ChainTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         prompt, done = task["prompt"], cast(list[Sample], [])
         for step, (name, sid) in enumerate(zip(task["agents"], task["sample_ids"], strict=True)):
             system = pool.system_prompt(name)
@@ -124,10 +129,10 @@ def create_seq_refine_graph(
     async def reward_node(state: SamplingState) -> dict[str, Any]:
         return await score_inbox(reward_model, state)
 
-    builder = method_builder("plan")
+    builder = method_builder("plan", read_context)
     builder.add_node("plan", plan, destinations=("chain",))
     builder.add_node("chain", cast(Any, chain))  # a Send target: takes a ChainTask
     builder.add_node("reward", reward_node)
     builder.add_edge("chain", "reward")
-    builder.add_edge("reward", END)
+    builder.add_edge("reward", FINISH)
     return builder

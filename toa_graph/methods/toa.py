@@ -3,7 +3,7 @@
 
     controller --Send--> agent  (fresh answer)  --\
                --Send--> refine (improve a parent) --> reward --> backprop --> controller
-    controller --> END once the budget is spent
+    controller --> finish once the budget is spent
 
 The ``controller`` runs MCTS selection (:mod:`toa_graph.mcts`) for up to
 ``plays_per_step`` plays and fans them out with ``Send``; ``reward`` scores the step's
@@ -17,6 +17,7 @@ step's other selections).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 from langgraph.config import get_stream_writer
@@ -30,8 +31,9 @@ from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
+    FINISH,
+    ContextReader,
     answer_messages,
-    context_of,
     generate_sample,
     method_builder,
     refine_messages,
@@ -67,6 +69,8 @@ def _params(ctx: SamplingContext) -> mcts.SearchParams:
 def create_toa_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
+    *,
+    defaults: Mapping[str, Any] | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) TOA graph.
 
@@ -82,17 +86,18 @@ def create_toa_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
+    read_context = ContextReader("toa", defaults)
 
     async def controller(
         state: SamplingState, runtime: Runtime[SamplingContext]
-    ) -> Command[Literal["agent", "refine", "__end__"]]:
-        ctx = context_of(runtime)
+    ) -> Command[Literal["agent", "refine", "finish"]]:
+        ctx = read_context(runtime)
         tree = cast("mcts.Tree | None", state.get("tree"))
         if tree is None:
             tree = mcts.new_tree(pool.names)
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
-            return Command(update={"tree": tree, "plays": []}, goto="__end__")
+            return Command(update={"tree": tree, "plays": []}, goto=FINISH)
         params = _params(ctx)
         texts = {s["id"]: s["text"] for s in state.get("samples") or []}
         plays: list[mcts.Play] = []
@@ -109,7 +114,7 @@ def create_toa_graph(
         play = task["play"]
         msgs = answer_messages(task["prompt"], pool.system_prompt(play["agent"]))
         sample = await generate_sample(
-            pool, play["agent"], msgs, context_of(runtime),
+            pool, play["agent"], msgs, read_context(runtime),
             sample_id=sample_id(play["index"]), kind="fresh", parent=None, layer=play["layer"],
         )  # fmt: skip
         return {"inbox": [sample]}
@@ -120,7 +125,7 @@ def create_toa_graph(
             task["prompt"], task["parent_text"] or "", pool.system_prompt(play["agent"])
         )
         sample = await generate_sample(
-            pool, play["agent"], msgs, context_of(runtime),
+            pool, play["agent"], msgs, read_context(runtime),
             sample_id=sample_id(play["index"]), kind="refine",
             parent=play["parent_sample"], layer=play["layer"],
         )  # fmt: skip
@@ -130,7 +135,7 @@ def create_toa_graph(
         return await score_inbox(reward_model, state)
 
     async def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+        ctx = read_context(runtime)
         params = _params(ctx)
         tree = cast("mcts.Tree", state["tree"])
         samples = state.get("samples") or []
@@ -164,7 +169,7 @@ def create_toa_graph(
         )  # fmt: skip
         return {"tree": tree, "plays": []}
 
-    builder = method_builder("controller")
+    builder = method_builder("controller", read_context)
     builder.add_node("controller", controller)
     builder.add_node("agent", cast(Any, agent))  # Send targets: take a PlayTask
     builder.add_node("refine", cast(Any, refine))
