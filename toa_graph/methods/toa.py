@@ -2,12 +2,14 @@
 (reference: ``MCTS_thread`` / ``MCTS_Selection`` in oceanypt/TOA ``code/ensemble_methods.py``).
 
     controller --Send--> agent  (fresh answer)  --\
-               --Send--> refine (improve a parent) --> reward --> backprop --> controller
-    controller --> END once the budget is spent
+               --Send--> refine (improve a parent) --> reward --Send--> agent | refine
+    reward --> END once the budget is spent
 
 The ``controller`` runs MCTS selection (:mod:`toa_graph.mcts`) for up to
 ``plays_per_step`` plays and fans them out with ``Send``; ``reward`` scores the step's
-generations in one call; ``backprop`` records each result in the tree. One play per step
+generations in one call, backs each result up in the tree (the backprop step) and runs
+the controller's selection for the next step itself, so a step costs two LangGraph
+supersteps (generate, reward) instead of four. One play per step
 (the default) is exactly the paper's algorithm: the reference is ``MCTS_thread`` /
 ``MCTS_Selection`` in oceanypt/TOA ``code/ensemble_methods.py``, and
 ``tests/test_toa_reference.py`` checks the play sequence against a model of it. Several
@@ -36,10 +38,12 @@ from toa_graph.sampling import (
     method_builder,
     refine_messages,
     sample_id,
+    sample_index,
     score_inbox,
 )
 from toa_graph.state import (
     Prompt,
+    Sample,
     SamplingState,
 )
 
@@ -64,6 +68,15 @@ def _params(ctx: SamplingContext) -> mcts.SearchParams:
     )
 
 
+def _text_of(samples: list[Sample], sid: str) -> str:
+    """The text of sample ``sid``: samples are kept in generation order, so ``s<N>`` is
+    normally at index N (looked up directly, not by building an id map each step)."""
+    i = sample_index(sid)
+    if i < len(samples) and samples[i]["id"] == sid:
+        return samples[i]["text"]
+    return next(s["text"] for s in samples if s["id"] == sid)
+
+
 def create_toa_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
@@ -83,27 +96,31 @@ def create_toa_graph(
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
 
-    async def controller(
-        state: SamplingState, runtime: Runtime[SamplingContext]
+    def select(
+        state: SamplingState, ctx: SamplingContext, tree: mcts.Tree, samples: list[Sample]
     ) -> Command[Literal["agent", "refine", "__end__"]]:
-        ctx = context_of(runtime)
-        tree = cast("mcts.Tree | None", state.get("tree"))
-        if tree is None:
-            tree = mcts.new_tree(pool.names)
+        """The controller's step: select up to ``plays_per_step`` plays and send them out,
+        or end the run once the budget is spent."""
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": []}, goto="__end__")
         params = _params(ctx)
-        texts = {s["id"]: s["text"] for s in state.get("samples") or []}
         plays: list[mcts.Play] = []
         sends: list[Send] = []
         for _ in range(min(ctx.plays_per_step, remaining)):
             tree, play = mcts.select_play(tree, params)
             plays.append(play)
-            parent_text = texts[play["parent_sample"]] if play["parent_sample"] else None
+            parent = play["parent_sample"]
+            parent_text = _text_of(samples, parent) if parent else None
             task = PlayTask(play=play, prompt=state["prompt"], parent_text=parent_text)
             sends.append(Send("refine" if play["kind"] == "refine" else "agent", task))
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
+
+    async def controller(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["agent", "refine", "__end__"]]:
+        tree = cast("mcts.Tree | None", state.get("tree")) or mcts.new_tree(pool.names)
+        return select(state, context_of(runtime), tree, state.get("samples") or [])
 
     async def agent(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         play = task["play"]
@@ -126,16 +143,14 @@ def create_toa_graph(
         )  # fmt: skip
         return {"inbox": [sample]}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
-
-    async def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+    def backprop(
+        state: SamplingState, ctx: SamplingContext, new: list[Sample], best: Sample | None
+    ) -> mcts.Tree:
+        """Record each of this step's plays in the tree and report the step."""
         params = _params(ctx)
         tree = cast("mcts.Tree", state["tree"])
-        samples = state.get("samples") or []
         plays = cast("list[mcts.Play]", state.get("plays") or [])
-        by_id = {s["id"]: s for s in samples[-len(plays) :]}  # this step's samples
+        by_id = {s["id"]: s for s in new}  # this step's samples
         for play in plays:
             sample = by_id[sample_id(play["index"])]
             ok = sample["reward"] is not None and not sample.get("error")
@@ -146,7 +161,6 @@ def create_toa_graph(
                 reward=sample["reward"] if ok else None,
                 params=params,
             )
-        best = state.get("best")
         writer = get_stream_writer()
         writer(
             {
@@ -162,16 +176,26 @@ def create_toa_graph(
                 "best_agent": best["agent"] if best else None,
             }
         )  # fmt: skip
-        return {"tree": tree, "plays": []}
+        return tree
+
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["agent", "refine", "__end__"]]:
+        """Score the step's generations, back them up, and run the controller's next
+        selection: one superstep instead of three (reward, backprop, controller)."""
+        ctx = context_of(runtime)
+        update = await score_inbox(reward_model, state)
+        new: list[Sample] = update["samples"]
+        tree = backprop(state, ctx, new, update["best"])
+        samples = [*(state.get("samples") or []), *new]
+        step = select(state, ctx, tree, samples)
+        return Command(update={**update, **cast(dict[str, Any], step.update)}, goto=step.goto)
 
     builder = method_builder("controller")
     builder.add_node("controller", controller)
     builder.add_node("agent", cast(Any, agent))  # Send targets: take a PlayTask
     builder.add_node("refine", cast(Any, refine))
     builder.add_node("reward", reward_node)
-    builder.add_node("backprop", backprop)
     builder.add_edge("agent", "reward")
     builder.add_edge("refine", "reward")
-    builder.add_edge("reward", "backprop")
-    builder.add_edge("backprop", "controller")
     return builder
