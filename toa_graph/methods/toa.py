@@ -19,6 +19,7 @@ step's other selections).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal, cast
 
 from langgraph.config import get_stream_writer
@@ -68,13 +69,17 @@ def _params(ctx: SamplingContext) -> mcts.SearchParams:
     )
 
 
-def _text_of(samples: list[Sample], sid: str) -> str:
-    """The text of sample ``sid``: samples are kept in generation order, so ``s<N>`` is
-    normally at index N (looked up directly, not by building an id map each step)."""
+def _text_of(samples: list[Sample], new: list[Sample], sid: str) -> str:
+    """The text of sample ``sid`` in ``samples`` then ``new``. Samples are kept in
+    generation order, so ``s<N>`` is normally at index N (looked up directly, not by
+    building an id map each step)."""
     i = sample_index(sid)
     if i < len(samples) and samples[i]["id"] == sid:
         return samples[i]["text"]
-    return next(s["text"] for s in samples if s["id"] == sid)
+    j = i - len(samples)
+    if 0 <= j < len(new) and new[j]["id"] == sid:
+        return new[j]["text"]
+    return next(s["text"] for s in itertools.chain(samples, new) if s["id"] == sid)
 
 
 def create_toa_graph(
@@ -97,10 +102,15 @@ def create_toa_graph(
     reward_model = as_reward_model(reward)
 
     def select(
-        state: SamplingState, ctx: SamplingContext, tree: mcts.Tree, samples: list[Sample]
+        state: SamplingState,
+        ctx: SamplingContext,
+        tree: mcts.Tree,
+        samples: list[Sample],
+        new: list[Sample] | None = None,
     ) -> Command[Literal["agent", "refine", "__end__"]]:
         """The controller's step: select up to ``plays_per_step`` plays and send them out,
-        or end the run once the budget is spent."""
+        or end the run once the budget is spent. ``samples`` + ``new`` (this step's, not
+        yet in state) hold the parents' texts; they are not concatenated (no list copy)."""
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": []}, goto="__end__")
@@ -111,7 +121,7 @@ def create_toa_graph(
             tree, play = mcts.select_play(tree, params)
             plays.append(play)
             parent = play["parent_sample"]
-            parent_text = _text_of(samples, parent) if parent else None
+            parent_text = _text_of(samples, new or [], parent) if parent else None
             task = PlayTask(play=play, prompt=state["prompt"], parent_text=parent_text)
             sends.append(Send("refine" if play["kind"] == "refine" else "agent", task))
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
@@ -187,8 +197,7 @@ def create_toa_graph(
         update = await score_inbox(reward_model, state)
         new: list[Sample] = update["samples"]
         tree = backprop(state, ctx, new, update["best"])
-        samples = [*(state.get("samples") or []), *new]
-        step = select(state, ctx, tree, samples)
+        step = select(state, ctx, tree, state.get("samples") or [], new)
         return Command(update={**update, **cast(dict[str, Any], step.update)}, goto=step.goto)
 
     builder = method_builder("controller")
