@@ -41,6 +41,7 @@ from toa_graph.methods import METHODS  # noqa: E402
 from toa_graph.synthesis import run_synthesis  # noqa: E402
 
 DEBATE_BUDGET = 12
+ERRORS: list[str] = []  # client-phase calls that failed and were made again
 QUESTION = [{"role": "user", "content": "Benchmark question: what is 2 + 2?"}]
 
 
@@ -55,13 +56,21 @@ def cpu_s() -> float:
 
 
 async def closed_loop(call: Callable[[], Awaitable[Any]], total: int, inflight: int) -> float:
-    """``total`` calls with ``inflight`` at once; returns the wall seconds."""
+    """``total`` calls with ``inflight`` at once; returns the wall seconds. A call that
+    fails (a connection reset by the loaded server) is made again, and counted."""
     left = [total]
 
     async def worker() -> None:
         while left[0] > 0:
             left[0] -= 1
-            await call()
+            for attempt in range(3):
+                try:
+                    await call()
+                    break
+                except Exception as exc:
+                    ERRORS.append(repr(exc))
+                    if attempt == 2:
+                        raise
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(inflight)))
@@ -196,6 +205,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.extend(batch)
     finally:
         server.stop()
+    if ERRORS:
+        print(f"client phases: {len(ERRORS)} calls failed once and were retried: {ERRORS[0]}")
     return rows
 
 
