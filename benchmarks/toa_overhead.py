@@ -7,7 +7,9 @@ time goes.
 
     python benchmarks/toa_overhead.py [--plays 160] [--repeats 5]
 
-Target (issue 2): <= 2 ms per generation.
+Targets: issue 2, <= 2 ms per generation; issue 18, <= 1.0 ms (<= 0.5 ms at 4 plays per
+step). Wall time and the process's CPU time are both printed: on a loaded machine the CPU
+time is the one that says what the search costs.
 """
 
 from __future__ import annotations
@@ -59,16 +61,19 @@ async def areward(prompt: Any, responses: list[str]) -> list[float]:
     return reward(prompt, responses)
 
 
-async def graph_ms_per_gen(plays: int, repeats: int, plays_per_step: int) -> list[float]:
+async def graph_ms_per_gen(
+    plays: int, repeats: int, plays_per_step: int, cpu: bool = False
+) -> list[float]:
     agents = {f"m{i}": InstantAgent(tag=f"m{i}") for i in range(5)}
     graph = create_toa_graph(agents, areward).compile()
     ctx = {"budget": plays, "plays_per_step": plays_per_step}
     await graph.ainvoke({"prompt": "warm-up"}, context=ctx)
     out = []
+    clock = time.process_time if cpu else time.perf_counter
     for i in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         res = await graph.ainvoke({"prompt": f"Question {i}?"}, context=ctx)
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         assert len(res["samples"]) == plays
         out.append(dt * 1000 / plays)
     return out
@@ -100,13 +105,22 @@ def main() -> None:
     pure = mcts_ms_per_gen(args.plays, args.repeats)
     one = asyncio.run(graph_ms_per_gen(args.plays, args.repeats, 1))
     four = asyncio.run(graph_ms_per_gen(args.plays, args.repeats, 4))
+    one_cpu = asyncio.run(graph_ms_per_gen(args.plays, args.repeats, 1, cpu=True))
+    four_cpu = asyncio.run(graph_ms_per_gen(args.plays, args.repeats, 4, cpu=True))
     med = statistics.median
     print(f"TOA framework overhead, {args.plays} plays, 5 instant agents, median of {args.repeats}")
     print(f"  pure MCTS (select+record)      {med(pure):7.3f} ms/generation")
-    print(f"  TOA graph, plays_per_step=1    {med(one):7.3f} ms/generation   (target <= 2.0)")
-    print(f"  TOA graph, plays_per_step=4    {med(four):7.3f} ms/generation")
+    print(
+        f"  TOA graph, plays_per_step=1    {med(one):7.3f} ms/generation wall, "
+        f"{med(one_cpu):.3f} CPU   (target <= 1.0)"
+    )
+    print(
+        f"  TOA graph, plays_per_step=4    {med(four):7.3f} ms/generation wall, "
+        f"{med(four_cpu):.3f} CPU   (target <= 0.5)"
+    )
     print(f"  graph / pure-MCTS ratio        {med(one) / med(pure):7.1f}x")
-    print(f"  verdict: {'PASS' if med(one) <= 2.0 else 'FAIL'} (<= 2 ms per generation)")
+    ok = med(one_cpu) <= 1.0 and med(four_cpu) <= 0.5
+    print(f"  verdict (CPU time): {'PASS' if ok else 'FAIL'} (<= 1.0 / 0.5 ms per generation)")
 
 
 if __name__ == "__main__":

@@ -68,3 +68,56 @@ def test_distributed_throughput_benchmark_smoke(tmp_path):
     assert len(ray_2_prompts) == 2 and sum(ray_2_prompts) == 8
     assert res["ratio"] == res["ray_2"]["gens_per_s"] / res["ray_1"]["gens_per_s"]
     assert f"{res['ratio']:.2f}x" in proc.stdout and "per-process ceiling" in proc.stdout
+
+
+def test_client_ratio_benchmark_smoke(tmp_path):
+    """benchmarks/client_ratio.py measures the bare client, ChatOpenAI and the runner for
+    every method (TOA twice) in one run, with no failed prompt, and its ratios are the
+    rates over ChatOpenAI's rate of the same repeat."""
+    from toa_graph.methods import METHODS
+
+    out = tmp_path / "cr.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "client_ratio.py"),
+            *("--requests", "12", "--prompts", "2", "--budget", "6", "--inflight", "4"),
+            *("--workdir", str(tmp_path / "work"), "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["path"]: r for r in json.loads(out.read_text())}
+    expected = {f"runner {m}" for m in METHODS if m != "toa"} | {
+        "runner toa-pps1", "runner toa-pps4", "openai.AsyncOpenAI", "ChatOpenAI.ainvoke",
+    }  # fmt: skip
+    assert set(rows) == expected
+    base = rows["ChatOpenAI.ainvoke"]["rate"]
+    for path, r in rows.items():
+        assert r["n"] > 0 and not r.get("failed"), (path, r)
+        assert r["ratio"] == pytest.approx(r["rate"] / base)
+    assert rows["openai.AsyncOpenAI"]["n"] == 12
+    assert rows["runner toa-pps1"]["n"] == rows["runner toa-pps4"]["n"] == 2 * 6
+    assert "verdict:" in proc.stdout
+
+
+def test_runner_rss_benchmark_smoke(tmp_path):
+    """benchmarks/runner_rss.py samples RSS at each checkpoint of records written."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "runner_rss.py"),
+            *("--prompts", "30", "--checkpoints", "10", "--concurrency", "8"),
+            *("--workdir", str(tmp_path / "work")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "10 prompts done: RSS" in proc.stdout and "30 prompts done: RSS" in proc.stdout
+    assert "30 prompts (0 failed)" in proc.stdout

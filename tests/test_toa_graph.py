@@ -208,15 +208,17 @@ async def test_registry_and_state_is_json_serialisable():
 def test_mermaid_drawing_snapshot():
     graph = create_toa_graph(fake_agents(), hash_reward).compile()
     drawing = graph.get_graph().draw_mermaid()
-    for node in ("controller", "agent", "refine", "reward", "backprop"):
+    for node in ("controller", "agent", "refine", "reward"):
         assert node in drawing
+    assert "backprop" not in drawing  # backed up inside the reward node (one superstep)
     for edge in (
         "controller -.-> agent",
         "controller -.-> refine",
         "agent --> reward",
         "refine --> reward",
-        "reward --> backprop",
-        "backprop --> controller",
+        "reward -.-> agent",
+        "reward -.-> refine",
+        "reward -.-> finish",
     ):
         assert edge in drawing, edge
     snap = SNAPSHOTS / "toa.mmd"

@@ -337,10 +337,13 @@ async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, An
     scored = await score_samples(reward, state["prompt"], state.get("reference"), answers)
     by_id = {s["id"]: s for s in scored}
     new = [by_id.get(s["id"], s) for s in turns]
+    # ``best`` is already the best of the earlier samples (ties to the earliest), so the
+    # run's best is the best of it and this step's samples: no pass over the whole run.
+    best = state.get("best")
     return {
         "inbox": Overwrite([]),
         "samples": new,
-        "best": best_sample([*(state.get("samples") or []), *new]),
+        "best": best_sample([best, *new] if best is not None else new),
     }
 
 

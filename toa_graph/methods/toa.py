@@ -2,12 +2,14 @@
 (reference: ``MCTS_thread`` / ``MCTS_Selection`` in oceanypt/TOA ``code/ensemble_methods.py``).
 
     controller --Send--> agent  (fresh answer)  --\
-               --Send--> refine (improve a parent) --> reward --> backprop --> controller
-    controller --> finish once the budget is spent
+               --Send--> refine (improve a parent) --> reward --Send--> agent | refine
+    reward --> finish once the budget is spent
 
 The ``controller`` runs MCTS selection (:mod:`toa_graph.mcts`) for up to
 ``plays_per_step`` plays and fans them out with ``Send``; ``reward`` scores the step's
-generations in one call; ``backprop`` records each result in the tree. One play per step
+generations in one call, backs each result up in the tree (the backprop step) and runs
+the controller's selection for the next step itself, so a step costs two LangGraph
+supersteps (generate, reward) instead of four. One play per step
 (the default) is exactly the paper's algorithm: the reference is ``MCTS_thread`` /
 ``MCTS_Selection`` in oceanypt/TOA ``code/ensemble_methods.py``, and
 ``tests/test_toa_reference.py`` checks the play sequence against a model of it. Several
@@ -17,6 +19,7 @@ step's other selections).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
@@ -38,10 +41,12 @@ from toa_graph.sampling import (
     method_builder,
     refine_messages,
     sample_id,
+    sample_index,
     score_inbox,
 )
 from toa_graph.state import (
     Prompt,
+    Sample,
     SamplingState,
 )
 
@@ -66,6 +71,19 @@ def _params(ctx: SamplingContext) -> mcts.SearchParams:
     )
 
 
+def _text_of(samples: list[Sample], new: list[Sample], sid: str) -> str:
+    """The text of sample ``sid`` in ``samples`` then ``new``. Samples are kept in
+    generation order, so ``s<N>`` is normally at index N (looked up directly, not by
+    building an id map each step)."""
+    i = sample_index(sid)
+    if i < len(samples) and samples[i]["id"] == sid:
+        return samples[i]["text"]
+    j = i - len(samples)
+    if 0 <= j < len(new) and new[j]["id"] == sid:
+        return new[j]["text"]
+    return next(s["text"] for s in itertools.chain(samples, new) if s["id"] == sid)
+
+
 def create_toa_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
@@ -88,27 +106,36 @@ def create_toa_graph(
     reward_model = as_reward_model(reward)
     read_context = ContextReader("toa", defaults)
 
-    async def controller(
-        state: SamplingState, runtime: Runtime[SamplingContext]
+    def select(
+        state: SamplingState,
+        ctx: SamplingContext,
+        tree: mcts.Tree,
+        samples: list[Sample],
+        new: list[Sample] | None = None,
     ) -> Command[Literal["agent", "refine", "finish"]]:
-        ctx = read_context(runtime)
-        tree = cast("mcts.Tree | None", state.get("tree"))
-        if tree is None:
-            tree = mcts.new_tree(pool.names)
+        """The controller's step: select up to ``plays_per_step`` plays and send them out,
+        or end the run once the budget is spent. ``samples`` + ``new`` (this step's, not
+        yet in state) hold the parents' texts; they are not concatenated (no list copy)."""
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": []}, goto=FINISH)
         params = _params(ctx)
-        texts = {s["id"]: s["text"] for s in state.get("samples") or []}
         plays: list[mcts.Play] = []
         sends: list[Send] = []
         for _ in range(min(ctx.plays_per_step, remaining)):
             tree, play = mcts.select_play(tree, params)
             plays.append(play)
-            parent_text = texts[play["parent_sample"]] if play["parent_sample"] else None
+            parent = play["parent_sample"]
+            parent_text = _text_of(samples, new or [], parent) if parent else None
             task = PlayTask(play=play, prompt=state["prompt"], parent_text=parent_text)
             sends.append(Send("refine" if play["kind"] == "refine" else "agent", task))
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
+
+    async def controller(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["agent", "refine", "finish"]]:
+        tree = cast("mcts.Tree | None", state.get("tree")) or mcts.new_tree(pool.names)
+        return select(state, read_context(runtime), tree, state.get("samples") or [])
 
     async def agent(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         play = task["play"]
@@ -131,16 +158,14 @@ def create_toa_graph(
         )  # fmt: skip
         return {"inbox": [sample]}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
-
-    async def backprop(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        ctx = read_context(runtime)
+    def backprop(
+        state: SamplingState, ctx: SamplingContext, new: list[Sample], best: Sample | None
+    ) -> mcts.Tree:
+        """Record each of this step's plays in the tree and report the step."""
         params = _params(ctx)
         tree = cast("mcts.Tree", state["tree"])
-        samples = state.get("samples") or []
         plays = cast("list[mcts.Play]", state.get("plays") or [])
-        by_id = {s["id"]: s for s in samples[-len(plays) :]}  # this step's samples
+        by_id = {s["id"]: s for s in new}  # this step's samples
         for play in plays:
             sample = by_id[sample_id(play["index"])]
             ok = sample["reward"] is not None and not sample.get("error")
@@ -151,7 +176,6 @@ def create_toa_graph(
                 reward=sample["reward"] if ok else None,
                 params=params,
             )
-        best = state.get("best")
         writer = get_stream_writer()
         writer(
             {
@@ -167,16 +191,25 @@ def create_toa_graph(
                 "best_agent": best["agent"] if best else None,
             }
         )  # fmt: skip
-        return {"tree": tree, "plays": []}
+        return tree
+
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["agent", "refine", "finish"]]:
+        """Score the step's generations, back them up, and run the controller's next
+        selection: one superstep instead of three (reward, backprop, controller)."""
+        ctx = read_context(runtime)
+        update = await score_inbox(reward_model, state)
+        new: list[Sample] = update["samples"]
+        tree = backprop(state, ctx, new, update["best"])
+        step = select(state, ctx, tree, state.get("samples") or [], new)
+        return Command(update={**update, **cast(dict[str, Any], step.update)}, goto=step.goto)
 
     builder = method_builder("controller", read_context)
     builder.add_node("controller", controller)
     builder.add_node("agent", cast(Any, agent))  # Send targets: take a PlayTask
     builder.add_node("refine", cast(Any, refine))
     builder.add_node("reward", reward_node)
-    builder.add_node("backprop", backprop)
     builder.add_edge("agent", "reward")
     builder.add_edge("refine", "reward")
-    builder.add_edge("reward", "backprop")
-    builder.add_edge("backprop", "controller")
     return builder
