@@ -6,17 +6,17 @@
 #   held-out sample -> a table and a last line "distill demo: <metric> before X -> after Y".
 # A 135M model shows the plumbing, not the papers' gains.
 #
-# Knobs (environment): DEMO_DIR (runs/distill-demo), TRAIN_PROMPTS (32), BUDGET (4),
-# STEPS (30), EVAL_ITEMS (40), MAX_TOKENS (256), PYTHON (.venv/bin/python).
+# Knobs (environment): DEMO_DIR (runs/distill-demo), TRAIN_PROMPTS (24), BUDGET (4),
+# STEPS (20), EVAL_ITEMS (40), MAX_TOKENS (256), PYTHON (.venv/bin/python).
 # Rerunning with the same DEMO_DIR resumes synthesis and evaluation; training reruns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-.venv/bin/python}
 DIR=${DEMO_DIR:-runs/distill-demo}
-TRAIN_PROMPTS=${TRAIN_PROMPTS:-32}
+TRAIN_PROMPTS=${TRAIN_PROMPTS:-24}
 BUDGET=${BUDGET:-4}
-STEPS=${STEPS:-30}
+STEPS=${STEPS:-20}
 EVAL_ITEMS=${EVAL_ITEMS:-40}
 MAX_TOKENS=${MAX_TOKENS:-256}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

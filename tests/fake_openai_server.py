@@ -2,7 +2,8 @@
 
 Answers ``POST /v1/chat/completions`` after a fixed delay, serving at most ``capacity``
 requests at once (a semaphore; the rest wait in line), and measures its busy time: the
-sum over requests of the time each held a slot. ``GET /stats`` returns the counters,
+sum over requests of the time each held a slot. ``GET /stats`` returns the counters
+(with each request's arrival time and the last request's fields but its messages),
 ``POST /stats/reset`` zeroes them.
 
 Run as a process (prints one JSON line ``{"port": N, "pid": P}`` once listening)::
@@ -26,6 +27,7 @@ import os
 import socket
 import sys
 import time
+from collections import deque
 from typing import Any
 
 from starlette.applications import Starlette
@@ -64,6 +66,10 @@ class Stats:
         self.max_waiting = 0
         self.first_start: float | None = None
         self.last_end: float | None = None
+        self.arrivals: deque[float] = deque(maxlen=100_000)
+        """``time.monotonic()`` of each request's arrival (rate measurements)."""
+        self.last_body: dict[str, Any] | None = None
+        """The last request body without its messages (which fields a client sends)."""
         # free slot-seconds, split by whether requests were waiting (server-side delay)
         # or none were (the client had nothing to send: client-side shortfall)
         self.free_no_queue_s = 0.0
@@ -96,6 +102,8 @@ class Stats:
             "free_no_queue_s": self.free_no_queue_s,
             "free_with_queue_s": self.free_with_queue_s,
             "first_start": self.first_start,
+            "arrivals": list(self.arrivals),
+            "last_body": self.last_body,
             "last_end": self.last_end,
             "now": time.monotonic(),
         }
@@ -137,6 +145,8 @@ def make_app(
         messages = body.get("messages") or []
         model = body.get("model", "fake")
         n = int(body.get("n") or 1)
+        stats.arrivals.append(time.monotonic())
+        stats.last_body = {k: v for k, v in body.items() if k != "messages"}
         stats.tick()
         stats.waiting += 1
         stats.max_waiting = max(stats.max_waiting, stats.waiting)

@@ -162,3 +162,56 @@ def test_api_key_comes_only_from_the_named_env_var(monkeypatch):
     assert cfg.api_key() == "sk-secret-123"
     assert "sk-secret-123" not in cfg.model_dump_json()
     assert AgentConfig(name="a", model="m", base_url="http://x/v1").api_key() == "EMPTY"
+
+
+@pytest.mark.parametrize("name", ["paper-5x70b.yaml", "synthesis-4x8b.yaml", "wmt-5x70b.yaml"])
+def test_paper_configs_set_the_papers_sampling_explicitly(name):
+    """Unset sampling fields are not sent, so the paper configs must spell out 0.7 / 1.0."""
+    for a in load_config(CONFIGS / name).agents:
+        assert (a.temperature, a.top_p, a.max_tokens) == (0.7, 1.0, 2048), a.name
+
+
+def test_sampling_fields_default_to_unset():
+    a = AgentConfig(name="a", model="m", base_url="http://x/v1")
+    assert a.temperature is a.top_p is a.max_tokens is None
+    assert a.provider == "openai" and a.supports_n
+    assert a.requests_per_second is None and a.max_concurrency is None
+
+
+def test_provider_agents_from_yaml(tmp_path):
+    p = write(
+        tmp_path,
+        """\
+        agents:
+          - {name: claude, model: claude-x, provider: anthropic, api_key_env: ANTHROPIC_API_KEY}
+          - name: local
+            model: llama3.2
+            provider: ollama
+            base_url: http://127.0.0.1:11434
+            client_options: {num_ctx: 8192}
+            requests_per_second: 2.5
+            max_concurrency: 4
+        reward: {kind: math}
+        """,
+    )
+    claude, local = load_config(p).agents
+    assert claude.urls == [""] and not claude.supports_n  # provider default endpoint
+    assert local.client_options == {"num_ctx": 8192} and local.requests_per_second == 2.5
+    assert AgentConfig(name="a", model="m", provider="anthropic").api_key() == ""
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ("provider: openia, base_url: 'http://x/v1'", "unknown provider 'openia'"),
+        ("provider: anthropic, extra_body: {a: 1}", "use client_options"),
+        ("base_url: 'http://x/v1', client_options: {a: 1}", "use extra_body"),
+        ("base_url: 'http://x/v1', requests_per_second: 0", "greater than 0"),
+        ("base_url: 'http://x/v1', max_concurrency: 0", "greater than or equal to 1"),
+    ],
+)
+def test_bad_provider_and_limit_fields_name_the_line(tmp_path, fields, message):
+    p = write(tmp_path, f"agents:\n  - {{name: a, model: m, {fields}}}\nreward: {{kind: math}}\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(p)
+    assert f"{p}:2" in str(err.value)

@@ -457,7 +457,9 @@ async def test_prompt_loop_gives_the_sink_one_outcome_per_prompt() -> None:
     raised, nothing twice, nothing written anywhere."""
 
     class HalfBroken:
-        async def ainvoke(self, inp: dict[str, Any], context: Any = None) -> Any:
+        async def ainvoke(
+            self, inp: dict[str, Any], context: Any = None, config: Any = None
+        ) -> Any:
             if inp["id"].endswith(("1", "3")):
                 raise RuntimeError(f"no answer for {inp['id']}")
             usage = {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}
@@ -518,3 +520,25 @@ async def test_ray_worker_streams_every_prompt_without_ray(tmp_path: Path) -> No
     assert (info["slot"], info["shards"], info["prompts"]) == (3, 1, 5)
     assert info["reward_counters"]["responses"] == 10
     assert list(tmp_path.iterdir()) == []  # a worker writes nothing
+
+
+async def test_each_prompt_run_carries_its_trace_name_tags_and_metadata(tmp_path: Path) -> None:
+    """What LangSmith would file each trace under, captured by an in-process run collector
+    (no network): one root run per prompt, found by its prompt id."""
+    from langchain_core.tracers.context import collect_runs
+
+    inp = write_prompts(tmp_path / "in.jsonl", 3)
+    with collect_runs() as runs:
+        s = await run_synthesis(
+            inp, tmp_path / "out", method="moa", agents=fake_agents(), reward=hash_reward,
+            context={"budget": 6}, concurrency=3, progress=False,
+        )  # fmt: skip
+    assert s.done == 3
+    roots = {r.extra["metadata"]["prompt_id"]: r for r in runs.traced_runs}
+    assert sorted(roots) == ["p0", "p1", "p2"]
+    for pid, run in roots.items():
+        assert run.name == f"moa:{pid}" and run.parent_run_id is None
+        assert {"toa_graph", "method:moa"} <= set(run.tags or [])
+        meta = run.extra["metadata"]
+        assert meta["config_digest"] == s.config_digest and meta["method"] == "moa"
+        assert meta["input_line"] == int(pid[1:]) + 1

@@ -53,28 +53,83 @@ class _Strict(BaseModel):
 
 
 class AgentConfig(_Strict):
-    """One chat model behind an OpenAI-compatible endpoint."""
+    """One chat model: an OpenAI-compatible endpoint (the default ``provider``) or any
+    provider LangChain's ``init_chat_model`` knows (``anthropic``, ``google_genai``,
+    ``ollama``, ...; each needs its pip extra, e.g. ``pip install "toa-graph[anthropic]"``).
+
+    Sampling fields left unset (``None``) are not sent: the provider's default applies
+    (some reasoning models reject ``temperature`` / ``top_p``)."""
 
     name: str = Field(min_length=1, description="Agent name used in samples, prompts and logs.")
     model: str = Field(min_length=1, description="Served model name sent in requests.")
+    provider: str = Field(
+        default="openai",
+        description="openai (any OpenAI-compatible endpoint: vLLM, SGLang, OpenAI, ...) or a "
+        "LangChain provider: anthropic, google_genai, ollama, mistralai, groq, ...",
+    )
     base_url: str | None = Field(
-        default=None, description="Endpoint, e.g. http://127.0.0.1:8001/v1."
+        default=None,
+        description="Endpoint, e.g. http://127.0.0.1:8001/v1 (optional for providers other "
+        "than openai: their default endpoint).",
     )
     base_urls: list[str] | None = Field(default=None, description="Several replicas of one model.")
     api_key_env: str | None = Field(
         default=None, description="Name of the env var holding the API key (never the key)."
     )
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = Field(default=2048, ge=1)
+    temperature: float | None = Field(default=None, description="None: not sent.")
+    top_p: float | None = Field(default=None, description="None: not sent.")
+    max_tokens: int | None = Field(default=None, ge=1, description="None: not sent.")
     stop: list[str] = Field(
         default_factory=list, description="Stop strings: a list, never a string."
     )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="Request rate cap for this agent, shared by every run using one pool "
+        "(a Ray worker of N gets 1/N of it). None: no cap.",
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight at once to this agent, across every run using one "
+        "pool (a Ray worker of N gets 1/N of it, at least 1). None: no cap.",
+    )
     system_prompt: str | None = Field(default=None, description="Optional system message.")
-    supports_n: bool = Field(default=True, description="Endpoint accepts n>1 in one request.")
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra request fields.")
+    supports_n: bool = Field(
+        default=True,
+        description="Endpoint accepts n>1 in one request (default: true for openai, false "
+        "for other providers).",
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra request fields (openai provider only)."
+    )
+    client_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra constructor arguments of the provider's chat model (providers "
+        "other than openai), e.g. {num_ctx: 8192} for ollama.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "supports_n" not in data:
+            provider = data.get("provider", "openai")
+            data = {**data, "supports_n": provider == "openai"}
+        return data
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        from toa_graph.agents.providers import PROVIDERS
+
+        if v != "openai" and v not in PROVIDERS:
+            raise ValueError(
+                f"unknown provider {v!r}; use openai (OpenAI-compatible) or one of: "
+                + ", ".join(sorted(PROVIDERS))
+            )
+        return v
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -87,18 +142,31 @@ class AgentConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_url(self) -> AgentConfig:
-        if not self.base_url and not self.base_urls:
-            raise ValueError("give base_url (or base_urls for replicas)")
         if self.base_url and self.base_urls:
             raise ValueError("give base_url or base_urls, not both")
+        if self.provider == "openai":
+            if not self.base_url and not self.base_urls:
+                raise ValueError("give base_url (or base_urls for replicas)")
+            if self.client_options:
+                raise ValueError("client_options is for other providers; use extra_body")
+        elif self.extra_body:
+            raise ValueError(
+                f"extra_body is for OpenAI-compatible endpoints; with provider "
+                f"{self.provider!r} use client_options"
+            )
         return self
 
     @property
     def urls(self) -> list[str]:
-        return list(self.base_urls) if self.base_urls else [self.base_url]  # type: ignore[list-item]
+        """The replica URLs; ``[""]`` (the provider's default endpoint) when none is given."""
+        if self.base_urls:
+            return list(self.base_urls)
+        return [self.base_url or ""]
 
     def api_key(self) -> str:
-        """The API key from the named env var; OpenAI clients need a non-empty placeholder."""
+        """The API key from the named env var; OpenAI clients need a non-empty placeholder
+        (other providers get ``""`` here and read their own env var, e.g.
+        ``ANTHROPIC_API_KEY``)."""
         if self.api_key_env:
             value = os.environ.get(self.api_key_env)
             if not value:
@@ -106,7 +174,7 @@ class AgentConfig(_Strict):
                     f"agent {self.name!r}: env var {self.api_key_env} (api_key_env) is not set"
                 )
             return value
-        return "EMPTY"
+        return "EMPTY" if self.provider == "openai" else ""
 
 
 # ---------------------------------------------------------------- reward model configs

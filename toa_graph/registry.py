@@ -129,8 +129,9 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             factory_path="toa_graph.methods.seq_refine:create_seq_refine_graph",
             context=BaseContext,
             options=MethodOptions,
-            description="Agents in turn refine the previous answer.",
-            reference="TOA paper baseline (oceanypt/TOA code/ensemble_methods.py)",
+            description="Independent chains, each reshuffling the agents: a fresh answer, then each "
+            "agent refines the previous step's answer.",
+            reference="TOA paper baseline Seq_thread (oceanypt/TOA code/ensemble_methods.py)",
             studio_module="seq_refine",
         ),
         MethodSpec(
@@ -138,8 +139,10 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             factory_path="toa_graph.methods.moa:create_moa_graph",
             context=MoaContext,
             options=MoaOptions,
-            description="Mixture-of-Agents: layers of agents reading the previous layer.",
-            reference="arXiv 2406.04692 (togethercomputer/MoA)",
+            description="Mixture-of-Agents: stacks of layers, each agent reading the previous layer's "
+            "answers of its stack; optional final aggregator.",
+            reference="TOA paper baseline MoA_thread; Together MoA arXiv 2406.04692 "
+            "(togethercomputer/MoA)",
             studio_module="moa",
         ),
         MethodSpec(

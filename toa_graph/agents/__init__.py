@@ -1,8 +1,8 @@
 """The agent pool: named chat models, created lazily, called with usage and latency recorded.
 
-An agent is either an :class:`~toa_graph.config.AgentConfig` (a ``ChatOpenAI`` client is
-built on first use, one per replica URL) or any LangChain ``BaseChatModel`` (a fake in
-tests, or a client the caller built). Nothing is created at import or construction time,
+An agent is either an :class:`~toa_graph.config.AgentConfig` (a ``ChatOpenAI`` client, or
+the provider's LangChain chat model, is built on first use, one per replica URL) or any
+LangChain ``BaseChatModel`` (a fake in tests, or a client the caller built). Nothing is created at import or construction time,
 so graphs built from a pool load cleanly in servers and pickle.
 
 Failures never escape as exceptions: after the retries of the agent's
@@ -24,7 +24,12 @@ replicas`` attempts in all.
 
 Modules: :mod:`~toa_graph.agents.pool` (the pool), :mod:`~toa_graph.agents.replicas`
 (replica health), :mod:`~toa_graph.agents.errors` (describing and classifying failures),
-:mod:`~toa_graph.agents.client` (building clients, reading answers).
+:mod:`~toa_graph.agents.client` (building clients, reading answers),
+:mod:`~toa_graph.agents.providers` (other providers through ``init_chat_model``),
+:mod:`~toa_graph.agents.limits` (per-agent request rate and concurrency caps).
+
+Limits: an agent's ``requests_per_second`` and ``max_concurrency`` are enforced by the
+pool for every request it sends (retries included), across all graph runs sharing it.
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ from toa_graph.agents.errors import (
     is_replica_error,
     is_retryable,
 )
+from toa_graph.agents.limits import AgentLimits
 from toa_graph.agents.pool import AgentLike, AgentPool, AgentsLike, as_agent_pool
 
 __all__ = [
     "EMPTY_RESPONSE",
     "AgentLike",
+    "AgentLimits",
     "AgentPool",
     "AgentsLike",
     "Generation",

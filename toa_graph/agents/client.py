@@ -16,7 +16,14 @@ from toa_graph.text import message_text as text_of
 if TYPE_CHECKING:
     from toa_graph.state import Usage
 
-__all__ = ["Generation", "build_chat_openai", "health_check", "text_of", "usage_of"]
+__all__ = [
+    "Generation",
+    "build_chat_model",
+    "build_chat_openai",
+    "health_check",
+    "text_of",
+    "usage_of",
+]
 
 
 @dataclass
@@ -94,13 +101,14 @@ def build_chat_openai(cfg: AgentConfig, url: str) -> BaseChatModel:
         "model": cfg.model,
         "base_url": url,
         "api_key": cfg.api_key(),
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "max_tokens": cfg.max_tokens,
         "timeout": cfg.timeout_s,
         "max_retries": 0,
         "stream_usage": True,
     }
+    # unset sampling fields are left out of the request (the server's default applies)
+    for key in ("temperature", "top_p", "max_tokens"):
+        if getattr(cfg, key) is not None:
+            kwargs[key] = getattr(cfg, key)
     if cfg.stop:
         kwargs["stop"] = list(cfg.stop)
     if cfg.extra_body:
@@ -112,3 +120,13 @@ def build_chat_openai(cfg: AgentConfig, url: str) -> BaseChatModel:
         timeout=cfg.timeout_s,
     )
     return ChatOpenAI(**kwargs)
+
+
+def build_chat_model(cfg: AgentConfig, url: str) -> BaseChatModel:
+    """The chat client of ``cfg`` for one replica URL: ``ChatOpenAI`` for the ``openai``
+    provider (any OpenAI-compatible endpoint), else LangChain's ``init_chat_model``."""
+    if cfg.provider == "openai":
+        return build_chat_openai(cfg, url)
+    from toa_graph.agents.providers import build_provider_chat_model
+
+    return build_provider_chat_model(cfg, url)

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 
 from toa_graph.agents.client import (
     Generation,
-    build_chat_openai,
+    build_chat_model,
     empty_usage,
     health_check,
     split_shared_usage,
@@ -30,6 +30,8 @@ from toa_graph.agents.errors import (
     is_replica_error,
     is_retryable,
 )
+from toa_graph.agents.limits import AgentLimits
+from toa_graph.agents.providers import check_provider
 from toa_graph.agents.replicas import Replica, ReplicaSet
 from toa_graph.config import AgentConfig
 from toa_graph.retry import RetryPolicy
@@ -53,6 +55,7 @@ class _Agent:
     model: BaseChatModel | None
     replicas: ReplicaSet | None
     retry: RetryPolicy
+    limits: AgentLimits
 
 
 class AgentPool:
@@ -65,6 +68,9 @@ class AgentPool:
         probe_timeout_s: timeout of the health probe ``GET <base_url>/models``.
         retry_backoff_s: first backoff before a request is sent again (doubles per
             attempt, with jitter; a server's ``Retry-After`` is honoured).
+        limit_share: this pool's share of each agent's ``requests_per_second`` and
+            ``max_concurrency`` (a Ray worker of N uses ``1/N``). The limits hold across
+            every graph run, task and event loop using this pool.
     """
 
     def __init__(
@@ -75,7 +81,11 @@ class AgentPool:
         max_cooldown_s: float = 60.0,
         probe_timeout_s: float = 5.0,
         retry_backoff_s: float = 0.5,
+        limit_share: float = 1.0,
     ) -> None:
+        if not 0 < limit_share <= 1:
+            raise ValueError(f"limit_share must be in (0, 1], got {limit_share}")
+        self.limit_share = float(limit_share)
         if cooldown_s <= 0 or max_cooldown_s < cooldown_s or probe_timeout_s <= 0:
             raise ValueError("need 0 < cooldown_s <= max_cooldown_s and probe_timeout_s > 0")
         self.cooldown_s = float(cooldown_s)
@@ -95,7 +105,7 @@ class AgentPool:
 
     def _make_agent(self, name: str, agent: AgentLike) -> _Agent:
         if isinstance(agent, BaseChatModel):
-            return _Agent(name, None, agent, None, RetryPolicy(attempts=1))
+            return _Agent(name, None, agent, None, RetryPolicy(attempts=1), AgentLimits())
         if not isinstance(agent, AgentConfig):
             raise TypeError(
                 f"agent {name!r}: expected a LangChain chat model or an AgentConfig, "
@@ -103,7 +113,11 @@ class AgentPool:
             )
         if agent.name != name:
             raise ValueError(f"agent key {name!r} does not match its config name {agent.name!r}")
-        probe = functools.partial(_probe, cfg=agent, timeout_s=self.probe_timeout_s)
+        probe = None
+        if agent.provider == "openai":  # other providers have no common health endpoint
+            probe = functools.partial(_probe, cfg=agent, timeout_s=self.probe_timeout_s)
+        else:
+            check_provider(agent)  # a missing package fails here, not on every request
         replicas = ReplicaSet(
             name,
             agent.urls,
@@ -114,7 +128,10 @@ class AgentPool:
         retry = RetryPolicy.from_retries(
             agent.max_retries, backoff_s=self.retry_backoff_s, retry_on=_retry_single
         )
-        return _Agent(name, agent, None, replicas, retry)
+        limits = AgentLimits.scaled(
+            agent.requests_per_second, agent.max_concurrency, self.limit_share
+        )
+        return _Agent(name, agent, None, replicas, retry, limits)
 
     @property
     def names(self) -> list[str]:
@@ -132,6 +149,11 @@ class AgentPool:
     def retry_policy(self, name: str) -> RetryPolicy:
         """The retry policy of agent ``name`` (attempts from its ``max_retries``)."""
         return self._agent(name).retry
+
+    def limits(self, name: str) -> AgentLimits:
+        """The request limits of agent ``name`` in this pool (already scaled by
+        ``limit_share``; inactive when its config sets none)."""
+        return self._agent(name).limits
 
     def system_prompt(self, name: str) -> str | None:
         cfg = self._agent(name).config
@@ -166,7 +188,7 @@ class AgentPool:
             replica.client = None
         if replica.client is None:
             assert agent.config is not None
-            replica.client = build_chat_openai(agent.config, replica.url)
+            replica.client = build_chat_model(agent.config, replica.url)
         if loop is not None:
             replica.loop = loop
         return replica.client
@@ -225,7 +247,7 @@ class AgentPool:
                 assert agent.replicas is not None
                 replica = agent.replicas.replicas[0]
                 client = self._replica_client(agent, replica)
-            out = await self._request(client, replica, chat, kwargs, n)
+            out = await self._request(agent, client, replica, chat, kwargs, n)
             if n == 1 and out[0].error == EMPTY_RESPONSE:
                 raise EmptyResponseError(out)
             return out
@@ -256,7 +278,7 @@ class AgentPool:
             replica = replicas.choose(tried)
             client = self._replica_client(agent, replica)
             try:
-                out = await self._request(client, replica, chat, kwargs, n)
+                out = await self._request(agent, client, replica, chat, kwargs, n)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -285,13 +307,26 @@ class AgentPool:
 
     async def _request(
         self,
+        agent: _Agent,
         client: BaseChatModel,
         replica: Replica | None,
         chat: list[BaseMessage],
         kwargs: dict[str, Any],
         n: int,
     ) -> list[Generation]:
-        """One request to one client; raises on failure."""
+        """One request to one client under the agent's limits; raises on failure. The
+        latency counts from when the request is sent (after any wait for the limits)."""
+        async with agent.limits.request():
+            return await self._send(client, replica, chat, kwargs, n)
+
+    async def _send(
+        self,
+        client: BaseChatModel,
+        replica: Replica | None,
+        chat: list[BaseMessage],
+        kwargs: dict[str, Any],
+        n: int,
+    ) -> list[Generation]:
         start = time.perf_counter()
         if replica is not None:
             replica.outstanding += 1

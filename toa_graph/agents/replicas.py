@@ -3,7 +3,8 @@
 A replica is *healthy* (``down_until is None``) or *out* until a cool-down ends. A
 request failing with a server error takes it out (``cooldown_s``, doubling with each
 consecutive strike up to ``max_cooldown_s``); when the cool-down ends, a background
-health probe runs: an answer brings it back, a failure starts a longer cool-down. A
+health probe runs: an answer brings it back, a failure starts a longer cool-down (with no
+probe, as for providers without a health endpoint, it is back on trial). A
 request that succeeds on an out replica (it was the only choice) also brings it back.
 """
 
@@ -118,7 +119,13 @@ class ReplicaSet:
         logger.warning("agent %s: replica %s is back (%s)", self.name, replica.url, how)
 
     def _start_probe(self, replica: Replica) -> None:
-        if self._probe_fn is None or (replica.probe is not None and not replica.probe.done()):
+        if self._probe_fn is None:
+            # nothing to probe with (a provider without a health endpoint): back in on
+            # trial; its strikes stay, so failing again takes it out for longer
+            replica.down_until = None
+            logger.info("agent %s: replica %s back on trial", self.name, replica.url)
+            return
+        if replica.probe is not None and not replica.probe.done():
             return
         try:
             loop = asyncio.get_running_loop()

@@ -72,35 +72,45 @@ def add_parser(sub: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--method", default=None, choices=method_choices(), help="default: the config's, else toa"
+    _add_data_args(p.add_argument_group("method and data"), method_choices())
+    _add_run_args(p.add_argument_group("the run"), set_help())
+    _add_scale_args(p.add_argument_group("scale-out"))
+    p.set_defaults(func=run)
+
+
+def _add_data_args(g: Any, methods: list[str]) -> None:
+    g.add_argument(
+        "--method", default=None, choices=methods, help="default: the config's, else toa"
     )
-    p.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
-    p.add_argument(
+    g.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
+    g.add_argument(
         "--input",
         default=None,
         help="prompt file, hf:ORG/NAME[:CONFIG] (a Hub dataset, streamed) or a dataset "
         f"directory (default: the shipped {EXAMPLES.name})",
     )
-    p.add_argument(
+    g.add_argument(
         "--split",
         default=None,
         help="dataset split for hf: and directory inputs (default: the only split, else train)",
     )
-    p.add_argument(
+    g.add_argument(
         "--output",
         default=None,
         help="output directory (default: runs/METHOD/INPUT-NAME, -shardKofN with --shard); "
         "rerun with the same one to resume",
     )
-    p.add_argument(
+    g.add_argument(
         "--budget",
         type=int,
         default=None,
         help="generations per prompt (default: the config's, else 8)",
     )
-    p.add_argument("--concurrency", type=int, default=16, help="prompts in flight at once")
-    p.add_argument(
+
+
+def _add_run_args(g: Any, knobs_help: str) -> None:
+    g.add_argument("--concurrency", type=int, default=16, help="prompts in flight at once")
+    g.add_argument(
         "--estimate",
         nargs="?",
         type=int,
@@ -111,8 +121,8 @@ def add_parser(sub: Any) -> None:
         "print tokens per agent and wall time extrapolated to the whole input (at "
         "--concurrency, times --ray-workers with --ray); the output is not touched",
     )
-    p.add_argument("--limit", type=int, default=None, help="only the first K usable prompts")
-    p.add_argument(
+    g.add_argument("--limit", type=int, default=None, help="only the first K usable prompts")
+    g.add_argument(
         "--field-map",
         nargs="+",
         action="extend",
@@ -120,33 +130,36 @@ def add_parser(sub: Any) -> None:
         metavar="KEY=FIELD",
         help="read prompt/reference/id from other input fields, e.g. reference=en",
     )
-    p.add_argument(
+    g.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KNOB=VALUE",
-        help=set_help(),
+        help=knobs_help,
     )
-    p.add_argument(
+    g.add_argument(
         "--shard",
         default=None,
         metavar="K/N",
         help="only shard K of N (by a hash of the id); run N processes with their own --output "
         "to use more cores, then export them together",
     )
-    p.add_argument("--fsync", action="store_true", help="fsync each record (survives power loss)")
-    p.add_argument(
+    g.add_argument("--fsync", action="store_true", help="fsync each record (survives power loss)")
+    g.add_argument(
         "--prompt-timeout",
         type=float,
         default=None,
         metavar="S",
         help="give up on a prompt after S s",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument(
         "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
     )
-    p.add_argument(
+
+
+def _add_scale_args(g: Any) -> None:
+    g.add_argument(
         "--ray",
         nargs="?",
         const="",
@@ -155,21 +168,20 @@ def add_parser(sub: Any) -> None:
         help="run on Ray: no ADDRESS starts a local instance (127.0.0.1); else auto, HOST:PORT "
         "or ray://HOST:PORT of a running cluster",
     )
-    p.add_argument(
+    g.add_argument(
         "--ray-workers",
         type=int,
         default=2,
         metavar="N",
         help="Ray worker actors, each with --concurrency prompts in flight",
     )
-    p.add_argument(
+    g.add_argument(
         "--reward-gpus",
         type=float,
         default=0,
         metavar="G",
         help="GPUs for the shared reward actor with --ray",
     )
-    p.set_defaults(func=run)
 
 
 def format_table(summary: Any, limit: int = MAX_TABLE_ROWS) -> str:

@@ -69,7 +69,11 @@ def _served_models(port: int) -> set[str]:
         return set()
 
 
-def _server_env(cache: Path, kv_cache_gib: float, threads: int | None) -> dict[str, str]:
+def cpu_server_env(
+    cache: Path, kv_cache_gib: float = 1.0, threads: int | None = None
+) -> dict[str, str]:
+    """The environment of a vLLM CPU server from the embedded venv: offline, its caches under
+    ``cache``, ``kv_cache_gib`` of KV cache, ``threads`` OpenMP threads."""
     env = dict(os.environ)
     env.update(
         HF_HUB_OFFLINE="1",
@@ -149,7 +153,7 @@ def start_server(
         port=port,
         aliases=names,
         log_path=log_path,
-        env=_server_env(cache, kv_cache_gib, threads),
+        env=cpu_server_env(cache, kv_cache_gib, threads),
         cwd=cache,
         startup_timeout_s=startup_timeout_s,
         die_with_parent=die_with_parent,

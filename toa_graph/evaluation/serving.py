@@ -9,7 +9,6 @@ group, gets SIGTERM if this process dies, and is stopped on exit, Ctrl-C or SIGT
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -29,25 +28,6 @@ def _has_gpu() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
-
-
-def _cpu_env(cache: Path, threads: int | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        VLLM_NO_USAGE_STATS="1",
-        DO_NOT_TRACK="1",
-        VLLM_CACHE_ROOT=str(cache / "vllm-cache"),
-        TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor-cache"),
-        VLLM_CPU_KVCACHE_SPACE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):  # the server's venv must win
-        env.pop(var, None)
-    return env
 
 
 @contextlib.contextmanager
@@ -100,7 +80,7 @@ def served_checkpoint(
     else:
         python = embedded.prepare().python
         cmd = [str(python), *args, "--dtype", "bfloat16", "--enforce-eager"]
-        env = _cpu_env(cache, threads)
+        env = embedded.cpu_server_env(cache, threads=threads)
     with _sigterm_as_exit():
         # a server that dies or never gets healthy raises EmbeddedError (a RunError) with
         # its log tail

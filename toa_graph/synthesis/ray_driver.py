@@ -73,6 +73,7 @@ from toa_graph.synthesis.ray_workers import (
     is_reward_config,
     ray_session,
     start_reward_actor,
+    worker_pool_options,
 )
 from toa_graph.synthesis.rundir import InputSource, RunDirectory
 from toa_graph.synthesis.runner import RunnerConfig
@@ -118,7 +119,9 @@ class RayOptions:
         shard_size: prompts per shard (default: an even split, at most 64 x concurrency).
         max_attempts: runs of a shard before its remaining prompts are noted as failed.
         max_restarts: replacement actors per slot after worker deaths.
-        pool_options: :class:`~toa_graph.agents.AgentPool` options in each worker.
+        pool_options: :class:`~toa_graph.agents.AgentPool` options in each worker (by
+            default each gets ``limit_share=1/workers`` of the agents' rate and
+            concurrency limits).
         worker_options: extra ``.options(...)`` for the worker actors (resources, ...).
         name_prefix: worker actors are named ``<prefix>-worker-<slot>.<restart>``.
 
@@ -336,7 +339,11 @@ class RayDriver:
         actor = (
             ray.remote(SynthesisWorker)
             .options(name=f"{self.prefix}-worker-{slot}.{restart}", **opts)
-            .remote(slot, self._worker_config, dict(self.options.pool_options or {}))
+            .remote(
+                slot,
+                self._worker_config,
+                worker_pool_options(self.options.pool_options, self.options.workers),
+            )
         )
         self._actors.append(actor)
         self._live[slot] = actor

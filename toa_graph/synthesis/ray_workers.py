@@ -277,6 +277,13 @@ class SynthesisWorker:
                 task.cancel()
 
 
+def worker_pool_options(pool_options: Mapping[str, Any] | None, workers: int) -> dict[str, Any]:
+    """The :class:`~toa_graph.agents.AgentPool` options of each of ``workers`` workers: each
+    gets ``1/workers`` of every agent's ``requests_per_second`` and ``max_concurrency``
+    (``limit_share``), unless ``pool_options`` sets its own share."""
+    return {"limit_share": 1.0 / max(1, workers), **(pool_options or {})}
+
+
 def is_reward_config(x: Any) -> bool:
     """A reward config (built where it runs) rather than a reward object."""
     return hasattr(x, "kind") and hasattr(x, "model_dump")

@@ -112,6 +112,23 @@ class RunnerConfig:
         )
 
 
+def trace_config(item: PromptItem, config: RunnerConfig) -> dict[str, Any]:
+    """The ``RunnableConfig`` of one prompt's graph run. With LangSmith tracing on
+    (``LANGSMITH_TRACING=true``, ``LANGSMITH_API_KEY``) each prompt is one trace named
+    ``<method>:<prompt id>``, tagged ``toa_graph`` and ``method:<method>``, with metadata
+    ``prompt_id``, ``config_digest``, ``method`` and ``input_line`` to filter on."""
+    return {
+        "run_name": f"{config.method}:{item.id}",
+        "tags": ["toa_graph", f"method:{config.method}"],
+        "metadata": {
+            "prompt_id": item.id,
+            "config_digest": config.digest or "",
+            "method": config.method,
+            "input_line": item.line,
+        },
+    }
+
+
 def generation_failure(record: Mapping[str, Any]) -> str | None:
     """Why a finished prompt's record is not usable (no scored best sample), else ``None``."""
     best = record["best"]
@@ -139,7 +156,7 @@ async def run_prompts(
         t0 = time.perf_counter()
         inp = {"prompt": item.prompt, "reference": item.reference, "id": item.id}
         try:
-            call = graph.ainvoke(inp, context=dict(ctx))
+            call = graph.ainvoke(inp, context=dict(ctx), config=trace_config(item, config))
             out = await (asyncio.wait_for(call, timeout) if timeout else call)
         except asyncio.CancelledError:
             raise
