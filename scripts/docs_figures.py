@@ -98,7 +98,8 @@ def example_run(work: Path) -> None:
         (work / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
         summary = cli("synthesize", "--config", "my-models.yaml", "--input", "prompts.jsonl",
                       "--output", "runs/mine", "--budget", "8", "--no-progress", cwd=work)  # fmt: skip
-        cli("export", "dpo", "--input", "runs/mine", "--output", "dpo.jsonl", cwd=work)
+        cli("export", "dpo", "--input", "runs/mine", "--output", "dpo.jsonl",
+            "--reward", "chrF against the reference (sacrebleu)", cwd=work)  # fmt: skip
     finally:
         server.terminate()
         server.wait(timeout=10)
