@@ -1,4 +1,4 @@
-"""Run the fault-injection suite and print the README's reliability table.
+"""Run the fault-injection suite and print the reliability table of docs/faults.md.
 
     .venv/bin/python benchmarks/fault_report.py [--markdown OUT.md]
 

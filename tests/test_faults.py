@@ -8,7 +8,7 @@ agents, and that no prompt is lost or written twice.
 
 With ``TOA_FAULT_REPORT=<file>`` each scenario appends one JSON line (what was injected,
 what happened, records lost, duplicates); ``benchmarks/fault_report.py`` runs this file
-that way and prints the README's table.
+that way and prints the table of docs/faults.md.
 """
 
 from __future__ import annotations
