@@ -21,18 +21,6 @@ from toa_graph.errors import RunError, ToaGraphError, UserError
 COMMANDS_DIR = Path(cli.__file__).parent / "commands"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """cli.main configures the root logger; put it back for the tests that follow."""
-    names = ("", *cli.QUIET_LOGGERS)
-    levels = {n: logging.getLogger(n).level for n in names}
-    handlers = list(logging.getLogger().handlers)
-    yield
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-    logging.getLogger().handlers[:] = handlers
-
-
 def test_error_tree() -> None:
     from toa_graph.config import ConfigError
     from toa_graph.distributed import DistributedError

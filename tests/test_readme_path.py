@@ -6,10 +6,8 @@ swapped for chrF against the prompts' references), its `toa-graph synthesize` an
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +46,6 @@ def commands(text: str, *names: str) -> list[list[str]]:
             if len(words) > 1 and words[0] == "toa-graph" and words[1] in names:
                 out.append(words[1:])
     return out
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """cli.main configures the root logger; put it back for the tests that follow."""
-    names = ("", *cli.QUIET_LOGGERS)
-    levels = {n: logging.getLogger(n).level for n in names}
-    handlers = list(logging.getLogger().handlers)
-    yield
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-    logging.getLogger().handlers[:] = handlers
 
 
 def test_readme_own_models_path_runs_to_trl_datasets(

@@ -5,7 +5,6 @@ resume and export commands; against the fake OpenAI-compatible server."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shlex
 from collections.abc import Iterator
@@ -18,18 +17,6 @@ from tests.fake_servers import FakeServer
 from toa_graph import cli
 from toa_graph.commands.synthesize import default_output, export_commands, input_label
 from toa_graph.synthesis.estimate import extrapolate, format_estimate
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """cli.main configures the root logger; put it back for the tests that follow."""
-    names = ("", *cli.QUIET_LOGGERS)
-    levels = {n: logging.getLogger(n).level for n in names}
-    handlers = list(logging.getLogger().handlers)
-    yield
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-    logging.getLogger().handlers[:] = handlers
 
 
 @pytest.fixture(scope="module")
