@@ -406,16 +406,6 @@ def _finish_run(method: str | None) -> Any:
     return finish
 
 
-def context_of(runtime: Any) -> SamplingContext:
-    """The run's knobs from a node's ``Runtime`` with the knobs' own defaults (the context
-    as is when it is a :class:`SamplingContext`; otherwise read leniently, see
-    :class:`ContextReader`, which method graphs use to apply their factory's defaults)."""
-    return _PLAIN_READER(runtime)
-
-
-_PLAIN_READER = ContextReader()
-
-
 def sample_id(index: int) -> str:
     """Sample ids are ``s<N>``, N counting generations of one prompt from 0 in generation order."""
     return f"s{index}"
