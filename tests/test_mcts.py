@@ -257,6 +257,28 @@ def test_virtual_loss_spreads_parallel_plays_and_is_removed():
         record_result(t, plays[0], sample_id="s0", reward=0.0, params=params)
 
 
+@pytest.mark.parametrize("k", [2, 4, 7])
+def test_select_plays_is_k_select_play_calls(k):
+    """A step's selections in one call (counting responses per layer once) give the same
+    plays and tree as k single selections, step after step, with width binding."""
+    params = SearchParams(width=5, alpha=0.05, tau=0.1, top_k_child=2)
+    one = many = new_tree(["x", "y", "z"])
+    for _ in range(12):
+        singles = []
+        for _ in range(k):
+            one, play = select_play(one, params)
+            singles.append(play)
+        many, batch = mcts.select_plays(many, params, k)
+        assert batch == singles and many == one
+        for play in batch:
+            r = (hash((play["agent"], play["kind"], play["index"])) % 97) / 97 - 0.3
+            r = None if play["index"] % 11 == 5 else r  # a failed play now and then
+            kw = dict(sample_id=f"s{play['index']}", reward=r, params=params)
+            one = record_result(one, play, **kw)
+            many = record_result(many, play, **kw)
+    assert max(n["layer"] for n in one["nodes"] if n["type"] == "response") >= 2
+
+
 def test_one_play_per_step_is_deterministic_and_serialisable():
     params = SearchParams(width=4, alpha=0.05, tau=0.1)
 

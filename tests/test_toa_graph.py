@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -42,13 +43,26 @@ async def test_spends_exactly_the_budget(budget, compile_kwargs):
     assert out["best"] == max(out["samples"], key=lambda s: s["reward"])
 
 
-async def test_refine_parent_is_the_response_refined():
-    agents = fake_agents()
+@pytest.mark.parametrize("plays_per_step", [1, 4])
+async def test_refine_parent_is_the_response_refined(plays_per_step):
+    """Also with several plays per step, where one task runs a step's fresh plays and
+    another its refinements: each refinement gets its own parent's text."""
+
+    def reply(name: str, k: int, messages: list[Any]) -> str:  # names what the call saw
+        return f"{name}#{k} saw {hashlib.sha256(str(messages[-1].content).encode()).hexdigest()}"
+
+    agents = fake_agents(reply=reply)
     graph = create_toa_graph(agents, hash_reward).compile()
-    out = await graph.ainvoke({"prompt": "Explain rain."}, context={"budget": 30, "width": 3})
+    ctx = {"budget": 30, "width": 3, "plays_per_step": plays_per_step, "pending_value": "zero"}
+    out = await graph.ainvoke({"prompt": "Explain rain."}, context=ctx)
     by_id = {s["id"]: s for s in out["samples"]}
     refines = [s for s in out["samples"] if s["kind"] == "refine"]
     assert refines, "a 30-play search with width 3 must refine"
+    if plays_per_step > 1:  # some step refines two different parents in one task
+        steps: dict[int, set[str]] = {}
+        for s in refines:
+            steps.setdefault(int(s["id"][1:]) // plays_per_step, set()).add(s["parent"])
+        assert max(len(p) for p in steps.values()) >= 2
     order = [s["id"] for s in out["samples"]]
     for s in refines:
         parent = by_id[s["parent"]]
@@ -61,6 +75,8 @@ async def test_refine_parent_is_the_response_refined():
             question="Explain rain.", answer=by_id[s["parent"]]["text"]
         )
         assert expected in seen
+        # ... and this very sample was generated from it
+        assert s["text"].endswith(hashlib.sha256(expected.encode()).hexdigest())
     # the tree mirrors the samples: each response node's parent model sits under its parent
     nodes = out["tree"]["nodes"]
     for n in nodes:

@@ -42,7 +42,7 @@ With one play per step nothing is pending at selection time: the paper's algorit
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
@@ -59,6 +59,7 @@ __all__ = [
     "record_result",
     "responses_at_layer",
     "select_play",
+    "select_plays",
     "sigmoid",
     "tree_reward",
     "uct",
@@ -227,6 +228,18 @@ def responses_at_layer(tree: Tree, layer: int, *, include_pending: bool = True) 
     return count
 
 
+def _layer_counts(tree: Tree) -> dict[int, int]:
+    """Responses per layer over the whole tree plus plays in flight towards each layer:
+    :func:`responses_at_layer` for every layer in one pass."""
+    counts: dict[int, int] = {}
+    for n in tree["nodes"]:
+        if n["type"] == "response":
+            counts[n["layer"]] = counts.get(n["layer"], 0) + 1
+    for f in tree["inflight"]:
+        counts[f["layer"]] = counts.get(f["layer"], 0) + 1
+    return counts
+
+
 def _child_layer(nodes: list[Node], model_idx: int) -> int:
     parent = nodes[nodes[model_idx]["parent"]]
     return 0 if parent["type"] == "root" else parent["layer"] + 1
@@ -238,11 +251,18 @@ def _value(node: Node, tau: float | None) -> float:
     return raw if tau is None else tree_reward(raw, tau)
 
 
-def fully_expanded(tree: Tree, model_idx: int, width: int, tau: float | None = None) -> bool:
+def fully_expanded(
+    tree: Tree,
+    model_idx: int,
+    width: int,
+    tau: float | None = None,
+    layer_counts: Mapping[int, int] | None = None,
+) -> bool:
     """Whether selection descends below this model node instead of generating at it.
 
     With ``tau`` the "a child beats the parent" test compares tree rewards (as the search
-    and the reference do); without it, raw rewards.
+    and the reference do); without it, raw rewards. ``layer_counts`` (from
+    :func:`_layer_counts`) saves a pass over the tree per call.
     """
     nodes = tree["nodes"]
     model = nodes[model_idx]
@@ -250,7 +270,11 @@ def fully_expanded(tree: Tree, model_idx: int, width: int, tau: float | None = N
         # Nothing to descend into (only when width < number of agents; the reference
         # crashes there, we generate).
         return False
-    if responses_at_layer(tree, _child_layer(nodes, model_idx)) < width:
+    layer = _child_layer(nodes, model_idx)
+    at_layer = (
+        responses_at_layer(tree, layer) if layer_counts is None else layer_counts.get(layer, 0)
+    )
+    if at_layer < width:
         return False
     parent = nodes[model["parent"]]
     if parent["type"] == "root":
@@ -294,6 +318,24 @@ def select_play(tree: Tree, params: SearchParams) -> tuple[Tree, Play]:
     The returned tree has the fresh children added to response nodes visited for the first
     time, the play counted in ``plays`` and recorded as pending in ``inflight``.
     """
+    return _select(tree, params, _layer_counts(tree))
+
+
+def select_plays(tree: Tree, params: SearchParams, k: int) -> tuple[Tree, list[Play]]:
+    """``k`` selections in a row (one step of ``plays_per_step`` plays): the same plays
+    and tree as ``k`` calls of :func:`select_play`, counting responses per layer once."""
+    counts = _layer_counts(tree)
+    plays: list[Play] = []
+    for _ in range(k):
+        tree, play = _select(tree, params, counts)
+        counts[play["layer"]] = counts.get(play["layer"], 0) + 1  # now in flight there
+        plays.append(play)
+    return tree, plays
+
+
+def _select(tree: Tree, params: SearchParams, counts: Mapping[int, int]) -> tuple[Tree, Play]:
+    """:func:`select_play` given the tree's :func:`_layer_counts` (selection adds only
+    model nodes, never responses, so one count serves the whole descent)."""
     nodes = list(tree["nodes"])
     n_played = tree["plays"] + 1  # the reference's n_played = play_id + 1
     overlay = _overlay(tree["inflight"])
@@ -306,7 +348,7 @@ def select_play(tree: Tree, params: SearchParams) -> tuple[Tree, Play]:
         chosen = _argmax_uct(nodes, here["children"], n_played, params.alpha, overlay)
         path.append(chosen)
         view = Tree(agents=tree["agents"], nodes=nodes, plays=0, inflight=tree["inflight"])
-        if not fully_expanded(view, chosen, params.width, params.tau):
+        if not fully_expanded(view, chosen, params.width, params.tau, counts):
             break
         candidates = _top_k_responses(nodes, chosen, params.top_k_child, params.tau)
         current = _argmax_uct(nodes, candidates, n_played, params.alpha, overlay)

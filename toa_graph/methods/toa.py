@@ -6,7 +6,9 @@
     reward --> finish once the budget is spent
 
 The ``controller`` runs MCTS selection (:mod:`toa_graph.mcts`) for up to
-``plays_per_step`` plays and fans them out with ``Send``; ``reward`` scores the step's
+``plays_per_step`` plays and fans them out with ``Send``, one task per node (the step's
+fresh plays to ``agent``, its refinements to ``refine``, each task running its plays
+concurrently: LangGraph's cost is per task, not per play); ``reward`` scores the step's
 generations in one call, backs each result up in the tree (the backprop step) and runs
 the controller's selection for the next step itself, so a step costs two LangGraph
 supersteps (generate, reward) instead of four. One play per step
@@ -19,6 +21,7 @@ step's other selections).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Mapping
 from typing import Any, Literal, cast
@@ -54,11 +57,13 @@ __all__ = ["create_toa_graph"]
 
 
 class PlayTask(TypedDict):
-    """What the controller sends to an ``agent`` / ``refine`` node for one play."""
+    """What the controller sends to an ``agent`` / ``refine`` node: the step's plays of
+    that kind (one ``Send`` per kind, not per play: LangGraph's cost is per task) and,
+    for refine plays, each parent's text."""
 
-    play: mcts.Play
+    plays: list[mcts.Play]
     prompt: Prompt
-    parent_text: str | None
+    parent_texts: list[str | None]
 
 
 def _params(ctx: SamplingContext) -> mcts.SearchParams:
@@ -119,16 +124,17 @@ def create_toa_graph(
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": []}, goto=FINISH)
-        params = _params(ctx)
-        plays: list[mcts.Play] = []
-        sends: list[Send] = []
-        for _ in range(min(ctx.plays_per_step, remaining)):
-            tree, play = mcts.select_play(tree, params)
-            plays.append(play)
+        tasks: dict[str, PlayTask] = {}  # node -> its plays, in selection order
+        tree, plays = mcts.select_plays(tree, _params(ctx), min(ctx.plays_per_step, remaining))
+        for play in plays:
             parent = play["parent_sample"]
-            parent_text = _text_of(samples, new or [], parent) if parent else None
-            task = PlayTask(play=play, prompt=state["prompt"], parent_text=parent_text)
-            sends.append(Send("refine" if play["kind"] == "refine" else "agent", task))
+            node = "refine" if play["kind"] == "refine" else "agent"
+            task = tasks.setdefault(
+                node, PlayTask(plays=[], prompt=state["prompt"], parent_texts=[])
+            )
+            task["plays"].append(play)
+            task["parent_texts"].append(_text_of(samples, new or [], parent) if parent else None)
+        sends = [Send(node, task) for node, task in tasks.items()]
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
 
     async def controller(
@@ -137,26 +143,31 @@ def create_toa_graph(
         tree = cast("mcts.Tree | None", state.get("tree")) or mcts.new_tree(pool.names)
         return select(state, read_context(runtime), tree, state.get("samples") or [])
 
-    async def agent(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        play = task["play"]
-        msgs = answer_messages(task["prompt"], pool.system_prompt(play["agent"]))
-        sample = await generate_sample(
-            pool, play["agent"], msgs, read_context(runtime),
-            sample_id=sample_id(play["index"]), kind="fresh", parent=None, layer=play["layer"],
-        )  # fmt: skip
-        return {"inbox": [sample]}
-
-    async def refine(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        play = task["play"]
-        msgs = refine_messages(
-            task["prompt"], task["parent_text"] or "", pool.system_prompt(play["agent"])
-        )
-        sample = await generate_sample(
-            pool, play["agent"], msgs, read_context(runtime),
-            sample_id=sample_id(play["index"]), kind="refine",
+    async def play_out(
+        play: mcts.Play, prompt: Prompt, parent_text: str | None, ctx: SamplingContext
+    ) -> Sample:
+        """One play: a fresh answer, or a refinement of ``parent_text``."""
+        system = pool.system_prompt(play["agent"])
+        if play["kind"] == "refine":
+            msgs = refine_messages(prompt, parent_text or "", system)
+        else:
+            msgs = answer_messages(prompt, system)
+        return await generate_sample(
+            pool, play["agent"], msgs, ctx,
+            sample_id=sample_id(play["index"]), kind=play["kind"],
             parent=play["parent_sample"], layer=play["layer"],
         )  # fmt: skip
-        return {"inbox": [sample]}
+
+    async def generate(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        """The ``agent`` and ``refine`` nodes: run the task's plays concurrently."""
+        ctx = read_context(runtime)
+        plays, texts, prompt = task["plays"], task["parent_texts"], task["prompt"]
+        if len(plays) == 1:
+            return {"inbox": [await play_out(plays[0], prompt, texts[0], ctx)]}
+        samples = await asyncio.gather(
+            *(play_out(p, prompt, t, ctx) for p, t in zip(plays, texts, strict=True))
+        )
+        return {"inbox": list(samples)}
 
     def backprop(
         state: SamplingState, ctx: SamplingContext, new: list[Sample], best: Sample | None
@@ -207,8 +218,8 @@ def create_toa_graph(
 
     builder = method_builder("controller", read_context)
     builder.add_node("controller", controller)
-    builder.add_node("agent", cast(Any, agent))  # Send targets: take a PlayTask
-    builder.add_node("refine", cast(Any, refine))
+    builder.add_node("agent", cast(Any, generate))  # Send targets: take a PlayTask
+    builder.add_node("refine", cast(Any, generate))
     builder.add_node("reward", reward_node)
     builder.add_edge("agent", "reward")
     builder.add_edge("refine", "reward")
