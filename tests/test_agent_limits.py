@@ -128,3 +128,61 @@ def test_limits_scale_by_share_and_ray_workers_get_theirs() -> None:
     assert worker_pool_options({"limit_share": 1.0}, workers=3) == {"limit_share": 1.0}
     with pytest.raises(ValueError, match="limit_share"):
         AgentPool([agent("http://127.0.0.1:1/v1")], limit_share=0)
+
+
+async def test_a_busy_replica_spreads_its_requests_over_several_clients() -> None:
+    """150 requests in flight on one agent: a client (own connection pool) per
+    REQUESTS_PER_CLIENT of them, each request on the least busy one; all answered."""
+    from toa_graph.agents import pool as pool_mod
+
+    slow = FakeServer(delay=0.2, capacity=1000, deterministic=False).start()
+    try:
+        pool = AgentPool([agent(slow.url)])
+        gens = await asyncio.gather(*(pool.generate("m", HI) for _ in range(150)))
+        assert [g.error for (g,) in gens] == [None] * 150
+        assert slow.stats()["max_inflight"] == 150
+        (replica,) = pool._agent("m").replicas.replicas  # type: ignore[union-attr]
+        (shards,) = replica.clients.values()
+        per_client = pool_mod.REQUESTS_PER_CLIENT
+        assert len(shards.clients) == -(-150 // per_client)  # 3 at 64 per client
+        assert len({id(c) for c in shards.clients}) == len(shards.clients)
+        assert shards.load == [0] * len(shards.clients)  # every request gave its slot back
+        # a quiet agent keeps one client
+        (g,) = await pool.generate("m", HI)
+        assert g.error is None and len(shards.clients) == -(-150 // per_client)
+    finally:
+        slow.stop()
+
+
+def test_each_event_loop_gets_its_own_clients(server: FakeServer) -> None:
+    """Two threads with their own loops use one pool at once: each loop gets its own
+    clients (connections belong to a loop); a client built before any loop ran is taken
+    by the first loop; a closed loop's clients are dropped when the next loop comes."""
+    pool = AgentPool([agent(server.url)])
+    pool.build_clients()
+    (replica,) = pool._agent("m").replicas.replicas  # type: ignore[union-attr]
+    assert replica.unbound is not None
+    prebuilt = replica.unbound.clients[0]
+    seen: dict[int, list[object]] = {}
+    errors: list[str | None] = []
+
+    def run(k: int) -> None:
+        async def burst() -> None:
+            gens = await asyncio.gather(*(pool.generate("m", HI) for _ in range(30)))
+            errors.extend(g.error for (g,) in gens)
+            shards = replica.clients[asyncio.get_running_loop()]
+            seen[k] = list(shards.clients)
+
+        asyncio.run(burst())
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [None] * 60
+    assert not set(map(id, seen[0])) & set(map(id, seen[1]))
+    assert prebuilt in seen[0] + seen[1] and replica.unbound is None
+    assert len(replica.clients) == 2
+    (g,) = asyncio.run(pool.generate("m", HI))  # a third loop: the closed loops' clients go
+    assert g.error is None and len(replica.clients) == 1

@@ -32,13 +32,20 @@ from toa_graph.agents.errors import (
 )
 from toa_graph.agents.limits import AgentLimits
 from toa_graph.agents.providers import check_provider
-from toa_graph.agents.replicas import Replica, ReplicaSet
+from toa_graph.agents.replicas import ClientSet, Replica, ReplicaSet
 from toa_graph.config import AgentConfig
 from toa_graph.retry import RetryPolicy
 
 __all__ = ["AgentLike", "AgentPool", "AgentsLike", "as_agent_pool"]
 
 logger = logging.getLogger("toa_graph.agents")
+
+REQUESTS_PER_CLIENT = 64
+"""Requests in flight per chat client of a replica before another client (with its own
+connection pool) is opened: httpx's pool costs more per request the more connections it
+holds (it scans them on every request event), so one busy agent (PRS: a whole run's
+requests on one agent) spreads its requests over several pools instead of one deep one."""
+MAX_CLIENTS_PER_REPLICA = 16
 
 AgentLike = BaseChatModel | AgentConfig
 AgentsLike = Mapping[str, AgentLike] | Sequence[AgentConfig]
@@ -170,28 +177,37 @@ class AgentPool:
             raise KeyError(f"unknown agent {name!r}; agents: {self.names}") from None
 
     def build_clients(self) -> None:
-        """Build every replica's client now instead of on first use (a worker process
-        does this at start, so the first prompts do not pay for imports)."""
+        """Build every replica's first client now instead of on first use (a worker
+        process does this at start, so the first prompts do not pay for imports)."""
         for agent in self._agents.values():
             for replica in agent.replicas.replicas if agent.replicas else ():
                 self._replica_client(agent, replica)
 
-    def _replica_client(self, agent: _Agent, replica: Replica) -> BaseChatModel:
+    def _replica_client(self, agent: _Agent, replica: Replica) -> tuple[ClientSet, int]:
+        """This event loop's clients of the replica and the index of the least busy one;
+        another client is opened when every one has :data:`REQUESTS_PER_CLIENT` requests
+        in flight."""
         loop = _running_loop()
-        if (
-            replica.client is not None
-            and None not in (loop, replica.loop)
-            and loop is not replica.loop
-        ):
-            # HTTP connections belong to the event loop that opened them: a pool reused
-            # from a second asyncio.run() (notebooks, repeated synthesize()) needs new ones.
-            replica.client = None
-        if replica.client is None:
+        if loop is None:
+            shards = replica.unbound = replica.unbound or ClientSet()
+        else:
+            found = replica.clients.get(loop)
+            if found is None:
+                found = replica.unbound or ClientSet()
+                replica.unbound = None
+                for seen in list(replica.clients):  # list(): other threads' loops may add
+                    if seen.is_closed():
+                        replica.clients.pop(seen, None)  # its connections died with it
+                replica.clients[loop] = found
+            shards = found
+        load = shards.load
+        i = min(range(len(load)), key=load.__getitem__) if load else -1
+        if i < 0 or (load[i] >= REQUESTS_PER_CLIENT and len(load) < MAX_CLIENTS_PER_REPLICA):
             assert agent.config is not None
-            replica.client = build_chat_model(agent.config, replica.url)
-        if loop is not None:
-            replica.loop = loop
-        return replica.client
+            shards.clients.append(build_chat_model(agent.config, replica.url))
+            load.append(0)
+            i = len(load) - 1
+        return shards, i
 
     def replica_stats(self, name: str) -> list[dict[str, Any]]:
         """Per replica of agent ``name``: url, healthy, outstanding, requests, failures,
@@ -242,12 +258,11 @@ class AgentPool:
 
         async def once() -> list[Generation]:
             if agent.model is not None:
-                client, replica = agent.model, None
+                out = await self._request(agent, agent.model, None, chat, kwargs, n)
             else:
                 assert agent.replicas is not None
                 replica = agent.replicas.replicas[0]
-                client = self._replica_client(agent, replica)
-            out = await self._request(agent, client, replica, chat, kwargs, n)
+                out = await self._request(agent, None, replica, chat, kwargs, n)
             if n == 1 and out[0].error == EMPTY_RESPONSE:
                 raise EmptyResponseError(out)
             return out
@@ -276,9 +291,8 @@ class AgentPool:
         backoffs = 0
         for _ in range(attempts):
             replica = replicas.choose(tried)
-            client = self._replica_client(agent, replica)
             try:
-                out = await self._request(agent, client, replica, chat, kwargs, n)
+                out = await self._request(agent, None, replica, chat, kwargs, n)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -308,16 +322,25 @@ class AgentPool:
     async def _request(
         self,
         agent: _Agent,
-        client: BaseChatModel,
+        model: BaseChatModel | None,
         replica: Replica | None,
         chat: list[BaseMessage],
         kwargs: dict[str, Any],
         n: int,
     ) -> list[Generation]:
-        """One request to one client under the agent's limits; raises on failure. The
-        latency counts from when the request is sent (after any wait for the limits)."""
+        """One request, to ``model`` or to one of ``replica``'s clients, under the agent's
+        limits; raises on failure. The latency counts from when the request is sent
+        (after any wait for the limits)."""
         async with agent.limits.request():
-            return await self._send(client, replica, chat, kwargs, n)
+            if replica is None:
+                assert model is not None
+                return await self._send(model, None, chat, kwargs, n)
+            shards, i = self._replica_client(agent, replica)
+            shards.load[i] += 1
+            try:
+                return await self._send(shards.clients[i], replica, chat, kwargs, n)
+            finally:
+                shards.load[i] -= 1
 
     async def _send(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-__all__ = ["Replica", "ReplicaSet"]
+__all__ = ["ClientSet", "Replica", "ReplicaSet"]
 
 logger = logging.getLogger("toa_graph.agents")
 
@@ -28,12 +28,24 @@ Probe = Callable[[str], Awaitable[tuple[bool, str]]]
 
 
 @dataclass
+class ClientSet:
+    """One event loop's chat clients of a replica, each with its own connection pool,
+    and the requests in flight on each."""
+
+    clients: list[BaseChatModel] = field(default_factory=list)
+    load: list[int] = field(default_factory=list)
+
+
+@dataclass
 class Replica:
     url: str
     outstanding: int = 0
-    client: BaseChatModel | None = None
-    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    """The event loop the client's connections belong to (``None``: not used yet)."""
+    clients: dict[asyncio.AbstractEventLoop, ClientSet] = field(default_factory=dict, repr=False)
+    """Its chat clients per event loop (HTTP connections belong to the loop that opened
+    them: a notebook's second ``asyncio.run``, a server's threads); a closed loop's are
+    dropped when another loop comes."""
+    unbound: ClientSet | None = field(default=None, repr=False)
+    """Clients built outside any event loop, taken by the first loop that sends."""
     down_until: float | None = None
     """``time.monotonic()`` when the cool-down ends; ``None`` while healthy."""
     strikes: int = 0
