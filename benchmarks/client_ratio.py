@@ -5,8 +5,11 @@ Side by side in ONE run, against the same loopback zero-latency OpenAI-compatibl
 machine has two or more), with the same number of requests in flight:
 
 1. the bare ``openai.AsyncOpenAI`` client (``chat.completions.create``);
-2. ``ChatOpenAI.ainvoke`` (what our agents are, built as the runner builds them);
-3. the runner (:func:`toa_graph.synthesis.run_synthesis`, the ``toa-graph synthesize``
+2. ``ChatOpenAI.ainvoke`` (what our agents are, built as the runner builds them): the
+   reference rate;
+3. ``AgentPool.generate``, the agents' own call path, which spreads an agent's requests in
+   flight over several ``ChatOpenAI`` clients;
+4. the runner (:func:`toa_graph.synthesis.run_synthesis`, the ``toa-graph synthesize``
    path, in this process) for every registered method, TOA with 1 and with 4 plays per
    step, with ``concurrency`` prompts in flight.
 
@@ -114,6 +117,26 @@ async def chat_openai(url: str, total: int, inflight: int) -> dict[str, Any]:
     return {"path": "ChatOpenAI.ainvoke", "n": total, "wall_s": wall, "cpu_s": cpu_s() - c0}
 
 
+async def agent_pool(url: str, total: int, inflight: int) -> dict[str, Any]:
+    """The agents' own path: ``AgentPool.generate`` (retries, limits, usage), which spreads
+    one agent's requests in flight over several ``ChatOpenAI`` clients (one connection pool
+    per ``REQUESTS_PER_CLIENT``) instead of one deep pool."""
+    from toa_graph.agents import AgentPool
+
+    cfg = AgentConfig(name="agent0", model="model0", base_url=url, max_tokens=64)
+    pool = AgentPool([cfg])
+
+    async def call() -> None:
+        (g,) = await pool.generate("agent0", QUESTION)
+        if g.error:
+            raise RuntimeError(g.error)
+
+    await closed_loop(call, min(200, total), inflight)
+    c0 = cpu_s()
+    wall = await closed_loop(call, total, inflight)
+    return {"path": "AgentPool.generate", "n": total, "wall_s": wall, "cpu_s": cpu_s() - c0}
+
+
 async def runner(
     url: str, method: str, context: dict[str, Any], args: argparse.Namespace, label: str
 ) -> dict[str, Any]:
@@ -183,7 +206,11 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         for rep in range(args.repeats):
             base = await chat_openai(server.url, args.requests, args.inflight)
-            batch = [await bare_openai(server.url, args.requests, args.inflight), base]
+            batch = [
+                await bare_openai(server.url, args.requests, args.inflight),
+                base,
+                await agent_pool(server.url, args.requests, args.inflight),
+            ]
             for label, method, ctx in cases(methods):
                 batch.append(await runner(server.url, method, ctx, args, label))
             ref = base["n"] / base["wall_s"]

@@ -1,13 +1,14 @@
 """Is the runner's memory flat in the number of prompts? (issue 18)
 
-Runs :func:`toa_graph.synthesis.run_synthesis` (method ``random``, budget 2, 3 real
-``ChatOpenAI`` agents) over N prompts against the zero-latency fake OpenAI server
+Runs :func:`toa_graph.synthesis.run_synthesis` (method ``random``, budget 2, by default;
+``--method toa --budget 6`` for the tree search; 3 real ``ChatOpenAI`` agents) over N prompts against the zero-latency fake OpenAI server
 (``tests/fake_openai_server.py``, its own process) and samples this process's RSS
 (``/proc/self/status`` VmRSS) against the number of records written so far. Prints the
 RSS at each checkpoint (default 1,000 / 2,500 / 5,000 / 10,000 prompts) and the growth
 from the first to the last.
 
-    python benchmarks/runner_rss.py [--prompts 10000] [--checkpoints 1000,2500,5000]
+    python benchmarks/runner_rss.py [--prompts 10000] [--checkpoints 1000,2500,5000] \
+        [--method random] [--budget 2]
 """
 
 from __future__ import annotations
@@ -76,13 +77,16 @@ async def main_async(args: argparse.Namespace) -> list[tuple[int, float]]:
         sampler = asyncio.create_task(sample())
         t0 = time.perf_counter()
         summary = await run_synthesis(
-            work / "prompts.jsonl", work / "out", method="random", agents=agents, reward=reward,
-            context={"budget": 2}, concurrency=args.concurrency, progress=False,
+            work / "prompts.jsonl", work / "out", method=args.method, agents=agents, reward=reward,
+            context={"budget": args.budget}, concurrency=args.concurrency, progress=False,
             collect_rows=False,
         )  # fmt: skip
         await asyncio.wait_for(sampler, 5)
         wall = time.perf_counter() - t0
-        print(f"{summary.done} prompts ({summary.failed} failed) in {wall:.1f} s")
+        print(
+            f"{args.method}, budget {args.budget}: {summary.done} prompts "
+            f"({summary.failed} failed) in {wall:.1f} s"
+        )
     finally:
         server.stop()
     return seen
@@ -95,6 +99,8 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=10_000)
     ap.add_argument("--checkpoints", default="1000,2500,5000")
     ap.add_argument("--concurrency", type=int, default=128)
+    ap.add_argument("--method", default="random", help="a registered method (default random)")
+    ap.add_argument("--budget", type=int, default=2, help="generations per prompt")
     ap.add_argument("--workdir", default=os.environ.get("TMPDIR", "/tmp") + "/toa-runner-rss")
     args = ap.parse_args()
     seen = asyncio.run(main_async(args))

@@ -71,9 +71,9 @@ def test_distributed_throughput_benchmark_smoke(tmp_path):
 
 
 def test_client_ratio_benchmark_smoke(tmp_path):
-    """benchmarks/client_ratio.py measures the bare client, ChatOpenAI and the runner for
-    every method (TOA twice) in one run, with no failed prompt, and its ratios are the
-    rates over ChatOpenAI's rate of the same repeat."""
+    """benchmarks/client_ratio.py measures the bare client, ChatOpenAI, the agent pool and
+    the runner for every method (TOA twice) in one run, with no failed prompt, and its
+    ratios are the rates over ChatOpenAI's rate of the same repeat."""
     from toa_graph.methods import METHODS
 
     out = tmp_path / "cr.json"
@@ -93,13 +93,14 @@ def test_client_ratio_benchmark_smoke(tmp_path):
     rows = {r["path"]: r for r in json.loads(out.read_text())}
     expected = {f"runner {m}" for m in METHODS if m != "toa"} | {
         "runner toa-pps1", "runner toa-pps4", "openai.AsyncOpenAI", "ChatOpenAI.ainvoke",
+        "AgentPool.generate",
     }  # fmt: skip
     assert set(rows) == expected
     base = rows["ChatOpenAI.ainvoke"]["rate"]
     for path, r in rows.items():
         assert r["n"] > 0 and not r.get("failed"), (path, r)
         assert r["ratio"] == pytest.approx(r["rate"] / base)
-    assert rows["openai.AsyncOpenAI"]["n"] == 12
+    assert rows["openai.AsyncOpenAI"]["n"] == rows["AgentPool.generate"]["n"] == 12
     assert rows["runner toa-pps1"]["n"] == rows["runner toa-pps4"]["n"] == 2 * 6
     assert "verdict:" in proc.stdout
 

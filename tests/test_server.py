@@ -141,6 +141,15 @@ def test_every_method_serves(client: openai.OpenAI, method: str) -> None:
     assert resp.choices[0].message.content
 
 
+def test_debate_with_a_gold_answer_needs_no_threshold(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(
+        model="debate",
+        messages=[{"role": "user", "content": "What is 2 + 3?"}],
+        extra_body={"budget": 16, "reference": "5"},
+    )
+    assert resp.model_extra["x_toa"]["method"] == "debate" and resp.choices[0].message.content
+
+
 def test_streaming_parses_with_openai_client(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model="toa",
@@ -209,6 +218,7 @@ def test_missing_or_wrong_token_is_401(server: _Server) -> None:
         ({"extra_body": {"context": {"tau": -1}}}, 400, "context"),
         ({"extra_body": {"context": {"agent": "zed"}}}, 400, "context.agent"),
         ({"temperature": 5}, 400, "temperature"),
+        ({"model": "debate"}, 400, "context.correct_threshold"),  # open prompt, no threshold
     ],
 )
 def test_bad_requests_are_rejected(

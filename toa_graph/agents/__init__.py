@@ -2,8 +2,12 @@
 
 An agent is either an :class:`~toa_graph.config.AgentConfig` (a ``ChatOpenAI`` client, or
 the provider's LangChain chat model, is built on first use, one per replica URL) or any
-LangChain ``BaseChatModel`` (a fake in tests, or a client the caller built). Nothing is created at import or construction time,
-so graphs built from a pool load cleanly in servers and pickle.
+LangChain ``BaseChatModel`` (a fake in tests, or a client the caller built). Nothing is
+created at import or construction time, so graphs built from a pool load cleanly in
+servers and pickle. A replica's clients are kept per event loop (connections belong to the
+loop that opened them), and a busy replica gets another client, with its own connection
+pool, for every ``REQUESTS_PER_CLIENT`` (64) requests in flight: one deep HTTP pool costs
+more per request than several shallow ones (``benchmarks/README.md``, issue 18).
 
 Failures never escape as exceptions: after the retries of the agent's
 :class:`~toa_graph.retry.RetryPolicy` (``max_retries + 1`` attempts, exponential backoff
@@ -11,7 +15,7 @@ with jitter, honouring ``Retry-After``) a call returns a :class:`Generation` car
 error, and the method records a failed sample and carries on with the other agents. The
 pool is the only layer that retries: clients are built with their own retries off.
 
-Replicas and failover: an agent with several ``base_urls`` gets one client per replica,
+Replicas and failover: an agent with several ``base_urls`` gets its clients per replica,
 and each request goes to the *healthy* replica with the fewest outstanding requests. A
 replica whose request fails with a connection error, a timeout or an HTTP 5xx is taken
 out for a cool-down (``cooldown_s``, doubling on each failed probe up to
