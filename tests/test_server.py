@@ -219,6 +219,7 @@ def test_missing_or_wrong_token_is_401(server: _Server) -> None:
         ({"extra_body": {"context": {"agent": "zed"}}}, 400, "context.agent"),
         ({"temperature": 5}, 400, "temperature"),
         ({"model": "debate"}, 400, "context.correct_threshold"),  # open prompt, no threshold
+        ({"model": "debate", "extra_body": {"reference": "  "}}, 400, "context.correct_threshold"),
     ],
 )
 def test_bad_requests_are_rejected(

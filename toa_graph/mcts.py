@@ -222,20 +222,17 @@ def _argmax_uct(
 
 def responses_at_layer(tree: Tree, layer: int, *, include_pending: bool = True) -> int:
     """Responses at ``layer`` over the whole tree (plus plays in flight towards it)."""
-    count = sum(1 for n in tree["nodes"] if n["type"] == "response" and n["layer"] == layer)
-    if include_pending:
-        count += sum(1 for f in tree["inflight"] if f["layer"] == layer)
-    return count
+    return _layer_counts(tree, include_pending=include_pending).get(layer, 0)
 
 
-def _layer_counts(tree: Tree) -> dict[int, int]:
-    """Responses per layer over the whole tree plus plays in flight towards each layer:
-    :func:`responses_at_layer` for every layer in one pass."""
+def _layer_counts(tree: Tree, *, include_pending: bool = True) -> dict[int, int]:
+    """Responses per layer over the whole tree (plus plays in flight towards each layer),
+    every layer in one pass."""
     counts: dict[int, int] = {}
     for n in tree["nodes"]:
         if n["type"] == "response":
             counts[n["layer"]] = counts.get(n["layer"], 0) + 1
-    for f in tree["inflight"]:
+    for f in tree["inflight"] if include_pending else ():
         counts[f["layer"]] = counts.get(f["layer"], 0) + 1
     return counts
 
@@ -270,11 +267,8 @@ def fully_expanded(
         # Nothing to descend into (only when width < number of agents; the reference
         # crashes there, we generate).
         return False
-    layer = _child_layer(nodes, model_idx)
-    at_layer = (
-        responses_at_layer(tree, layer) if layer_counts is None else layer_counts.get(layer, 0)
-    )
-    if at_layer < width:
+    counts = _layer_counts(tree) if layer_counts is None else layer_counts
+    if counts.get(_child_layer(nodes, model_idx), 0) < width:
         return False
     parent = nodes[model["parent"]]
     if parent["type"] == "root":

@@ -199,6 +199,19 @@ def _shown(samples: Sequence[Sample], rnd: int, seed: int) -> list[Sample]:
 # ---------------------------------------------------------------- the graph
 
 
+NO_GOLD_ANSWER = (
+    "debate needs a gold answer (the input's 'reference') to judge answers; for "
+    "open prompts set context.correct_threshold (correct = reward >= threshold)"
+)
+"""Why a debate run cannot start (see :func:`can_judge`)."""
+
+
+def can_judge(reference: str | list[str] | None, correct_threshold: float | None) -> bool:
+    """Whether a run can tell correct answers from wrong ones: it has a gold answer, or a
+    reward threshold (the server checks this before it answers a request)."""
+    return references_of(reference) is not None or correct_threshold is not None
+
+
 def create_debate_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
@@ -230,11 +243,8 @@ def create_debate_graph(
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         golds = references_of(state.get("reference"))
-        if golds is None and ctx.correct_threshold is None:
-            raise ValueError(
-                "debate needs a gold answer (the input's 'reference') to judge answers; for "
-                "open prompts set context.correct_threshold (correct = reward >= threshold)"
-            )
+        if not can_judge(state.get("reference"), ctx.correct_threshold):
+            raise ValueError(NO_GOLD_ANSWER)
         cost = round_cost(len(pool))
         if ctx.budget < cost:
             raise ValueError(

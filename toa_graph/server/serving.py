@@ -282,17 +282,11 @@ class ChatServing:
             knobs["max_tokens"] = max_tokens
         budget = req.budget if req.budget is not None else name_budget
         context = self._context(method, knobs, budget)
-        if (
-            method == "debate"
-            and req.reference is None
-            and getattr(context, "correct_threshold", None) is None
-        ):  # the graph would raise this as it starts: say it as a 400 instead of a 500
-            raise ServingError(
-                400,
-                "debate judges answers against a gold answer: send 'reference', or set "
-                "context.correct_threshold for open prompts (correct = reward >= threshold)",
-                param="context.correct_threshold",
-            )
+        if method == "debate":  # the graph would raise this as it starts: a 400, not a 500
+            from toa_graph.methods.debate import NO_GOLD_ANSWER, can_judge
+
+            if not can_judge(req.reference, getattr(context, "correct_threshold", None)):
+                raise ServingError(400, NO_GOLD_ANSWER, param="context.correct_threshold")
         options = self._options(
             method, {**self.settings.default_options.get(method, {}), **(req.options or {})}
         )
