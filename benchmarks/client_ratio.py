@@ -80,6 +80,16 @@ async def closed_loop(call: Callable[[], Awaitable[Any]], total: int, inflight: 
     return time.perf_counter() - t0
 
 
+async def measured(
+    path: str, call: Callable[[], Awaitable[Any]], total: int, inflight: int
+) -> dict[str, Any]:
+    """A client phase: a warm-up (connections, imports), then ``total`` timed calls."""
+    await closed_loop(call, min(200, total), inflight)
+    c0 = cpu_s()
+    wall = await closed_loop(call, total, inflight)
+    return {"path": path, "n": total, "wall_s": wall, "cpu_s": cpu_s() - c0}
+
+
 async def bare_openai(url: str, total: int, inflight: int) -> dict[str, Any]:
     import httpx
     import openai
@@ -95,11 +105,9 @@ async def bare_openai(url: str, total: int, inflight: int) -> dict[str, Any]:
             max_tokens=64,  # type: ignore[arg-type]
         )
 
-    await closed_loop(call, min(200, total), inflight)  # warm-up: connections, imports
-    c0 = cpu_s()
-    wall = await closed_loop(call, total, inflight)
+    row = await measured("openai.AsyncOpenAI", call, total, inflight)
     await client.close()
-    return {"path": "openai.AsyncOpenAI", "n": total, "wall_s": wall, "cpu_s": cpu_s() - c0}
+    return row
 
 
 async def chat_openai(url: str, total: int, inflight: int) -> dict[str, Any]:
@@ -111,10 +119,7 @@ async def chat_openai(url: str, total: int, inflight: int) -> dict[str, Any]:
     async def call() -> None:
         await model.ainvoke(QUESTION)
 
-    await closed_loop(call, min(200, total), inflight)
-    c0 = cpu_s()
-    wall = await closed_loop(call, total, inflight)
-    return {"path": "ChatOpenAI.ainvoke", "n": total, "wall_s": wall, "cpu_s": cpu_s() - c0}
+    return await measured("ChatOpenAI.ainvoke", call, total, inflight)
 
 
 async def agent_pool(url: str, total: int, inflight: int) -> dict[str, Any]:
@@ -131,10 +136,7 @@ async def agent_pool(url: str, total: int, inflight: int) -> dict[str, Any]:
         if g.error:
             raise RuntimeError(g.error)
 
-    await closed_loop(call, min(200, total), inflight)
-    c0 = cpu_s()
-    wall = await closed_loop(call, total, inflight)
-    return {"path": "AgentPool.generate", "n": total, "wall_s": wall, "cpu_s": cpu_s() - c0}
+    return await measured("AgentPool.generate", call, total, inflight)
 
 
 async def runner(
