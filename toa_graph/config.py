@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from toa_graph.errors import UserError
+from toa_graph.reasoning import reasoning_clash, settings_of
 from toa_graph.registry import METHOD_SPECS, method_context, method_options
 
 __all__ = [
@@ -110,6 +111,15 @@ class AgentConfig(_Strict):
         description="Extra constructor arguments of the provider's chat model (providers "
         "other than openai), e.g. {num_ctx: 8192} for ollama.",
     )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    """Reasoning models: how hard to think (``reasoning_effort`` of OpenAI-compatible APIs,
+    Gemini's ``thinking_level``, ollama's ``reasoning``). None: not sent."""
+    thinking_budget: int | None = Field(default=None, ge=0)
+    """Most tokens to think (vLLM ``thinking_token_budget``, Anthropic ``budget_tokens``,
+    Gemini ``thinking_budget``); ``max_tokens`` covers thinking plus answer."""
+    enable_thinking: bool | None = None
+    """Hybrid models: think or not (vLLM / SGLang ``chat_template_kwargs.enable_thinking``,
+    Anthropic ``thinking``, Gemini, ollama)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +164,12 @@ class AgentConfig(_Strict):
                 f"extra_body is for OpenAI-compatible endpoints; with provider "
                 f"{self.provider!r} use client_options"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _reasoning_once(self) -> AgentConfig:
+        given = "extra_body" if self.provider == "openai" else "client_options"
+        reasoning_clash(self.provider, settings_of(self), given, getattr(self, given))
         return self
 
     @property

@@ -53,6 +53,12 @@ class BaseContext:
     seed: int = 0
     """Seed for the methods that shuffle (sequential refine chains, MoA reference subsets,
     the debate's answer order)."""
+    show_reasoning: bool = False
+    """Reasoning models: refine and aggregate prompts show an earlier answer's thinking
+    trace too (as a ``<think>`` block before it); off: the final answers only."""
+    score_reasoning: bool = False
+    """Reasoning models: the reward scores the trace and the answer together (as a
+    ``<think>`` block before it); off: the final answer only."""
 
     def __post_init__(self) -> None:
         _at_least("budget", self.budget, 1)

@@ -19,6 +19,7 @@ from langgraph.types import Overwrite
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
+from toa_graph.reasoning import with_reasoning
 from toa_graph.rewards.base import RewardModel
 from toa_graph.state import (
     Prompt,
@@ -120,6 +121,13 @@ def aggregate_messages(
     return [{"role": "system", "content": aggregate}, *msgs]
 
 
+def shown_text(sample: Mapping[str, Any], with_trace: bool = False) -> str:
+    """What of ``sample`` another agent's prompt (or the reward) sees: the final answer;
+    ``with_trace`` (``show_reasoning`` / ``score_reasoning``): its thinking trace too."""
+    text = str(sample.get("text") or "")
+    return with_reasoning(text, sample.get("reasoning")) if with_trace else text
+
+
 # ---------------------------------------------------------------- samples
 
 
@@ -148,6 +156,8 @@ def make_sample(
         "stage": "generate" if gen.error else None,
         "scored": scored,
     }
+    if gen.reasoning:
+        sample["reasoning"] = gen.reasoning
     sample.update(extra)  # type: ignore[typeddict-item]
     return sample
 
@@ -212,8 +222,11 @@ async def score_samples(
     prompt: Prompt,
     reference: str | list[str] | None,
     samples: Sequence[Sample],
+    *,
+    score_reasoning: bool = False,
 ) -> list[Sample]:
     """Score every sample that has text, in one reward call; returns new sample dicts.
+    The reward sees each final answer (with ``score_reasoning``, its trace too).
 
     The call is made once: retrying is the reward client's job (its
     :class:`~toa_graph.retry.RetryPolicy`), so retries never stack. A failed call (an
@@ -224,7 +237,7 @@ async def score_samples(
     todo = [i for i, s in enumerate(out) if not s.get("error")]
     if not todo:
         return out  # type: ignore[return-value]
-    responses = [out[i]["text"] for i in todo]
+    responses = [shown_text(out[i], score_reasoning) for i in todo]
     refs = references_of(reference)
     try:
         scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
@@ -254,10 +267,13 @@ def _reward_failed(sample: dict[str, Any], error: str) -> None:
 
 
 def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
-    totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    """Token totals; ``reasoning_tokens`` (part of ``output_tokens``) when any model reasoned."""
+    totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "reasoning_tokens": 0}
     for s in samples:
         for k in totals:
             totals[k] += int(s["usage"].get(k, 0))  # type: ignore[call-overload]
+    if not totals["reasoning_tokens"]:
+        del totals["reasoning_tokens"]
     return totals
 
 
@@ -328,13 +344,21 @@ def method_builder(
     return builder
 
 
-async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, Any]:
+async def score_inbox(
+    reward: RewardModel, state: SamplingState, ctx: SamplingContext | None = None
+) -> dict[str, Any]:
     """The reward step of every method: score this step's generations (the ``inbox``) in
     generation order with one reward call, append them to ``samples`` and update ``best``
     over the whole run. Samples that are not answers (``scored=False``) stay unscored."""
     turns = in_generation_order(state.get("inbox") or [])
     answers = [s for s in turns if s.get("scored", True)]
-    scored = await score_samples(reward, state["prompt"], state.get("reference"), answers)
+    scored = await score_samples(
+        reward,
+        state["prompt"],
+        state.get("reference"),
+        answers,
+        score_reasoning=bool(ctx and ctx.score_reasoning),
+    )
     by_id = {s["id"]: s for s in scored}
     new = [by_id.get(s["id"], s) for s in turns]
     # ``best`` is already the best of the earlier samples (ties to the earliest), so the

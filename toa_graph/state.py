@@ -33,9 +33,13 @@ class Usage(TypedDict):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    reasoning_tokens: NotRequired[int]
+    """Tokens the model spent thinking (part of ``output_tokens``): the provider's count,
+    else estimated from the trace's length. Absent when the model did not reason."""
     estimated: NotRequired[bool]
-    """True when one request returned several samples (``n`` > 1) and the request's usage
-    was spread over them: the per-sample split is an estimate, the sum is exact."""
+    """True when a figure is an estimate: one request returned several samples (``n`` > 1)
+    and the request's usage was spread over them (the sum is exact), or
+    ``reasoning_tokens`` was counted from the trace's length."""
 
 
 class Sample(TypedDict):
@@ -61,6 +65,9 @@ class Sample(TypedDict):
     scored: bool
     """Whether the sample is an answer the reward model scores (``False`` for turns that
     are not answers, e.g. a debate critic's feedback)."""
+    reasoning: NotRequired[str]
+    """The model's thinking trace before its answer (``text`` is the answer alone); absent
+    when the model gave none."""
     references: NotRequired[list[str]]
     """Ids of every sample shown to the agent (MoA aggregation, debate turns)."""
     round: NotRequired[int]

@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
+from langchain_core.messages import BaseMessage, convert_to_messages
 
 from toa_graph.agents.client import (
     Generation,
     build_chat_model,
     empty_usage,
+    generation_of,
     health_check,
     split_shared_usage,
-    text_of,
-    usage_of,
 )
 from toa_graph.agents.errors import (
     EMPTY_RESPONSE,
@@ -358,10 +357,7 @@ class AgentPool:
                 result_gens = await self._request_n(client, chat, kwargs, n, start)
             else:
                 msg = await client.ainvoke(chat, **kwargs)
-                latency = time.perf_counter() - start
-                text = text_of(msg)
-                error = None if text.strip() else EMPTY_RESPONSE
-                result_gens = [Generation(text, usage_of(msg), latency, error)]
+                result_gens = [generation_of(msg, time.perf_counter() - start)]
             if replica is not None:
                 replica.requests += 1
             return result_gens
@@ -383,11 +379,8 @@ class AgentPool:
         latency = time.perf_counter() - start
         out = []
         for g in gens:
-            msg = getattr(g, "message", None)
-            usage = usage_of(msg) if isinstance(msg, AIMessage) else empty_usage()
-            text = text_of(msg or g)
-            err = None if text.strip() else EMPTY_RESPONSE
-            out.append(Generation(text, usage, latency / len(gens), err))
+            finish = (g.generation_info or {}).get("finish_reason")
+            out.append(generation_of(getattr(g, "message", g), latency / len(gens), finish))
         if not out:
             raise RuntimeError("the endpoint returned no choices")
         split_shared_usage(out, result.llm_output)

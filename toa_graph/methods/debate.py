@@ -319,7 +319,7 @@ def create_debate_graph(
     async def judge(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         """Score the new answers and mark each correct or not (gold, else reward threshold)."""
         ctx = read_context(runtime)
-        update = await score_inbox(reward_model, state)
+        update = await score_inbox(reward_model, state, ctx)
         golds = references_of(state.get("reference"))
         new = []
         for s in update["samples"]:

@@ -82,8 +82,10 @@ def create_ensemble_graph(
         )  # fmt: skip
         return {"inbox": samples}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> dict[str, Any]:
+        return await score_inbox(reward_model, state, read_context(runtime))
 
     builder = method_builder("dispatch", read_context)
     builder.add_node("dispatch", dispatch)

@@ -53,6 +53,7 @@ from toa_graph.sampling import (
     method_builder,
     sample_id,
     score_inbox,
+    shown_text,
     validate_prompt,
 )
 from toa_graph.state import Prompt, Sample, SamplingState, best_sample
@@ -192,7 +193,10 @@ def create_moa_graph(
                     LayerTask(
                         agent=name, prompt=prompt, sample_id=sample_id(first + j), stack=i,
                         layer=layer, final=final, parent=parent["id"] if parent else None,
-                        references=[{"id": s["id"], "text": s["text"]} for s in refs],
+                        references=[
+                            {"id": s["id"], "text": shown_text(s, ctx.show_reasoning)}
+                            for s in refs
+                        ],
                     )
                 )  # fmt: skip
         return tasks
@@ -237,9 +241,9 @@ def create_moa_graph(
     async def reward_node(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> dict[str, Any]:
-        update = await score_inbox(reward_model, state)
+        ctx = read_context(runtime)
+        update = await score_inbox(reward_model, state, ctx)
         if aggregator is not None:
-            ctx = read_context(runtime)
             ids = set(final_ids(moa_plan(ctx.budget, len(pool), ctx.layers, True)))
             finals = [s for s in update["samples"] if s["id"] in ids]
             update["final"] = best_sample(finals) or (finals[0] if finals else None)

@@ -42,6 +42,7 @@ from toa_graph.sampling import (
     refine_messages,
     sample_id,
     score_inbox,
+    shown_text,
     single_agent,
     validate_prompt,
 )
@@ -85,8 +86,9 @@ def create_prs_graph(
     async def reward_node(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["refine", "finish"]]:
-        update = await score_inbox(reward_model, state)
-        _, n_refine = prs_split(read_context(runtime).budget)
+        ctx = read_context(runtime)
+        update = await score_inbox(reward_model, state, ctx)
+        _, n_refine = prs_split(ctx.budget)
         refining = state.get("round", 0) == 1 and n_refine > 0
         goto: Literal["refine", "finish"] = "refine" if refining else FINISH
         return Command(update=update, goto=goto)
@@ -105,7 +107,8 @@ def create_prs_graph(
                 pool, name, msgs, ctx, sample_ids=ids, kind="fresh", parent=None, layer=0
             )
         else:
-            msgs = refine_messages(prompt, parent["text"], pool.system_prompt(name))
+            shown = shown_text(parent, ctx.show_reasoning)
+            msgs = refine_messages(prompt, shown, pool.system_prompt(name))
             samples = await generate_samples(
                 pool, name, msgs, ctx, sample_ids=ids, kind="refine", parent=parent["id"], layer=1
             )

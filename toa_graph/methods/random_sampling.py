@@ -64,8 +64,10 @@ def create_random_sampling_graph(
         )  # fmt: skip
         return {"inbox": samples}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> dict[str, Any]:
+        return await score_inbox(reward_model, state, read_context(runtime))
 
     builder = method_builder("sample", read_context)
     builder.add_node("sample", sample)

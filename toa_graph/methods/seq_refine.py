@@ -43,6 +43,7 @@ from toa_graph.sampling import (
     refine_messages,
     sample_id,
     score_inbox,
+    shown_text,
     validate_prompt,
 )
 from toa_graph.state import Prompt, Sample, SampleKind, SamplingState
@@ -118,7 +119,8 @@ def create_seq_refine_graph(
             if previous is None:
                 msgs, parent = answer_messages(prompt, system), None
             else:
-                msgs, parent = refine_messages(prompt, previous["text"], system), previous["id"]
+                shown = shown_text(previous, ctx.show_reasoning)
+                msgs, parent = refine_messages(prompt, shown, system), previous["id"]
             sample = await generate_sample(
                 pool, name, msgs, ctx, sample_id=sid, kind=kind, parent=parent, layer=step,
                 chain=task["chain"],
@@ -126,8 +128,10 @@ def create_seq_refine_graph(
             done.append(sample)
         return {"inbox": done}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> dict[str, Any]:
+        return await score_inbox(reward_model, state, read_context(runtime))
 
     builder = method_builder("plan", read_context)
     builder.add_node("plan", plan, destinations=("chain",))

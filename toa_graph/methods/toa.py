@@ -46,6 +46,7 @@ from toa_graph.sampling import (
     sample_id,
     sample_index,
     score_inbox,
+    shown_text,
 )
 from toa_graph.state import (
     Prompt,
@@ -76,17 +77,19 @@ def _params(ctx: SamplingContext) -> mcts.SearchParams:
     )
 
 
-def _text_of(samples: list[Sample], new: list[Sample], sid: str) -> str:
-    """The text of sample ``sid`` in ``samples`` then ``new``. Samples are kept in
-    generation order, so ``s<N>`` is normally at index N (looked up directly, not by
-    building an id map each step)."""
+def _text_of(samples: list[Sample], new: list[Sample], sid: str, trace: bool) -> str:
+    """What a refinement is shown of sample ``sid`` in ``samples`` then ``new`` (its answer;
+    with ``trace``, its thinking too). Samples are kept in generation order, so ``s<N>`` is
+    normally at index N (looked up directly, not by building an id map each step)."""
     i = sample_index(sid)
-    if i < len(samples) and samples[i]["id"] == sid:
-        return samples[i]["text"]
     j = i - len(samples)
-    if 0 <= j < len(new) and new[j]["id"] == sid:
-        return new[j]["text"]
-    return next(s["text"] for s in itertools.chain(samples, new) if s["id"] == sid)
+    if i < len(samples) and samples[i]["id"] == sid:
+        found = samples[i]
+    elif 0 <= j < len(new) and new[j]["id"] == sid:
+        found = new[j]
+    else:
+        found = next(s for s in itertools.chain(samples, new) if s["id"] == sid)
+    return shown_text(found, trace)
 
 
 def create_toa_graph(
@@ -133,7 +136,8 @@ def create_toa_graph(
                 node, PlayTask(plays=[], prompt=state["prompt"], parent_texts=[])
             )
             task["plays"].append(play)
-            task["parent_texts"].append(_text_of(samples, new or [], parent) if parent else None)
+            shown = _text_of(samples, new or [], parent, ctx.show_reasoning) if parent else None
+            task["parent_texts"].append(shown)
         sends = [Send(node, task) for node, task in tasks.items()]
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
 
@@ -210,7 +214,7 @@ def create_toa_graph(
         """Score the step's generations, back them up, and run the controller's next
         selection: one superstep instead of three (reward, backprop, controller)."""
         ctx = read_context(runtime)
-        update = await score_inbox(reward_model, state)
+        update = await score_inbox(reward_model, state, ctx)
         new: list[Sample] = update["samples"]
         tree = backprop(state, ctx, new, update["best"])
         step = select(state, ctx, tree, state.get("samples") or [], new)
