@@ -320,3 +320,60 @@ def test_chat_openai_private_api_contract() -> None:
     chunk = {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning": "2+"}}]}
     out = llm._convert_chunk_to_generation_chunk(chunk, AIMessageChunk, None)
     assert out is not None and out.message.additional_kwargs["reasoning"] == "2+"
+
+
+# ---------------------------------------------------------------- a judge and evaluate
+
+
+def _sdk_completion(message: dict[str, Any], logprobs: Any = None) -> Any:
+    """A reply parsed by the OpenAI SDK itself (extra fields land in ``model_extra``)."""
+    from openai.types.chat import ChatCompletion
+
+    return ChatCompletion.model_validate(
+        {
+            "id": "c", "object": "chat.completion", "created": 0, "model": "j",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
+                         "message": {"role": "assistant", **message}}],
+        }
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"content": "<think>Maybe a 2? No: it is right.</think>Rating: 9"},
+        {"content": "Rating: 9", "reasoning_content": "Maybe a 2? No: it is right."},
+    ],
+)
+async def test_a_reasoning_judge_is_read_from_its_answer(message: dict[str, Any]) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from toa_graph.rewards.judge import JudgeReward
+
+    # logprobs of a reasoning reply begin inside the thinking: never read as the rating
+    logprobs = {"content": [{"token": "2", "logprob": 0.0, "top_logprobs": []}]}
+
+    async def create(**kw: Any) -> Any:
+        return _sdk_completion(message, logprobs)
+
+    judge = JudgeReward(model="j", base_url="http://127.0.0.1:9/v1")
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    judge._get_client = lambda: client  # type: ignore[method-assign]
+    judge._sem = asyncio.Semaphore(1)
+    assert await judge.ascore("q?", ["an answer"]) == [9.0]
+
+
+async def test_evaluate_extracts_from_the_answer() -> None:
+    from types import SimpleNamespace
+
+    from toa_graph.evaluation.runner import _generate
+    from toa_graph.evaluation.tasks import EvalItem
+
+    async def create(**kw: Any) -> Any:
+        return _sdk_completion({"content": "The answer is 4.", "reasoning": "Maybe 5? No, 4."})
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    spec = SimpleNamespace(max_tokens=64, temperature=0.0)
+    row = await _generate(client, "m", EvalItem(id="1", prompt="2+2?", gold="4"), spec)  # type: ignore[arg-type]
+    assert row["output"] == "The answer is 4." and row["reasoning"] == "Maybe 5? No, 4."

@@ -143,3 +143,23 @@ def test_trl_sft_step_on_an_export_with_kept_reasoning(
     assert _contains(ids, trace) is trace_in_ids
     out = trainer.train()
     assert out.global_step == 1
+
+
+def test_readme_reasoning_section_config_and_commands(tmp_path: Path) -> None:
+    """The README's "Reasoning models" config loads as written and its export commands
+    parse (flags that exist, values they take)."""
+    from tests.test_readme_path import blocks, commands, section
+    from toa_graph.cli import build_parser
+    from toa_graph.config import load_config
+
+    text = section("Reasoning models")
+    (config,) = blocks(text, "yaml")
+    path = tmp_path / "reasoning.yaml"
+    path.write_text(config, encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.agents[0].enable_thinking is True and cfg.agents[1].reasoning_effort == "low"
+    exports = commands(text, "export")
+    assert len(exports) == 3
+    for words in exports:
+        args = build_parser().parse_args(words)
+        assert args.kind in ("sft", "dpo")

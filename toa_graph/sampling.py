@@ -425,7 +425,9 @@ def _finish_run(method: str | None) -> Any:
             "agent": best["agent"],
             "reward": best["reward"],
         }
-        return {"messages": [AIMessage(content=best["text"], response_metadata=meta)]}
+        trace = {"reasoning_content": best["reasoning"]} if best.get("reasoning") else {}
+        answer = AIMessage(content=best["text"], additional_kwargs=trace, response_metadata=meta)
+        return {"messages": [answer]}
 
     return finish
 

@@ -179,8 +179,10 @@ REASONING_KINDS = ("sft", "dpo")
 
 
 def _reasoning_facts(args: argparse.Namespace, stats: Any) -> dict[str, Any] | None:
-    """What the dataset card says about thinking traces (sft and dpo)."""
-    if args.kind not in REASONING_KINDS:
+    """What the dataset card says about thinking traces (sft and dpo; nothing when no row
+    has one and no flag asked for a format)."""
+    asked = args.reasoning is not None or args.reasoning_format is not None
+    if args.kind not in REASONING_KINDS or not (stats.with_reasoning or asked):
         return None
     fmt = "drop" if args.reasoning == "drop" else args.reasoning_format or "field"
     facts = {"format": fmt, "with_trace": stats.with_reasoning}
