@@ -193,7 +193,7 @@ def _rows(args: argparse.Namespace, records: Any, stats: Any) -> Iterator[dict[s
     from toa_graph import exports as ex
 
     pairs = {"rejected_rank": args.rejected_rank, "min_gap": args.min_gap}
-    thinking = {
+    thinking: dict[str, Any] = {
         "reasoning": args.reasoning or "keep",
         "reasoning_format": args.reasoning_format or "field",
     }
