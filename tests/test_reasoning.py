@@ -61,6 +61,7 @@ def thinker(url: str, shape: str | None, **kw: Any) -> AgentConfig:
         ("a\n</think>\n\nB", "B", "a"),  # R1 distill: the template opened the tag
         ("<think>a</think>B<think>c</think>D", "BD", "a\n\nc"),  # interleaved
         ("x < y, so B", "x < y, so B", None),
+        ("<think>\n\n</think>\n\nB", "B", None),  # Qwen3, enable_thinking false: empty block
     ],
 )
 def test_tags_in_the_content(text: str, answer: str, trace: str | None) -> None:

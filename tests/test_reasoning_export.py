@@ -163,3 +163,40 @@ def test_readme_reasoning_section_config_and_commands(tmp_path: Path) -> None:
     for words in exports:
         args = build_parser().parse_args(words)
         assert args.kind in ("sft", "dpo")
+
+
+def test_synthesize_toa_then_export_keeps_traces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``synthesize --method toa`` against the fake server answering as two reasoning
+    models (tags inline, a reasoning_content field): records hold answers in ``text`` and
+    traces in ``reasoning``; the SFT export carries the best answer's trace."""
+    import yaml
+
+    from tests.fake_servers import FakeServer
+
+    monkeypatch.chdir(tmp_path)
+    prompts = [{"id": f"p{i}", "prompt": f"Say {i}.", "reference": f"{i}"} for i in range(2)]
+    Path("prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    with FakeServer(delay=0.0, capacity=16) as server:
+        cfg = {
+            "agents": [
+                {"name": n, "model": n, "base_url": server.url, "extra_body": {"fake_reasoning": s}}
+                for n, s in (("inline", "tags"), ("field", "reasoning_content"))
+            ],
+            "reward": {"kind": "reference", "metric": "chrf"},
+        }
+        Path("c.yaml").write_text(yaml.safe_dump(cfg))
+        argv = ["synthesize", "--config", "c.yaml", "--input", "prompts.jsonl", "--method",
+                "toa", "--budget", "6", "--output", "runs", "--no-progress"]  # fmt: skip
+        assert main(argv) == 0
+    records = [json.loads(x) for x in Path("runs/records.jsonl").read_text().splitlines()]
+    samples = [s for r in records for s in r["samples"]]
+    assert len(samples) == 12 and all(s["error"] is None for s in samples)
+    assert all(
+        "think" not in s["text"] and s["reasoning"].startswith("Let me think") for s in samples
+    )
+    assert all(s["usage"]["reasoning_tokens"] > 0 for s in samples)
+    assert all(r["totals"]["tokens"]["reasoning_tokens"] > 0 for r in records)
+    rows = _export(Path("runs"), tmp_path / "sft.jsonl", "sft")
+    assert all(r["messages"][-1]["reasoning_content"].startswith("Let me think") for r in rows)
