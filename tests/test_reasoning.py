@@ -313,9 +313,12 @@ def test_chat_openai_private_api_contract() -> None:
             "completion_tokens_details": {"reasoning_tokens": 4},
         },
     }  # fmt: skip
-    msg = llm._create_chat_result(response).generations[0].message
-    assert msg.additional_kwargs["reasoning_content"] == "2+2"
-    assert msg.usage_metadata["output_token_details"]["reasoning"] == 4
+    from openai.types.chat import ChatCompletion
+
+    for raw in (response, ChatCompletion.model_validate(response)):  # a dict, the SDK's object
+        msg = llm._create_chat_result(raw).generations[0].message
+        assert msg.additional_kwargs["reasoning_content"] == "2+2"
+        assert msg.usage_metadata["output_token_details"]["reasoning"] == 4
     from langchain_core.messages import AIMessageChunk
 
     chunk = {"choices": [{"index": 0, "delta": {"role": "assistant", "reasoning": "2+"}}]}

@@ -114,7 +114,8 @@ def split_shared_usage(gens: list[Generation], llm_output: dict[str, Any] | None
     thinking = int(details.get("reasoning_tokens", 0) or 0)
     if not (prompt or completion):  # no request-level usage: the copy on each choice is it
         prompt, completion = gens[0].usage["input_tokens"], gens[0].usage["output_tokens"]
-        thinking = int(gens[0].usage.get("reasoning_tokens", 0) or 0)
+        if not gens[0].usage.get("estimated"):  # a count of the provider's, not ours
+            thinking = int(gens[0].usage.get("reasoning_tokens", 0) or 0)
     k = len(gens)
     for i, g in enumerate(gens):
         inp = prompt // k + (1 if i < prompt % k else 0)
@@ -146,7 +147,6 @@ async def health_check(url: str, cfg: AgentConfig, timeout_s: float) -> tuple[bo
 def build_chat_openai(cfg: AgentConfig, url: str) -> BaseChatModel:
     """A ``ChatOpenAI`` for one replica URL of ``cfg``, with the client's own retries off:
     the pool retries (:class:`~toa_graph.retry.RetryPolicy`), so retries never stack."""
-
     if "://" in url and not url.startswith(("http://", "https://")):
         raise ValueError(
             f"agent {cfg.name!r}: base_url {url!r} is not an HTTP endpoint. For embedded:// "
@@ -205,9 +205,9 @@ def reasoning_chat_openai() -> type[BaseChatModel]:
     class ReasoningChatOpenAI(ChatOpenAI):
         def _create_chat_result(self, response: Any, generation_info: Any = None) -> Any:
             result = super()._create_chat_result(response, generation_info)
-            body = response if isinstance(response, dict) else response.model_dump()
-            for gen, choice in zip(result.generations, body.get("choices") or (), strict=False):
-                _keep_trace(gen.message, choice.get("message"))
+            raw = response.get("choices") if isinstance(response, dict) else response.choices
+            for gen, choice in zip(result.generations, raw or (), strict=False):
+                _keep_trace(gen.message, _field(choice, "message"))
             return result
 
         def _convert_chunk_to_generation_chunk(
@@ -225,12 +225,17 @@ def reasoning_chat_openai() -> type[BaseChatModel]:
     return ReasoningChatOpenAI
 
 
+def _field(raw: Any, name: str) -> Any:
+    """A field of a response part: a dict's key or an OpenAI SDK object's attribute (the
+    SDK keeps fields it does not know, such as ``reasoning_content``, as extras)."""
+    return raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+
+
 def _keep_trace(message: Any, raw: Any) -> None:
-    if not isinstance(raw, dict):
-        return
     for name in REASONING_FIELDS:
-        if raw.get(name):
-            message.additional_kwargs[name] = raw[name]
+        value = _field(raw, name) if raw is not None else None
+        if value:
+            message.additional_kwargs[name] = value
 
 
 def build_chat_model(cfg: AgentConfig, url: str) -> BaseChatModel:
