@@ -381,3 +381,12 @@ async def test_evaluate_extracts_from_the_answer() -> None:
     spec = SimpleNamespace(max_tokens=64, temperature=0.0)
     row = await _generate(client, "m", EvalItem(id="1", prompt="2+2?", gold="4"), spec)  # type: ignore[arg-type]
     assert row["output"] == "The answer is 4." and row["reasoning"] == "Maybe 5? No, 4."
+
+
+def test_doctests() -> None:
+    import doctest
+
+    from toa_graph import reasoning
+
+    result = doctest.testmod(reasoning)
+    assert result.attempted >= 10 and result.failed == 0
