@@ -354,6 +354,9 @@ class ProjectConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {dupes}")
+        agent = self.method.context.get("agent")  # Self-MoA's proposer, random's agent, ...
+        if agent is not None and agent not in names:
+            raise ValueError(f"method.context.agent: {agent!r} is not one of the agents {names}")
         agent_fields = METHOD_SPECS[self.method.name].options.agent_fields()
         for key, value in self.method.options.items():
             if key in agent_fields and value is not None and value not in names:

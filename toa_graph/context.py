@@ -107,11 +107,22 @@ class MoaContext(BaseContext):
     num_references: int | None = None
     """How many previous-layer answers each MoA proposer sees; default: every agent's.
     Fewer than the agents: a seeded random subset (kept in agent order)."""
+    proposers: str = "all"
+    """``"all"``: every agent proposes (MoA); ``"self"``: Self-MoA (arXiv 2502.00674), the
+    agent named by ``agent`` (default: the first) is sampled for every proposer slot (one
+    per configured agent)."""
+    seq_window: int | None = None
+    """Self-MoA-Seq: each stack's proposals are aggregated sequentially, a window at a
+    time (the first ``seq_window`` proposals, then the last aggregate plus the next
+    ``seq_window - 1``); ``None``: layered MoA."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least("layers", self.layers, 1)
         _at_least("num_references", self.num_references, 1)
+        _at_least("seq_window", self.seq_window, 2)
+        if self.proposers not in ("all", "self"):
+            raise ValueError(f"context.proposers must be 'all' or 'self', got {self.proposers!r}")
 
 
 @dataclass(kw_only=True)
