@@ -32,7 +32,9 @@ def reply_of(name: str, last_user_text: str) -> str:
 
 
 def agents(delay_s: float = 0.0) -> dict[str, FakeAgent]:
-    return fake_agents(NAMES, delay_s=delay_s, reply=lambda n, k, m: reply_of(n, str(m[-1].content)))
+    return fake_agents(
+        NAMES, delay_s=delay_s, reply=lambda n, k, m: reply_of(n, str(m[-1].content))
+    )
 
 
 Play = tuple[str, str, str | None]  # agent, fresh|refine, parent sample id
@@ -80,9 +82,7 @@ async def run(budget: int, prompt: str = PROMPT, compile_kwargs=None, **ctx: Any
         **kw
     )
     config = {"configurable": {"thread_id": "t"}} if kw.get("checkpointer") else None
-    return await graph.ainvoke(
-        {"prompt": prompt}, config=config, context={"budget": budget, **ctx}
-    )
+    return await graph.ainvoke({"prompt": prompt}, config=config, context={"budget": budget, **ctx})
 
 
 @pytest.mark.parametrize("seed", [0, 7])

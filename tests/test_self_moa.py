@@ -57,7 +57,9 @@ async def test_self_moa_over_a_is_moa_over_copies_of_a(knobs):
     assert shape(self_out) == shape(copy_out)
     assert prompts_seen(mixed) == prompts_seen(copies)
     assert {s["agent"] for s in self_out["samples"]} == {"b"}
-    assert not mixed["a"].calls and not mixed["c"].calls and len(mixed["b"].calls) == knobs["budget"]
+    assert (
+        not mixed["a"].calls and not mixed["c"].calls and len(mixed["b"].calls) == knobs["budget"]
+    )
     assert any(s["kind"] == "aggregate" for s in self_out["samples"])
 
 

@@ -71,6 +71,13 @@ ALGORITHMS = ("abmcts-a", "abmcts-m")
 _EXTRA = {"abmcts-a": "treequest", "abmcts-m": "abmcts-m"}
 _M_MODULES = ("pymc", "numpyro", "jax")
 
+LIVE_SEARCHES = 256
+"""Searches a graph keeps unpickled between its steps (one per prompt in flight): a step
+then only pickles its search into the state, it does not unpickle the previous one (the
+larger cost). A blob that is not there (another process, a checkpoint replayed) is
+unpickled."""
+
+_LIVE_LOCK = threading.Lock()
 _RNG_LOCK = threading.Lock()
 """numpy's global RNG is one per process: swaps of a prompt's state in and out of it are
 serialised (``ask`` and ``tell`` are synchronous, so an event loop never interleaves them;
@@ -139,11 +146,26 @@ class Search:
         state = cast(tuple[Any, ...], np.random.RandomState(seed).get_state())
         return cls(algorithm.init_tree(), state, {})
 
-    def dumps(self) -> str:
-        return base64.b64encode(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+    def dumps(self, live: dict[str, Search] | None = None) -> str:
+        """The pickled search (base64); with ``live``, also kept there by its blob for the
+        next :meth:`loads` (at most :data:`LIVE_SEARCHES`, the oldest dropped)."""
+        blob = base64.b64encode(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+        if live is not None:
+            with _LIVE_LOCK:
+                live[blob] = self
+                while len(live) > LIVE_SEARCHES:
+                    live.pop(next(iter(live)))
+        return blob
 
     @staticmethod
-    def loads(blob: str) -> Search:
+    def loads(blob: str, live: dict[str, Search] | None = None) -> Search:
+        """The search pickled in ``blob``; taken from ``live`` (blob -> the object it was
+        dumped from, untouched since) when there, which skips unpickling."""
+        if live is not None:
+            with _LIVE_LOCK:
+                search = live.pop(blob, None)
+            if search is not None:
+                return search
         search = pickle.loads(base64.b64decode(blob))
         if not isinstance(search, Search):
             raise TypeError(f"abmcts: the graph's search state holds a {type(search).__name__}")
@@ -200,6 +222,7 @@ def create_abmcts_graph(
     reward_model = as_reward_model(reward)
     read_context = ContextReader("abmcts", defaults)
     algo = load_algorithm(algorithm)
+    live: dict[str, Search] = {}
 
     def select(
         state: SamplingState,
@@ -215,7 +238,9 @@ def create_abmcts_graph(
         plays = search.ask(algo, pool.names, min(ctx.plays_per_step, remaining), tree["plays"])
         tree = {**tree, "plays": tree["plays"] + len(plays)}
         sends = route_plays(plays, state["prompt"], samples, new or [])
-        return Command(update={"tree": tree, "plays": plays, "search": search.dumps()}, goto=sends)
+        return Command(
+            update={"tree": tree, "plays": plays, "search": search.dumps(live)}, goto=sends
+        )
 
     async def controller(
         state: SamplingState, runtime: Runtime[SamplingContext]
@@ -228,7 +253,7 @@ def create_abmcts_graph(
         state: SamplingState, ctx: SamplingContext, new: list[Sample], tree: dict[str, Any]
     ) -> Search:
         """Tell the library each of this step's scores, in play order (recorded in ``tree``)."""
-        search = Search.loads(cast(str, state["search"]))
+        search = Search.loads(cast(str, state["search"]), live)
         by_id = {s["id"]: s for s in new}
         seen = [
             float(s["reward"])
