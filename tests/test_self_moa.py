@@ -4,6 +4,7 @@ agent, windows that show every proposal once, and the bad-input errors."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any
 
 import pytest
@@ -84,7 +85,7 @@ async def test_self_moa_seq_windows_show_every_proposal_once(window, budget):
         if len(proposals) > 1:
             assert sorted(shown) == sorted(proposals)  # each proposal in exactly one window
         chain = [s for s in mine if s["kind"] == "aggregate"]
-        for prev, s in zip(chain, chain[1:], strict=False):
+        for prev, s in itertools.pairwise(chain):
             assert s["references"][0] == prev["id"] == s["parent"]  # the previous aggregate
         assert all(len(s["references"]) <= window for s in chain)
     finals = set(seq_final_ids(budget, 5, window))
