@@ -123,3 +123,25 @@ async def test_unknown_self_agent_is_an_error_naming_it():
         ProjectConfig.model_validate(cfg)
     cfg["method"]["context"]["agent"] = "a"
     assert ProjectConfig.model_validate(cfg).method.context["proposers"] == "self"
+
+
+def test_cli_set_knobs_reach_the_moa_context():
+    from toa_graph.commands import method_settings, parse_knobs
+
+    cfg = ProjectConfig.model_validate(
+        {
+            "agents": [
+                {"name": n, "model": "m", "base_url": f"http://127.0.0.1:{p}/v1"}
+                for n, p in (("a", 1), ("b", 2))
+            ],
+            "reward": {"kind": "math"},
+        }
+    )
+    knobs = parse_knobs(["proposers=self", "agent=b", "seq_window=3"])
+    name, context, _ = method_settings(cfg, "moa", knobs)
+    ctx = method_context(name, context)
+    assert (ctx.proposers, ctx.agent, ctx.seq_window) == ("self", "b", 3)  # type: ignore[attr-defined]
+    with pytest.raises(UserError, match="seq_window"):
+        method_settings(cfg, "moa", parse_knobs(["seq_window=1"]))
+    with pytest.raises(UserError, match="'zed'"):
+        method_settings(cfg, "moa", parse_knobs(["proposers=self", "agent=zed"]))
