@@ -184,3 +184,13 @@ def test_missing_extras_are_one_line_naming_the_extra(monkeypatch):
     with pytest.raises(UserError, match=r"toa-graph\[treequest\]") as exc:
         load_algorithm()
     assert "\n" not in str(exc.value)
+
+
+def test_the_graph_is_toas_shape():
+    """Same nodes and edges as TOA (controller, agent, refine, reward): TOA's play nodes."""
+    from pathlib import Path
+
+    drawing = (
+        METHODS["abmcts"](agents=agents(), reward=hash_reward).compile().get_graph().draw_mermaid()
+    )
+    assert drawing == (Path(__file__).parent / "snapshots" / "toa.mmd").read_text()
