@@ -53,9 +53,9 @@ from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
 from toa_graph.errors import UserError
 from toa_graph.mcts import tree_reward
-from toa_graph.methods.plays import play_node, report_step, route_plays
+from toa_graph.methods.plays import report_step, route_plays, search_builder
 from toa_graph.rewards.base import RewardLike, as_reward_model
-from toa_graph.sampling import FINISH, ContextReader, method_builder, sample_id, score_inbox
+from toa_graph.sampling import FINISH, ContextReader, sample_id, score_inbox
 from toa_graph.state import Sample, SamplingState
 
 __all__ = [
@@ -292,12 +292,4 @@ def create_abmcts_graph(
         step = select(state, ctx, search, tree, state.get("samples") or [], new)
         return Command(update={**update, **cast(dict[str, Any], step.update)}, goto=step.goto)
 
-    builder = method_builder("controller", read_context)
-    builder.add_node("controller", controller)
-    generate = play_node(pool, read_context)
-    builder.add_node("agent", generate)  # Send targets: take a PlayTask
-    builder.add_node("refine", generate)
-    builder.add_node("reward", reward_node)
-    builder.add_edge("agent", "reward")
-    builder.add_edge("refine", "reward")
-    return builder
+    return search_builder(pool, read_context, controller, reward_node)

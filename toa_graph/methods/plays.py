@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langgraph.config import get_stream_writer
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 from typing_extensions import TypedDict
@@ -25,13 +26,14 @@ from toa_graph.sampling import (
     ContextReader,
     answer_messages,
     generate_sample,
+    method_builder,
     refine_messages,
     sample_id,
     sample_index,
 )
 from toa_graph.state import Prompt, Sample
 
-__all__ = ["PlayTask", "play_node", "report_step", "route_plays", "text_of"]
+__all__ = ["PlayTask", "play_node", "report_step", "route_plays", "search_builder", "text_of"]
 
 
 class PlayTask(TypedDict):
@@ -129,3 +131,20 @@ def report_step(
             "best_agent": best["agent"] if best else None,
         }
     )  # fmt: skip
+
+
+def search_builder(
+    pool: AgentPool, read_context: ContextReader, controller: Any, reward: Any
+) -> StateGraph[Any, Any, Any, Any]:
+    """A tree search's graph: ``controller`` (the first selection) sends plays to the
+    ``agent`` / ``refine`` nodes, both feed ``reward`` (which scores, records and sends the
+    next step, or finishes)."""
+    builder = method_builder("controller", read_context)
+    builder.add_node("controller", controller)
+    generate = play_node(pool, read_context)
+    builder.add_node("agent", generate)  # Send targets: take a PlayTask
+    builder.add_node("refine", generate)
+    builder.add_node("reward", reward)
+    builder.add_edge("agent", "reward")
+    builder.add_edge("refine", "reward")
+    return builder

@@ -31,9 +31,9 @@ from langgraph.types import Command
 from toa_graph import mcts
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
-from toa_graph.methods.plays import play_node, report_step, route_plays
+from toa_graph.methods.plays import report_step, route_plays, search_builder
 from toa_graph.rewards.base import RewardLike, as_reward_model
-from toa_graph.sampling import FINISH, ContextReader, method_builder, sample_id, score_inbox
+from toa_graph.sampling import FINISH, ContextReader, sample_id, score_inbox
 from toa_graph.state import Sample, SamplingState
 
 __all__ = ["create_toa_graph"]
@@ -127,12 +127,4 @@ def create_toa_graph(
         step = select(state, ctx, tree, state.get("samples") or [], new)
         return Command(update={**update, **cast(dict[str, Any], step.update)}, goto=step.goto)
 
-    builder = method_builder("controller", read_context)
-    builder.add_node("controller", controller)
-    generate = play_node(pool, read_context)
-    builder.add_node("agent", generate)  # Send targets: take a PlayTask
-    builder.add_node("refine", generate)
-    builder.add_node("reward", reward_node)
-    builder.add_edge("agent", "reward")
-    builder.add_edge("refine", "reward")
-    return builder
+    return search_builder(pool, read_context, controller, reward_node)
