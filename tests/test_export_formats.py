@@ -120,7 +120,7 @@ def test_split_rows_is_seeded_and_disjoint() -> None:
         ("moa", "2406.04692"),
         ("debate", "2506.03541"),
         ("abmcts", "2503.04412"),
-    ],  # fmt: skip
+    ],
 )
 def test_card_names_how_the_data_was_made(method: str, arxiv: str) -> None:
     import yaml
