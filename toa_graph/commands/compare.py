@@ -248,7 +248,7 @@ def plot(
     ax.set_ylabel("mean best reward")
     ax.set_title(title or f"reward vs. {'budget' if x == 'budget' else 'tokens'}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", ncol=2 if len(methods) > 6 else 1)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path)
