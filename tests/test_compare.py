@@ -149,3 +149,30 @@ def test_compare_cli_simulate(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "TRUE quality" in text and "compare_tokens.png" in text
     assert (tmp_path / "s" / "compare_tokens.png").exists()
+
+
+def test_compare_all_runs_every_registry_method_and_the_self_moa_variants(
+    tmp_path: Path, capsys
+) -> None:
+    from toa_graph.cli import main
+    from toa_graph.commands.compare import compare_entries, entry_method
+
+    entries = compare_entries()
+    assert entries[: len(METHODS)] == list(METHODS) and "abmcts" in entries
+    assert entry_method("self_moa_seq", {"agent": "x"}) == (
+        "moa", {"agent": "x", "proposers": "self", "seq_window": 3}
+    )  # fmt: skip
+    rc = main(
+        ["compare", "--simulate", "--methods", "all", "--budgets", "16", "--limit", "2",
+         "--output", str(tmp_path / "s"), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0  # debate too: judged by reward on the simulated prompts
+    with (tmp_path / "s" / "compare.csv").open() as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert list(rows) == entries
+    assert all(float(r["mean_generations"]) == 16 for m, r in rows.items() if m != "debate")
+    assert all(float(r["mean_tokens"]) > 0 for r in rows.values())
+    recs = [json.loads(x) for x in (tmp_path / "s" / "self_moa" / "budget-16" / "records.jsonl")
+            .read_text().splitlines()]  # fmt: skip
+    assert all({s["agent"] for s in r["samples"]} == {recs[0]["samples"][0]["agent"]} for r in recs)
+    assert "self_moa_seq" in capsys.readouterr().out

@@ -141,6 +141,16 @@ def test_every_method_serves(client: openai.OpenAI, method: str) -> None:
     assert resp.choices[0].message.content
 
 
+def test_self_moa_seq_serves(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(
+        model="moa",
+        messages=[{"role": "user", "content": "Name a prime number."}],
+        extra_body={"budget": 7, "context": {"proposers": "self", "seq_window": 2}},
+    )
+    extra = resp.model_extra["x_toa"]
+    assert extra["method"] == "moa" and extra["samples"] == 7 and resp.choices[0].message.content
+
+
 def test_debate_with_a_gold_answer_needs_no_threshold(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(
         model="debate",
@@ -218,6 +228,15 @@ def test_missing_or_wrong_token_is_401(server: _Server) -> None:
         ({"extra_body": {"context": {"tau": -1}}}, 400, "context"),
         ({"extra_body": {"context": {"agent": "zed"}}}, 400, "context.agent"),
         ({"temperature": 5}, 400, "temperature"),
+        ({"model": "moa", "extra_body": {"context": {"seq_window": 1}}}, 400, "context"),
+        ({"model": "moa", "extra_body": {"context": {"proposers": "best"}}}, 400, "context"),
+        (
+            {"model": "moa", "extra_body": {"context": {"proposers": "self", "agent": "zed"}}},
+            400,
+            "context.agent",
+        ),
+        ({"model": "abmcts", "extra_body": {"context": {"score_transform": "x"}}}, 400, "context"),
+        ({"model": "abmcts", "extra_body": {"options": {"algorithm": "mcts"}}}, 400, "options"),
         ({"model": "debate"}, 400, "context.correct_threshold"),  # open prompt, no threshold
         ({"model": "debate", "extra_body": {"reference": "  "}}, 400, "context.correct_threshold"),
     ],

@@ -1,10 +1,11 @@
-"""toa_graph: multi-agent sampling on LangGraph (TOA, MoA, debate and baselines)."""
+"""toa_graph: multi-agent sampling on LangGraph (TOA, AB-MCTS, MoA, debate and baselines)."""
 
 from toa_graph.agents import AgentPool
 from toa_graph.config import AgentConfig, ProjectConfig, load_config
 from toa_graph.context import SamplingContext
 from toa_graph.methods import (
     METHODS,
+    create_abmcts_graph,
     create_debate_graph,
     create_ensemble_graph,
     create_moa_graph,
@@ -35,6 +36,7 @@ __all__ = [
     "__version__",
     "as_reward_model",
     "best_sample",
+    "create_abmcts_graph",
     "create_debate_graph",
     "create_ensemble_graph",
     "create_moa_graph",

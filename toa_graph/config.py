@@ -25,6 +25,7 @@ from pydantic import (
 from toa_graph.errors import UserError
 from toa_graph.reasoning import reasoning_clash, settings_of
 from toa_graph.registry import METHOD_SPECS, method_context, method_options
+from toa_graph.yaml_lines import line_index
 
 __all__ = [
     "REWARD_KINDS",
@@ -370,6 +371,9 @@ class ProjectConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {dupes}")
+        agent = self.method.context.get("agent")  # Self-MoA's proposer, random's agent, ...
+        if agent is not None and agent not in names:
+            raise ValueError(f"method.context.agent: {agent!r} is not one of the agents {names}")
         agent_fields = METHOD_SPECS[self.method.name].options.agent_fields()
         for key, value in self.method.options.items():
             if key in agent_fields and value is not None and value not in names:
@@ -386,31 +390,6 @@ class ProjectConfig(_Strict):
 
 
 # ---------------------------------------------------------------- loading
-
-
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each YAML node path (keys and list indices) to its 1-based line."""
-    index: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return index
-
-    def walk(node: Any, path: tuple[Any, ...]) -> None:
-        index[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = k.value
-                index[(*path, key)] = k.start_mark.line + 1
-                walk(v, (*path, key))
-                index[(*path, key)] = k.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, (*path, i))
-
-    if root is not None:
-        walk(root, ())
-    return index
 
 
 def _format_errors(
@@ -461,7 +440,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     data, text = _read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping with 'agents' and 'reward' at the top")
-    lines = _line_index(text)
+    lines = line_index(text)
     reward = data.get("reward")
     if isinstance(reward, str):
         rpath = (p.parent / reward).resolve()
@@ -472,7 +451,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
             data = {**data, "reward": RewardAdapter.validate_python(rdata["reward"])}
         except ValidationError as exc:
             raise ConfigError(
-                _format_errors(str(rpath), exc, _line_index(rtext), prefix=("reward",))
+                _format_errors(str(rpath), exc, line_index(rtext), prefix=("reward",))
             ) from exc
     try:
         cfg = ProjectConfig.model_validate({**data, "source": str(p)})

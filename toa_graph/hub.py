@@ -39,11 +39,19 @@ _DR = """@article{zhou2025debate,
   year={2025}
 }"""
 
-CITATIONS: dict[str, str] = {"toa": _TOA, "moa": _MOA, "debate": _DR}
+_ABMCTS = """@inproceedings{inoue2025wider,
+  title={Wider or Deeper? Scaling LLM Inference-Time Compute with Adaptive Branching Tree Search},
+  author={Inoue, Yuichi and Misaki, Kou and Imajuku, Yuki and Kuroki, So and Nakamura, Taishi and Akiba, Takuya},
+  booktitle={Advances in Neural Information Processing Systems},
+  year={2025},
+  note={arXiv:2503.04412}
+}"""
+
+CITATIONS: dict[str, str] = {"toa": _TOA, "moa": _MOA, "debate": _DR, "abmcts": _ABMCTS}
 """Method -> BibTeX of its paper. The baselines (random, prs, ensemble, seq_refine) follow
 the TOA paper's implementations, so they cite it."""
 
-_ARXIV = {"toa": "2412.17061", "moa": "2406.04692", "debate": "2506.03541"}
+_ARXIV = {"toa": "2412.17061", "moa": "2406.04692", "debate": "2506.03541", "abmcts": "2503.04412"}
 
 
 @dataclass

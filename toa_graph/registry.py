@@ -15,15 +15,22 @@ import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from toa_graph.context import BaseContext, DebateContext, MoaContext, ToaContext
+from toa_graph.context import (
+    AbmctsContext,
+    BaseContext,
+    DebateContext,
+    MoaContext,
+    ToaContext,
+)
 from toa_graph.errors import UserError
 
 __all__ = [
     "METHOD_SPECS",
+    "AbmctsOptions",
     "DebateOptions",
     "MethodOptions",
     "MethodSpec",
@@ -65,6 +72,13 @@ class DebateOptions(MethodOptions):
         default=None,
         description="The agent the distillation step trains (default: the last agent).",
         json_schema_extra={"agent": True},
+    )
+
+
+class AbmctsOptions(MethodOptions):
+    algorithm: Literal["abmcts-a", "abmcts-m"] = Field(
+        default="abmcts-a",
+        description="TreeQuest's ABMCTSA, or ABMCTSM (the abmcts-m extra: PyMC MCMC per ask).",
     )
 
 
@@ -162,6 +176,16 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             description="Tree search over agents and responses steered by a reward model.",
             reference="TOA, arXiv 2412.17061 (oceanypt/TOA code/ensemble_methods.py)",
             studio_module="toa",
+        ),
+        MethodSpec(
+            name="abmcts",
+            factory_path="toa_graph.methods.abmcts:create_abmcts_graph",
+            context=AbmctsContext,
+            options=AbmctsOptions,
+            description="AB-MCTS: TreeQuest's Thompson-sampling tree search over agents "
+            "(answer afresh or refine a response), on TOA's nodes.",
+            reference="AB-MCTS, arXiv 2503.04412 (SakanaAI/treequest ABMCTSA)",
+            studio_module="abmcts",
         ),
     )
 }

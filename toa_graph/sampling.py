@@ -392,6 +392,7 @@ def start_run(state: SamplingState) -> dict[str, Any]:
         "best": None,
         "tree": None,
         "plays": [],
+        "search": None,
         "round": 0,
         "from_messages": from_messages,
     }

@@ -134,7 +134,10 @@ class SamplingState(TypedDict, total=False):
     inbox: Annotated[list[Sample], operator.add]
     """Generations of the current step, waiting to be scored (cleared by the reward step)."""
     plays: list[dict[str, Any]]
-    """Plays chosen by the controller for the current step (TOA)."""
+    """Plays chosen by the controller for the current step (TOA, AB-MCTS)."""
+    search: str | None
+    """AB-MCTS: the library's algorithm state and this prompt's numpy RNG state, pickled
+    and base64-encoded (LangGraph's serializer cannot store the algorithm's objects)."""
     round: int
     """Current round / layer / step counter for iterative methods."""
     messages: Messages

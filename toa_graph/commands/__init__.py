@@ -60,7 +60,8 @@ def method_settings(
     """The method to run with its knobs and options: the config's ``method:`` section (its
     knobs that the chosen method has; its options when it is the same method), then the
     ``--set`` knobs, checked now: :class:`~toa_graph.errors.UserError` for a knob the
-    method lacks (listing its knobs) or a bad value."""
+    method lacks (listing its knobs), a bad value or an unknown ``agent``."""
+    from toa_graph.errors import UserError
     from toa_graph.registry import get_method, method_context
 
     name = method or cfg.method.name
@@ -68,5 +69,8 @@ def method_settings(
     context = {k: v for k, v in cfg.method.context.items() if k in spec.knobs}
     context.update(knobs)
     method_context(name, context)
+    agents = [a.name for a in cfg.agents]
+    if context.get("agent") is not None and context["agent"] not in agents:
+        raise UserError(f"context.agent: {context['agent']!r} is not one of the agents {agents}")
     options = dict(cfg.method.options) if name == cfg.method.name else {}
     return name, context, options

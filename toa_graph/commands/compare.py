@@ -39,6 +39,10 @@ quality of its best answer. Example:
 
   toa-graph compare --simulate --methods toa,random,prs,ensemble,seq_refine \\
       --budgets 10,20,40,80,160 --limit 100 --output runs/sim
+
+--methods all runs every method, AB-MCTS included, plus self_moa and self_moa_seq (MoA
+with proposers=self, and seq_window=3: Self-MoA and Self-MoA-Seq over the first agent, or
+--set agent=NAME).
 """
 
 CSV_FIELDS = [
@@ -63,7 +67,12 @@ def add_parser(sub: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--methods", default="toa", help="comma-separated method names (default: toa)")
+    p.add_argument(
+        "--methods",
+        default="toa",
+        help="comma-separated method names, self_moa / self_moa_seq (MoA with proposers=self, "
+        "seq_window=3), or 'all' (default: toa)",
+    )
     p.add_argument("--budgets", default="4,8,16,32", help="comma-separated generations per prompt")
     p.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
     p.add_argument("--input", default=None, help="prompt file (default: the shipped examples)")
@@ -100,6 +109,27 @@ def add_parser(sub: Any) -> None:
         "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
     )
     p.set_defaults(func=run)
+
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "self_moa": ("moa", {"proposers": "self"}),
+    "self_moa_seq": ("moa", {"proposers": "self", "seq_window": 3}),
+}
+"""Compare entries that are a registry method with knobs (Self-MoA is MoA's ``proposers``
+option): name -> (method, knobs added to each of its cells' context)."""
+
+
+def compare_entries() -> list[str]:
+    """Every method in the registry, then the variants: what ``--methods all`` runs."""
+    from toa_graph.registry import method_names
+
+    return [*method_names(), *VARIANTS]
+
+
+def entry_method(name: str, context: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The registry method of a compare entry and its cells' context."""
+    method, knobs = VARIANTS.get(name, (name, {}))
+    return method, {**(context or {}), **knobs}
 
 
 def parse_list(text: str, kind: type = str) -> list[Any]:
@@ -218,7 +248,7 @@ def plot(
     ax.set_ylabel("mean best reward")
     ax.set_title(title or f"reward vs. {'budget' if x == 'budget' else 'tokens'}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", ncol=2 if len(methods) > 6 else 1)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path)
@@ -280,8 +310,12 @@ async def run_compare(
     reward_digest: Any = None,
     agents_factory: Callable[[], Any] | None = None,
     grade: Callable[[str], float | None] | None = None,
+    method_defaults: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (method, budget) cell, then write compare.csv and both plots.
+
+    ``method_defaults``: knobs one method needs that ``context`` does not set (method ->
+    knobs; ``context`` wins).
 
     ``agents_factory``, when given, builds the agents anew for each cell (stateful agents,
     e.g. the simulated ones, then give every cell the same start); ``grade`` adds the true
@@ -292,14 +326,16 @@ async def run_compare(
     rows = []
     for method in methods:
         for budget in budgets:
-            ctx = {**(context or {}), "budget": int(budget)}
+            name, ctx = entry_method(method, context)
+            ctx = {**(method_defaults or {}).get(name, {}), **ctx}
+            ctx["budget"] = int(budget)
             out = cell_dir(output, method, budget)
             cell_agents = agents_factory() if agents_factory is not None else agents
             summary = await run_synthesis(
-                input, out, method=method, agents=cell_agents, reward=reward, context=ctx,
+                input, out, method=name, agents=cell_agents, reward=reward, context=ctx,
                 concurrency=concurrency, limit=limit, field_map=field_map, progress=progress,
                 digest=config_digest(
-                    method=method, context=ctx, agents=agents_digest or agents, reward=reward_digest or reward
+                    method=name, context=ctx, agents=agents_digest or agents, reward=reward_digest or reward
                 ),
                 collect_rows=False,
             )  # fmt: skip
@@ -314,6 +350,10 @@ async def run_compare(
     for x, (_, _, name) in PLOT_AXES.items():
         plot(rows, Path(output) / name, x=x)
     return rows
+
+
+SIM_DEBATE = {"correct_threshold": 0.8}
+"""The simulated prompts have no gold answer: debate judges by reward (our extension)."""
 
 
 async def run_simulated(
@@ -341,25 +381,25 @@ async def run_simulated(
         reward=SimReward(world), context=context, concurrency=concurrency, progress=progress,
         agents_digest={"simulated": seed}, reward_digest={"simulated": seed},
         agents_factory=lambda: sim_agents(world), grade=true_quality,
+        method_defaults={"debate": SIM_DEBATE},
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
     from toa_graph.commands.synthesize import EXAMPLES
-    from toa_graph.registry import method_names
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import parse_field_map
 
     try:
-        methods = parse_list(args.methods)
+        methods = compare_entries() if args.methods == "all" else parse_list(args.methods)
         budgets = parse_list(args.budgets, int)
         field_map = parse_field_map(args.field_map)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    unknown = [m for m in methods if m not in method_names()]
+    unknown = [m for m in methods if m not in compare_entries()]
     if unknown:
-        raise UserError(f"unknown methods {unknown}; available: {', '.join(method_names())}")
+        raise UserError(f"unknown methods {unknown}; available: {', '.join(compare_entries())}")
     if any(b < 1 for b in budgets):
         raise UserError("budgets must be >= 1")
     input_path = Path(args.input) if args.input else EXAMPLES
