@@ -296,3 +296,36 @@ def test_cli_verl_path_and_missing_config(capsys: pytest.CaptureFixture[str]) ->
     assert path == verl_reward_path() and "def compute_score" in path.read_text()
     assert main(["serve-reward"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_trl_grpo_trains_two_steps_against_serve_reward(tmp_path: Path) -> None:
+    """TRL's GRPOTrainer with the tiny model, rewarded by a running serve-reward (math)."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tests.tiny_lm import save_tiny_model
+    from toa_graph.reward_server.trl import ServerRewardFunction
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    cfg = tmp_path / "math.yaml"
+    cfg.write_text("reward:\n  kind: math\n", encoding="utf-8")
+    rows = [{"prompt": [{"role": "user", "content": f"{i}+1?"}], "answer": str(i + 1)}
+            for i in range(4)]  # fmt: skip
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, num_generations=2,
+        max_completion_length=8, max_steps=2, use_cpu=True, report_to=[], save_strategy="no",
+        logging_steps=1, bf16=False,
+    )  # fmt: skip
+    with reward_server(cfg) as url:
+        reward = ServerRewardFunction(url, reference_column="answer")
+        trainer = GRPOTrainer(
+            model=str(model_dir), reward_funcs=[reward], args=args,
+            train_dataset=Dataset.from_list(rows),
+        )  # fmt: skip
+        trainer.train()
+        scored = _metrics(url)["batcher"]["items"]
+    assert trainer.state.global_step == 2
+    assert scored == 2 * 2  # 2 steps x 2 completions (1 prompt x 2 generations), all served
+    logged = [h for h in trainer.state.log_history if "rewards/toa_reward_server/mean" in h]
+    assert len(logged) == 2

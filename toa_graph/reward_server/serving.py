@@ -167,7 +167,8 @@ class RewardServing:
     async def get_reward(self, req: GetRewardRequest) -> GetRewardResponse:
         """OpenRLHF's ``/get_reward``: queries split back into (messages, response)."""
         self.requests["get_reward"] += 1
-        prompts: list[str | None] = list(req.prompts or [None] * len(req.query))
+        none: list[str | None] = [None] * len(req.query)
+        prompts: list[str | None] = list(req.prompts) if req.prompts is not None else none
         labels = req.labels or [None] * len(req.query)
         items: list[tuple[Prompt, str, str | None]] = []
         for i, (query, prompt, label) in enumerate(zip(req.query, prompts, labels, strict=True)):
