@@ -69,6 +69,7 @@ def test_64_clients_one_item_each_are_scored_in_batches(server: str) -> None:
     after = _metrics(server)["batcher"]
     items, batches = after["items"] - before["items"], after["batches"] - before["batches"]
     assert items == 64
+    print("batch sizes:", after["batch_sizes"])
     assert items / batches >= 16, after["batch_sizes"]
 
 
@@ -329,3 +330,35 @@ def test_trl_grpo_trains_two_steps_against_serve_reward(tmp_path: Path) -> None:
     assert scored == 2 * 2  # 2 steps x 2 completions (1 prompt x 2 generations), all served
     logged = [h for h in trainer.state.log_history if "rewards/toa_reward_server/mean" in h]
     assert len(logged) == 2
+
+
+def test_a_lone_item_does_not_wait_the_whole_window() -> None:
+    """``idle_ms``: with nobody else arriving, the batch goes after 1 ms, not 10 s."""
+    from toa_graph.reward_server.batcher import ItemBatcher
+
+    batcher = ItemBatcher(CallableReward(fake_scores), max_wait_ms=10_000, idle_ms=1)
+
+    async def go() -> None:
+        out = await asyncio.wait_for(batcher.score([("p", "abc", None)]), timeout=5)
+        assert out[0].score == fake_scores("p", ["abc"])[0] and out[0].batch_size == 1
+
+    asyncio.run(go())
+
+
+def test_latency_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/reward_server_latency.py end to end on a tiny load (figures not checked)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "b.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reward_server_latency.py"
+    args = ("--clients", "4", "--requests", "3", "--warmup", "1", "--period-ms", "5")
+    proc = subprocess.run([sys.executable, str(script), *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    for load in ("paced", "closed"):
+        assert results[load]["server_mean_batch_size"] >= 1
+        assert set(results[load]) >= {"in_process", "in_process_batcher", "http", "added_p50_ms"}
+    assert "added by the server" in proc.stdout

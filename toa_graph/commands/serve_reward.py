@@ -47,6 +47,10 @@ def add_parser(sub: Any) -> None:
         help="how long the first waiting item waits for others before its batch is scored",
     )  # fmt: skip
     p.add_argument(
+        "--idle-ms", type=float, default=1.0,
+        help="score a batch early once no item arrived for this long (0: wait --max-wait-ms)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-queue", type=int, default=4096, help="items queued before clients get 429"
     )
     p.add_argument(
@@ -108,7 +112,7 @@ def serve_reward(args: argparse.Namespace) -> int:
             raise UserError(f"--policy-tokenizer {args.policy_tokenizer}: {exc}") from exc
     settings = RewardServerSettings(
         api_key=api_key, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue, max_text_chars=args.max_text_chars,
+        idle_ms=args.idle_ms or None, max_queue=args.max_queue, max_text_chars=args.max_text_chars,
         fallback_score=args.fallback_score,
     )  # fmt: skip
     serving = RewardServing(settings, template=template)
@@ -119,5 +123,5 @@ def serve_reward(args: argparse.Namespace) -> int:
     app = create_reward_app(serving, load)
     print(f"toa-graph serve-reward ({reward_cfg.kind}) on http://{args.host}:{args.port} "
           f"(auth: {'bearer token' if api_key else 'none'})", file=sys.stderr, flush=True)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

@@ -3,8 +3,10 @@
 Each request puts its (prompt, response, reference) items in one queue. A batch is taken
 when ``max_batch_size`` items wait or ``max_wait_ms`` after the first of them arrived,
 whichever comes first, so 64 clients sending one item each are scored together instead of
-one by one. A batch is scored with one ``ascore`` call per distinct (prompt, reference)
-(concurrently: a batching reward such as ``hf`` joins them into its own forward passes);
+one by one; a batch is also taken once no item arrived for ``idle_ms``, so a lone client
+does not wait the whole window. A batch is scored with one ``ascore`` call per distinct
+(prompt, reference) (concurrently: a batching reward such as ``hf`` joins them into its own
+forward passes);
 when such a call fails, its items are retried one by one, so one bad item fails alone.
 
 Nothing here knows HTTP: :mod:`toa_graph.reward_server.serving` maps the outcomes.
@@ -84,7 +86,10 @@ class ItemBatcher:
     Args:
         reward: the loaded reward model.
         max_batch_size: most items in one batch.
-        max_wait_ms: how long the first waiting item waits for company.
+        max_wait_ms: how long the first waiting item waits for company at most.
+        idle_ms: a batch is also taken when no item arrived for this long (``None``:
+            always wait ``max_wait_ms``), so a lone client does not wait the whole window
+            while a burst of clients still lands in one batch.
         max_queue: most items waiting or being scored; :meth:`score` raises
             :class:`QueueFull` beyond it.
         max_concurrent_batches: batches scored at once (a batch in flight does not stop
@@ -97,6 +102,7 @@ class ItemBatcher:
         *,
         max_batch_size: int = 64,
         max_wait_ms: float = 10.0,
+        idle_ms: float | None = 1.0,
         max_queue: int = 4096,
         max_concurrent_batches: int = 4,
     ) -> None:
@@ -105,6 +111,8 @@ class ItemBatcher:
         self.reward = reward
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.idle_s = None if idle_ms is None else idle_ms / 1000.0
+        self._last_arrival = 0.0
         self.max_queue = max_queue
         self.metrics = BatcherMetrics()
         self._queue: list[_Item] = []
@@ -133,6 +141,7 @@ class ItemBatcher:
         now = loop.time()
         mine = [_Item(p, r, ref, loop.create_future(), now) for p, r, ref in items]
         self._queue.extend(mine)
+        self._last_arrival = now
         self._wakeup.set()
         if self._collector is None or self._collector.done():
             self._collector = loop.create_task(self._collect(), name="reward-batcher")
@@ -153,7 +162,10 @@ class ItemBatcher:
         while self._queue:
             deadline = self._queue[0].enqueued + self.max_wait_s
             while len(self._queue) < self.max_batch_size:
-                remaining = deadline - loop.time()
+                until = deadline
+                if self.idle_s is not None:
+                    until = min(until, self._last_arrival + self.idle_s)
+                remaining = until - loop.time()
                 if remaining <= 0:
                     break
                 self._wakeup.clear()

@@ -52,6 +52,8 @@ class RewardServerSettings:
     max_batch_size: int = 64
     max_wait_ms: float = 10.0
     """How long the first waiting item waits for others before its batch is scored."""
+    idle_ms: float | None = 1.0
+    """A batch is also scored once no item arrived for this long (``None``: never)."""
     max_queue: int = 4096
     """Items waiting or being scored; more get 429 with Retry-After."""
     max_items: int = 1024
@@ -121,7 +123,7 @@ class RewardServing:
         self.reward = reward
         self.batcher = ItemBatcher(
             reward, max_batch_size=s.max_batch_size, max_wait_ms=s.max_wait_ms,
-            max_queue=s.max_queue,
+            idle_ms=s.idle_ms, max_queue=s.max_queue,
         )  # fmt: skip
 
     async def load(self, cfg: Any, agents: Sequence[Any] = ()) -> None:
@@ -236,6 +238,7 @@ class RewardServing:
             "settings": {
                 "max_batch_size": self.settings.max_batch_size,
                 "max_wait_ms": self.settings.max_wait_ms,
+                "idle_ms": self.settings.idle_ms,
                 "max_queue": self.settings.max_queue,
             },
         }
