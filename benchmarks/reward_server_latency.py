@@ -78,6 +78,17 @@ async def _load(call: Call, args: argparse.Namespace, paced: bool) -> dict[str, 
     }
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; else ``None``)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _item(c: int, r: int) -> tuple[str, str]:
     return f"prompt {c}", f"response {c}.{r}"
 
@@ -131,7 +142,9 @@ async def _run_all(url: str, args: argparse.Namespace) -> dict[str, Any]:
         import httpx
 
         async with httpx.AsyncClient() as client:
-            metrics: dict[str, Any] = (await client.get(url + "/metrics")).json()["batcher"]
+            body = (await client.get(url + "/metrics")).json()
+        metrics: dict[str, Any] = body["batcher"]
+        metrics["cpu_s"] = _cpu_seconds(body["pid"])
         return metrics
 
     results: dict[str, Any] = {}
@@ -144,6 +157,11 @@ async def _run_all(url: str, args: argparse.Namespace) -> dict[str, Any]:
         row["server_mean_batch_size"] = round(
             (after["items"] - before["items"]) / max(1, after["batches"] - before["batches"]), 2
         )
+        if after["cpu_s"] is not None and before["cpu_s"] is not None:
+            served = args.clients * (args.warmup + args.requests) + 1  # + the /metrics call
+            row["server_cpu_us_per_request"] = round(
+                1e6 * (after["cpu_s"] - before["cpu_s"]) / served, 1
+            )
         row["added_p50_ms"] = round(row["http"]["p50_ms"] - row["in_process"]["p50_ms"], 3)
         row["added_p95_ms"] = round(row["http"]["p95_ms"] - row["in_process"]["p95_ms"], 3)
         results[load] = row
@@ -188,7 +206,8 @@ def main() -> None:
         met = "met" if row["added_p50_ms"] <= 5 else "NOT met"
         print(f"  added by the server: p50 {row['added_p50_ms']} ms, p95 {row['added_p95_ms']} "
               f"ms (target p50 <= 5 ms: {met}); server mean batch size "
-              f"{row['server_mean_batch_size']}")  # fmt: skip
+              f"{row['server_mean_batch_size']}; server CPU per request "
+              f"{row.get('server_cpu_us_per_request')} us")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
 

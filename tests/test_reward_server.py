@@ -362,3 +362,34 @@ def test_latency_benchmark_runs(tmp_path: Path) -> None:
         assert results[load]["server_mean_batch_size"] >= 1
         assert set(results[load]) >= {"in_process", "in_process_batcher", "http", "added_p50_ms"}
     assert "added by the server" in proc.stdout
+
+
+def test_two_synthesis_runs_share_one_server(server: str, tmp_path: Path) -> None:
+    """Two concurrent `synthesize` runs with `kind: remote` score through one server; each
+    summary reports the server's mean batch size for its items."""
+    from tests.fakes import fake_agents
+    from toa_graph.config import RewardAdapter
+    from toa_graph.synthesis import run_synthesis
+
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{i}", "prompt": "q{i}"}}\n' for i in range(6)))
+    before = _metrics(server)["batcher"]["items"]
+
+    async def two_runs() -> list[Any]:
+        runs = [
+            run_synthesis(
+                prompts, tmp_path / f"out{k}", method="toa", agents=fake_agents(),
+                reward=build_reward(RewardAdapter.validate_python({"kind": "remote",
+                                                                   "url": server})),
+                context={"budget": 4}, concurrency=6, progress=False,
+            )  # fmt: skip
+            for k in range(2)
+        ]
+        return list(await asyncio.gather(*runs))
+
+    summaries = asyncio.run(two_runs())
+    for s in summaries:
+        assert (s.done, s.failed) == (6, 0)
+        assert s.to_json()["reward_server_mean_batch_size"] >= 1
+    sent = sum(s.reward_counters["remote_items"] for s in summaries)
+    assert _metrics(server)["batcher"]["items"] - before == sent > 0

@@ -73,26 +73,34 @@ async def _parse(request: Request, model: type[Body]) -> Body:
         raise serving.bad_request(f"{loc}: {first['msg']}{more}", 422) from None
 
 
-def _routes(app: FastAPI) -> None:
-    @app.get("/health")
-    async def health(request: Request) -> Response:
-        status, body = _serving(request).health()
-        return _json(body, status)
+async def health(request: Request) -> Response:
+    status, body = _serving(request).health()
+    return _json(body, status)
 
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        _check_auth(request)
-        return _json(_serving(request).metrics())
 
-    @app.post("/v1/score")
-    async def score(request: Request) -> Response:
-        req = await _parse(request, ScoreRequest)
-        return _json((await _serving(request).score(req)).model_dump())
+async def metrics(request: Request) -> Response:
+    _check_auth(request)
+    return _json(_serving(request).metrics())
 
-    @app.post("/get_reward")
-    async def get_reward(request: Request) -> Response:
-        req = await _parse(request, GetRewardRequest)
-        return _json((await _serving(request).get_reward(req)).model_dump())
+
+async def score(request: Request) -> Response:
+    req = await _parse(request, ScoreRequest)
+    return _json((await _serving(request).score(req)).model_dump())
+
+
+async def get_reward(request: Request) -> Response:
+    req = await _parse(request, GetRewardRequest)
+    return _json((await _serving(request).get_reward(req)).model_dump())
+
+
+ROUTES = (
+    ("/health", health, "GET"),
+    ("/metrics", metrics, "GET"),
+    ("/v1/score", score, "POST"),
+    ("/get_reward", get_reward, "POST"),
+)
+"""Plain Starlette endpoints (no FastAPI dependency solving per request: this server's
+requests are small and many)."""
 
 
 async def _serving_error(request: Request, exc: Exception) -> Response:
@@ -134,7 +142,8 @@ def create_reward_app(serving: RewardServing, load: Loader | None = None) -> Fas
     app = FastAPI(title="toa-graph reward server", docs_url=None, redoc_url=None,
                   lifespan=lifespan)  # fmt: skip
     app.state.serving = serving
-    _routes(app)
+    for path, endpoint, method in ROUTES:
+        app.add_route(path, endpoint, methods=[method])
     app.add_exception_handler(RewardServingError, _serving_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)

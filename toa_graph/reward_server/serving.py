@@ -228,6 +228,7 @@ class RewardServing:
     def metrics(self) -> dict[str, Any]:
         batcher = self.batcher
         return {
+            "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
             "reward": repr(self.reward) if self.reward is not None else None,
             "requests": dict(self.requests),
