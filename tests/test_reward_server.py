@@ -376,16 +376,14 @@ def test_two_synthesis_runs_share_one_server(server: str, tmp_path: Path) -> Non
     before = _metrics(server)["batcher"]["items"]
 
     async def two_runs() -> list[Any]:
-        runs = [
-            run_synthesis(
+        def one(k: int) -> Any:
+            reward = build_reward(RewardAdapter.validate_python({"kind": "remote", "url": server}))
+            return run_synthesis(
                 prompts, tmp_path / f"out{k}", method="toa", agents=fake_agents(),
-                reward=build_reward(RewardAdapter.validate_python({"kind": "remote",
-                                                                   "url": server})),
-                context={"budget": 4}, concurrency=6, progress=False,
+                reward=reward, context={"budget": 4}, concurrency=6, progress=False,
             )  # fmt: skip
-            for k in range(2)
-        ]
-        return list(await asyncio.gather(*runs))
+
+        return list(await asyncio.gather(one(0), one(1)))
 
     summaries = asyncio.run(two_runs())
     for s in summaries:

@@ -289,7 +289,7 @@ class RemoteRewardConfig(_RewardConfig):
     """A running ``toa-graph serve-reward`` (one loaded model shared by runs and workers)."""
 
     kind: Literal["remote"]
-    implementation: ClassVar[str | None] = "toa_graph.reward_server.client:RemoteReward"
+    implementation: ClassVar[str | None] = "toa_graph.rewards.remote:RemoteReward"
     remote: ClassVar[bool] = True
     url: str
     """The server's base URL, e.g. ``http://127.0.0.1:8700``."""

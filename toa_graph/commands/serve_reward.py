@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -93,16 +92,9 @@ def serve_reward(args: argparse.Namespace) -> int:
         raise UserError(
             f"serve-reward needs the server extra: pip install 'toa-graph[server]' ({exc})"
         ) from exc
-    from toa_graph.commands.serve import _is_loopback
+    from toa_graph.commands.serve import bearer_token
 
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise UserError(f"--api-key-env {args.api_key_env}: that env var is not set")
-    if not _is_loopback(args.host) and not api_key:
-        print(f"warning: binding {args.host} without --api-key-env: anyone who can reach "
-              "this port can use the reward model", file=sys.stderr)  # fmt: skip
+    api_key = bearer_token(args.api_key_env, args.host, "use the reward model")
     reward_cfg, agents = load_reward_config(args.config)
     template = None
     if args.policy_tokenizer:

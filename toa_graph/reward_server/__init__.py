@@ -6,7 +6,7 @@ clients through one dynamic batcher.
 - :mod:`~toa_graph.reward_server.template`: OpenRLHF queries back into conversations;
 - :mod:`~toa_graph.reward_server.serving`: the work (no HTTP);
 - :mod:`~toa_graph.reward_server.app`: the FastAPI routes;
-- :mod:`~toa_graph.reward_server.client`: the ``remote`` reward kind;
+- :mod:`toa_graph.rewards.remote`: the ``remote`` reward kind (a client of the server);
 - :mod:`~toa_graph.reward_server.trl` and ``verl_reward.py``: trainer adapters.
 
 See ``docs/reward-server.md``.

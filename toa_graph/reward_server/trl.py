@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from toa_graph.reward_server.client import _HTTPUser, post_items
+from toa_graph.rewards.remote import _HTTPUser, post_items
 
 __all__ = ["ServerRewardFunction"]
 

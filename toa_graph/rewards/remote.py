@@ -1,4 +1,5 @@
-"""Clients of a running ``serve-reward``: the ``remote`` reward kind and TRL's adapter.
+"""Clients of a running ``toa-graph serve-reward``: the ``remote`` reward kind here, and
+the TRL adapter (:mod:`toa_graph.reward_server.trl`) built on the same :func:`post_items`.
 
 Both post to the project's own ``POST /v1/score`` through :func:`post_items`, which
 retries connection errors, 429 and 503 (honouring ``Retry-After``) and hands back one
