@@ -391,3 +391,63 @@ def test_two_synthesis_runs_share_one_server(server: str, tmp_path: Path) -> Non
         assert s.to_json()["reward_server_mean_batch_size"] >= 1
     sent = sum(s.reward_counters["remote_items"] for s in summaries)
     assert _metrics(server)["batcher"]["items"] - before == sent > 0
+
+
+def test_get_reward_hf_model_sees_its_own_template(tiny_tokenizer_dir: Path) -> None:
+    """An HF reward behind /get_reward scores the conversation recovered from the policy's
+    template in the *reward model's* template: the same score as scoring (messages,
+    response) directly with the model's own chat template, and not the raw query's."""
+    pytest.importorskip("torch")
+    from tests.test_rewards_hf import make_model, make_tokenizer, reference_scores
+    from toa_graph.rewards.hf import HFReward
+
+    rm_tok = make_tokenizer()
+    rm = make_model(len(rm_tok))
+    serving = RewardServing(template=PolicyTemplate.load(str(tiny_tokenizer_dir)))
+    serving.set_reward(HFReward.from_model(rm, rm_tok, max_length=512))
+    from transformers import AutoTokenizer
+
+    policy = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    convs = [
+        [{"role": "user", "content": "w3 w4 w5"}],
+        [{"role": "system", "content": "w1 w2"}, {"role": "user", "content": "w9"}],
+    ]
+    responses = ["w6 w7", "w8 w10 w11"]
+    prompts = [
+        policy.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs
+    ]
+    queries = [p + r + policy.eos_token for p, r in zip(prompts, responses, strict=True)]
+
+    async def go() -> list[float]:
+        async with _asgi(serving) as c:
+            r = await c.post("/get_reward", json={"query": queries, "prompts": prompts})
+            assert r.status_code == 200, r.text
+            return list(r.json()["scores"])
+
+    got = asyncio.run(go())
+    want = reference_scores(rm, rm_tok, list(zip(convs, responses, strict=True)))
+    assert got == pytest.approx(want, abs=1e-4)
+    raw = reference_scores(rm, rm_tok, [(q, "") for q in queries])  # the query as it came
+    assert all(abs(g - w) > 1e-3 for g, w in zip(got, raw, strict=True))
+
+
+def test_reward_config_from_a_reward_file_or_a_project_config(tmp_path: Path) -> None:
+    from toa_graph.config import ConfigError
+    from toa_graph.reward_server.serving import load_reward_config
+
+    assert load_reward_config(write_config(tmp_path))[0].kind == "python"
+    project = tmp_path / "project.yaml"
+    project.write_text(
+        "agents:\n  - {name: a, model: m, base_url: 'http://127.0.0.1:1/v1'}\n"
+        "reward:\n  kind: math\n"
+    )
+    reward, agents = load_reward_config(project)
+    assert reward.kind == "math" and [a.name for a in agents] == ["a"]
+    remote = tmp_path / "remote.yaml"
+    remote.write_text("reward:\n  kind: remote\n  url: http://127.0.0.1:1\n")
+    with pytest.raises(ConfigError, match="not kind 'remote'"):
+        load_reward_config(remote)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reward:\n  kind: hf\n")
+    with pytest.raises(ConfigError, match="model"):
+        load_reward_config(bad)

@@ -159,6 +159,7 @@ class RewardServing:
         for i, it in enumerate(req.items):
             self._check_text(f"items[{i}].response", it.response)
             self._check_text(f"items[{i}].prompt", _prompt_text(it.prompt))
+            self._check_text(f"items[{i}].reference", it.reference or "")
         out = await self._score([(it.prompt, it.response, it.reference) for it in req.items])
         return ScoreResponse(
             scores=[o.score for o in out],
