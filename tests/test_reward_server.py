@@ -451,3 +451,28 @@ def test_reward_config_from_a_reward_file_or_a_project_config(tmp_path: Path) ->
     bad.write_text("reward:\n  kind: hf\n")
     with pytest.raises(ConfigError, match="model"):
         load_reward_config(bad)
+
+
+def test_batcher_closing_fails_waiting_callers_and_survives_a_new_loop() -> None:
+    from toa_graph.reward_server.batcher import ItemBatcher
+
+    started = asyncio.Event()
+
+    async def never(prompt: Any, responses: list[str]) -> list[float]:
+        started.set()
+        await asyncio.Event().wait()
+        return []
+
+    batcher = ItemBatcher(CallableReward(never), max_wait_ms=0)
+
+    async def close_while_scoring() -> None:
+        waiting = asyncio.create_task(batcher.score([("p", "r", None)]))
+        await started.wait()
+        await batcher.aclose()
+        with pytest.raises(RuntimeError, match="scoring stopped"):
+            await waiting
+
+    asyncio.run(close_while_scoring())
+    batcher.reward = CallableReward(fake_scores)  # the same batcher in another event loop
+    out = asyncio.run(batcher.score([("p", "abc", None)]))
+    assert out[0].score == fake_scores("p", ["abc"])[0]

@@ -117,6 +117,7 @@ class ItemBatcher:
         self.metrics = BatcherMetrics()
         self._queue: list[_Item] = []
         self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._collector: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -135,9 +136,12 @@ class ItemBatcher:
         if self.pending + len(items) > self.max_queue:
             raise QueueFull(f"{self.pending} items queued (max_queue {self.max_queue})")
         loop = asyncio.get_running_loop()
-        if self._wakeup is None or self._slots is None:
+        if self._loop is not loop:  # first use, or a new event loop: start afresh
+            self._loop, self._queue, self._in_flight = loop, [], 0
             self._wakeup = asyncio.Event()
             self._slots = asyncio.Semaphore(self._max_concurrent)
+            self._collector = None
+        assert self._wakeup is not None
         now = loop.time()
         mine = [_Item(p, r, ref, loop.create_future(), now) for p, r, ref in items]
         self._queue.extend(mine)
@@ -148,11 +152,16 @@ class ItemBatcher:
         return list(await asyncio.gather(*(i.future for i in mine)))
 
     async def aclose(self) -> None:
-        """Cancel the collector and any batch in flight (their callers get cancelled)."""
+        """Cancel the collector and any batch in flight; their callers and those still
+        queued get an error."""
         tasks = [t for t in (self._collector, *self._tasks) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("scoring stopped: the server is closing"))
+        self._queue = []
 
     # ---------------------------------------------------------------- internals
 
@@ -195,6 +204,11 @@ class ItemBatcher:
             results = await asyncio.gather(*(self._score_group(g) for g in groups.values()))
             outcome = {id(i): r for g, rs in zip(groups.values(), results, strict=True)
                        for i, r in zip(g, rs, strict=True)}  # fmt: skip
+        except BaseException as exc:  # cancelled (server stopping): no caller waits forever
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError(f"scoring stopped: {exc!r}"))
+            raise
         finally:
             self._in_flight -= len(batch)
             self._slots.release()
