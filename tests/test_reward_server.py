@@ -476,3 +476,24 @@ def test_batcher_closing_fails_waiting_callers_and_survives_a_new_loop() -> None
     batcher.reward = CallableReward(fake_scores)  # the same batcher in another event loop
     out = asyncio.run(batcher.score([("p", "abc", None)]))
     assert out[0].score == fake_scores("p", ["abc"])[0]
+
+
+def test_clients_retry_503_and_429_but_not_a_bad_request() -> None:
+    from toa_graph.rewards.remote import post_items
+
+    serving = RewardServing(RewardServerSettings())
+    item = {"prompt": "p", "response": "abc"}
+
+    async def go() -> None:
+        async with _asgi(serving) as c:
+            with pytest.raises(RewardError, match="503"):
+                await post_items(c, "http://rs", [item], max_retries=0)
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2, serving.set_reward, CallableReward(fake_scores))
+            body = await post_items(c, "http://rs", [item], max_retries=2)  # waits Retry-After
+            assert body["scores"] == fake_scores("p", ["abc"])
+            with pytest.raises(RewardError, match="422"):
+                await post_items(c, "http://rs", [{"prompt": "p"}], max_retries=3)
+            assert serving.rejected["bad_request"] == 1  # sent once, not retried
+
+    asyncio.run(go())

@@ -2,8 +2,8 @@
 the TRL adapter (:mod:`toa_graph.reward_server.trl`) built on the same :func:`post_items`.
 
 Both post to the project's own ``POST /v1/score`` through :func:`post_items`, which
-retries connection errors, 429 and 503 (honouring ``Retry-After``) and hands back one
-outcome per item: a score, or ``None`` with the server's reason.
+retries under the one retry policy and hands back one outcome per item: a score, or
+``None`` with the server's reason.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from toa_graph.retry import RetryPolicy
 from toa_graph.rewards.base import RewardError
 from toa_graph.state import Prompt
 
 __all__ = ["RemoteReward", "post_items"]
 
 logger = logging.getLogger(__name__)
-
-RETRY_STATUS = frozenset({429, 502, 503, 504})
 
 
 def _token(api_key_env: str | None) -> str | None:
@@ -41,33 +40,25 @@ async def post_items(
     token: str | None = None,
     max_retries: int = 4,
 ) -> dict[str, Any]:
-    """``POST {url}/v1/score`` with ``items``; the response body (``scores``, ``errors``,
-    ``batch_sizes``). Raises :class:`RewardError` after ``max_retries`` retries or on a
-    4xx the server refuses."""
-    import httpx
-
+    """``POST {url}/v1/score`` with ``items``, retried under the project's one
+    :class:`~toa_graph.retry.RetryPolicy` (connection errors, 5xx, 429 with its
+    ``Retry-After``); the response body (``scores``, ``errors``, ``batch_sizes``).
+    Raises :class:`RewardError` once retries are spent or on a 4xx (the request's fault)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     endpoint = url.rstrip("/") + "/v1/score"
-    delay = 0.5
-    for attempt in range(max_retries + 1):
-        try:
-            resp = await client.post(endpoint, json={"items": items}, headers=headers)
-        except httpx.TransportError as exc:
-            problem: str = f"{type(exc).__name__}: {exc}"
-            wait = delay
-        else:
-            if resp.status_code == 200:
-                body: dict[str, Any] = resp.json()
-                return body
-            problem = f"HTTP {resp.status_code}: {resp.text[:300]}"
-            if resp.status_code not in RETRY_STATUS:
-                raise RewardError(f"reward server {url} refused the request: {problem}")
-            wait = float(resp.headers.get("retry-after") or delay)
-        if attempt < max_retries:
-            logger.info("reward server %s: %s; retrying in %.1f s", url, problem, wait)
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, 8.0)
-    raise RewardError(f"reward server {url}: {problem} (after {max_retries} retries)")
+
+    async def once() -> dict[str, Any]:
+        resp = await client.post(endpoint, json={"items": items}, headers=headers)
+        resp.raise_for_status()
+        body: dict[str, Any] = resp.json()
+        return body
+
+    try:
+        return await RetryPolicy.from_retries(max_retries).call(once, what=f"reward server {url}")
+    except Exception as exc:
+        response = getattr(exc, "response", None)
+        detail = f": {response.text[:300]}" if response is not None else ""
+        raise RewardError(f"reward server {url}: {type(exc).__name__}: {exc}{detail}") from exc
 
 
 class _HTTPUser:
