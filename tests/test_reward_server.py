@@ -497,3 +497,30 @@ def test_clients_retry_503_and_429_but_not_a_bad_request() -> None:
             assert serving.rejected["bad_request"] == 1  # sent once, not retried
 
     asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_ray_workers_share_one_serve_reward(server: str, tmp_path: Path) -> None:
+    """`kind: remote` on the Ray path: each worker calls the server itself (no reward
+    actor); the run summary sums the workers' counters and reports the mean batch size."""
+    pytest.importorskip("ray")
+    from tests.fake_servers import FakeServer
+    from toa_graph.config import AgentConfig, RewardAdapter
+    from toa_graph.distributed import run_distributed
+
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_text("".join(f'{{"id": "p{i}", "prompt": "q{i}"}}\n' for i in range(8)))
+    reward = RewardAdapter.validate_python({"kind": "remote", "url": server})
+    before = _metrics(server)["batcher"]["items"]
+    with FakeServer(delay=0.01) as fake:
+        agents = [AgentConfig(name=n, model=f"{n}-m", base_url=fake.url) for n in ("a", "b")]
+        run = run_distributed(
+            prompts, tmp_path / "out", method="toa", agents=agents, reward=reward,
+            context={"budget": 3}, workers=2, concurrency=4, progress=False, num_cpus=2,
+        )  # fmt: skip
+        summary = asyncio.run(run)
+    assert (summary.done, summary.failed) == (8, 0)
+    counters = summary.reward_counters
+    assert counters is not None and counters["remote_items"] > 0
+    assert _metrics(server)["batcher"]["items"] - before == counters["remote_items"]
+    assert summary.to_json()["reward_server_mean_batch_size"] >= 1
