@@ -246,10 +246,10 @@ def test_reward_kinds_are_derived_from_the_config_union():
     from toa_graph.distributed import REMOTE_REWARD_KINDS
 
     assert set(REWARD_KINDS) == {
-        "hf", "vllm", "judge", "comet", "math", "reference", "python", "embedded",
+        "hf", "vllm", "judge", "comet", "math", "reference", "python", "embedded", "remote",
     }  # fmt: skip
     assert set(REWARD_KINDS) == _KIND_TAGS
-    assert remote_reward_kinds() == REMOTE_REWARD_KINDS == {"vllm", "judge"}
+    assert remote_reward_kinds() == REMOTE_REWARD_KINDS == {"vllm", "judge", "remote"}
     for kind, cls in REWARD_KINDS.items():
         if kind == "python":
             assert cls.implementation is None

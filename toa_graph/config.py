@@ -302,6 +302,20 @@ class EmbeddedRewardConfig(_RewardConfig):
     """Agent (by name) used as judge when the prompt carries no reference; default: first."""
 
 
+class RemoteRewardConfig(_RewardConfig):
+    """A running ``toa-graph serve-reward`` (one loaded model shared by runs and workers)."""
+
+    kind: Literal["remote"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.remote:RemoteReward"
+    remote: ClassVar[bool] = True
+    url: str
+    """The server's base URL, e.g. ``http://127.0.0.1:8700``."""
+    api_key_env: str | None = None
+    """Env var holding the server's bearer token."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+
+
 # The one list of reward kinds: the config union below. The kind tags, implementations and
 # remote kinds are all derived from it (REWARD_KINDS).
 RewardConfig = Annotated[
@@ -312,7 +326,8 @@ RewardConfig = Annotated[
     | MathRewardConfig
     | ReferenceRewardConfig
     | PythonRewardConfig
-    | EmbeddedRewardConfig,
+    | EmbeddedRewardConfig
+    | RemoteRewardConfig,
     Field(discriminator="kind"),
 ]
 

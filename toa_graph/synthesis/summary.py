@@ -70,6 +70,11 @@ class SynthesisSummary:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("rows")
+        counters = self.reward_counters or {}
+        if counters.get("remote_items"):  # a `kind: remote` reward (toa-graph serve-reward)
+            d["reward_server_mean_batch_size"] = round(
+                counters["remote_batch_size_sum"] / counters["remote_items"], 2
+            )
         return d
 
 
