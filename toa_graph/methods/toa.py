@@ -35,6 +35,7 @@ from typing_extensions import TypedDict
 from toa_graph import mcts
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import fit, has_limits, play_bounds
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
@@ -92,6 +93,10 @@ def _text_of(samples: list[Sample], new: list[Sample], sid: str, trace: bool) ->
     return shown_text(found, trace)
 
 
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
 def create_toa_graph(
     agents: AgentsLike | AgentPool,
     reward: RewardLike,
@@ -127,8 +132,13 @@ def create_toa_graph(
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": []}, goto=FINISH)
+        n, stop = min(ctx.plays_per_step, remaining), None
+        if has_limits(ctx):
+            n, stop = _affordable(state["prompt"], ctx, samples, new or [], n)
+            if n == 0:
+                return Command(update={"tree": tree, "plays": [], "stopped_by": stop}, goto=FINISH)
         tasks: dict[str, PlayTask] = {}  # node -> its plays, in selection order
-        tree, plays = mcts.select_plays(tree, _params(ctx), min(ctx.plays_per_step, remaining))
+        tree, plays = mcts.select_plays(tree, _params(ctx), n)
         for play in plays:
             parent = play["parent_sample"]
             node = "refine" if play["kind"] == "refine" else "agent"
@@ -140,6 +150,23 @@ def create_toa_graph(
             task["parent_texts"].append(shown)
         sends = [Send(node, task) for node, task in tasks.items()]
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
+
+    def _affordable(
+        prompt: Prompt, ctx: SamplingContext, samples: list[Sample], new: list[Sample], n: int
+    ) -> tuple[int, str | None]:
+        """How many of ``n`` plays fit the limits, each at the worst case of any play the
+        selection could pick: any agent, fresh or refining the longest answer so far."""
+        done = [*samples, *new]
+        longest = max((shown_text(s, ctx.show_reasoning) for s in done), key=_size, default=None)
+        candidates = []
+        for name in pool.names:
+            system = pool.system_prompt(name)
+            candidates.append((name, answer_messages(prompt, system)))
+            if longest is not None:
+                candidates.append((name, refine_messages(prompt, longest, system)))
+        bounds = play_bounds(pool, ctx, candidates)
+        worst = (max(t for t, _ in bounds), max(c for _, c in bounds))
+        return fit(done, [worst] * n, ctx)
 
     async def controller(
         state: SamplingState, runtime: Runtime[SamplingContext]
