@@ -43,6 +43,7 @@ __all__ = [
     "has_limits",
     "input_bound",
     "ledger",
+    "money",
     "play_bound",
     "play_bounds",
     "plays_that_fit",
@@ -76,6 +77,17 @@ class Prices(BaseModel):
     def worst_output(self) -> float:
         """The highest price an output token can have (thinking or answer)."""
         return max(self.output, self.reasoning if self.reasoning is not None else self.output)
+
+
+def money(x: float | None) -> str:
+    """A cost as tables show it: ``-`` when unknown, four significant digits below 100.
+
+    >>> money(0.000123456), money(1234.5), money(None)
+    ('0.0001235', '1,234.50', '-')
+    """
+    if x is None:
+        return "-"
+    return f"{x:,.2f}" if x >= 100 else f"{x:.4g}"
 
 
 def usage_cost(usage: Mapping[str, Any], prices: Prices) -> Fraction:
