@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/docs_figures.py
 
-- docs/compare.png, docs/compare.csv: `toa-graph compare --simulate` (five simulated agents
-  with hidden skills, a noisy simulated reward; no models, no servers; deterministic).
+- docs/compare.png, docs/compare_cost.png, docs/compare.csv: `toa-graph compare --simulate`
+  (five simulated agents with hidden skills and made-up prices, a noisy simulated reward;
+  no models, no servers; deterministic): reward against generations and against cost.
 - docs/toa_tree.png: one TOA search (budget 16) over the same simulated agents, drawn by
   toa_graph.viz.draw_tree.
 - docs/example/: the README's "Your own models" path against the fake OpenAI-compatible
@@ -44,7 +45,7 @@ def compare_plot(work: Path) -> None:
     out = work / "compare"
     cli("compare", "--simulate", "--methods", "toa,moa,seq_refine,ensemble,prs,random",
         "--budgets", "10,20,40,80", "--limit", "40", "--output", str(out), "--no-progress")  # fmt: skip
-    for name in ("compare.png", "compare.csv"):
+    for name in ("compare.png", "compare_cost.png", "compare.csv"):
         shutil.copyfile(out / name, DOCS / name)
 
 

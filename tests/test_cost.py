@@ -184,6 +184,10 @@ async def test_record_cost_is_the_sum_over_its_samples_at_the_configured_prices(
         )
         total += rec["totals"]["cost"]
     assert summary.cost == pytest.approx(total, rel=1e-12)
+    from toa_graph.commands.synthesize import format_summary, format_table
+
+    table = format_table(summary)
+    assert table.splitlines()[0].split()[-1] == "cost" and "| cost " in format_summary(summary)
 
 
 def test_ledger_without_prices_has_no_cost() -> None:

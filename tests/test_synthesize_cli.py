@@ -119,3 +119,14 @@ def test_default_output_and_the_printed_resume_command_resumes(
     again = capsys.readouterr().out
     assert "2 done, 3 skipped (already done)" in again
     assert records.read_text().count("\n") == 5
+
+
+def test_estimate_extrapolates_cost_where_agents_have_prices() -> None:
+    priced = {**_sample("a", 10, 5), "cost": 0.25}
+    records = [{"samples": [priced, _sample("b", 20, 7)], "totals": {"wall_s": 1.0}}]
+    est = extrapolate(records, total_prompts=8, concurrency=4, sample_wall_s=1.0)
+    a, b = est.agents
+    assert (a.projected_cost, b.projected_cost) == (2.0, None)
+    table = format_estimate(est)
+    assert re.search(r"^a\s+8\s+80\s+40\s+2$", table, re.M), table
+    assert re.search(r"^total\s+.*\s2$", table, re.M) and "count as 0" in table
