@@ -18,7 +18,7 @@ from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
-from toa_graph.cost import usage_cost
+from toa_graph.cost import has_limits, usage_cost
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.reasoning import with_reasoning
 from toa_graph.rewards.base import RewardModel
@@ -437,6 +437,14 @@ def _finish_run(method: str | None) -> Any:
         return {"messages": [answer]}
 
     return finish
+
+
+def another_wave(state: SamplingState, update: Mapping[str, Any], ctx: SamplingContext) -> bool:
+    """Whether a method that answers in waves under a token / money limit (random,
+    ensemble) sends another: a limit is set, budget is left and no limit stopped it yet
+    (``update``: this reward step's, whose ``samples`` are not in ``state`` yet)."""
+    done = len(state.get("samples") or []) + len(update["samples"])
+    return has_limits(ctx) and done < ctx.budget and not state.get("stopped_by")
 
 
 def stopped(knob: str | None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
     ContextReader,
+    another_wave,
     answer_messages,
     generate_samples,
     method_builder,
@@ -104,9 +105,9 @@ def create_ensemble_graph(
     ) -> Command[Literal["dispatch", "finish"]]:
         ctx = read_context(runtime)
         update = await score_inbox(reward_model, state, ctx)
-        done = len(state.get("samples") or []) + len(update["samples"])
-        more = has_limits(ctx) and done < ctx.budget  # the next wave
-        return Command(update=update, goto="dispatch" if more else FINISH)
+        return Command(
+            update=update, goto="dispatch" if another_wave(state, update, ctx) else FINISH
+        )
 
     builder = method_builder("dispatch", read_context)
     builder.add_node("dispatch", dispatch)

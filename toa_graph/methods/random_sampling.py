@@ -24,11 +24,12 @@ from langgraph.types import Command
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
-from toa_graph.cost import has_limits, step_fits
+from toa_graph.cost import step_fits
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
     ContextReader,
+    another_wave,
     answer_messages,
     generate_samples,
     method_builder,
@@ -79,9 +80,7 @@ def create_random_sampling_graph(
     ) -> Command[Literal["sample", "finish"]]:
         ctx = read_context(runtime)
         update = await score_inbox(reward_model, state, ctx)
-        done = len(state.get("samples") or []) + len(update["samples"])
-        more = has_limits(ctx) and done < ctx.budget and not state.get("stopped_by")
-        return Command(update=update, goto="sample" if more else FINISH)
+        return Command(update=update, goto="sample" if another_wave(state, update, ctx) else FINISH)
 
     builder = method_builder("sample", read_context)
     builder.add_node("sample", sample)
