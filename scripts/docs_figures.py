@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/docs_figures.py
 
-- docs/compare.png, docs/compare_tokens.png, docs/compare.csv: `toa-graph compare --simulate
-  --methods all` (five simulated agents
-  with hidden skills, a noisy simulated reward; no models, no servers; deterministic).
+- docs/compare.png, docs/compare_tokens.png, docs/compare_cost.png, docs/compare.csv:
+  `toa-graph compare --simulate --methods all` (five simulated agents with hidden skills and
+  made-up prices, a noisy simulated reward; no models, no servers; deterministic): reward
+  against generations, tokens and cost.
 - docs/toa_tree.png: one TOA search (budget 16) over the same simulated agents, drawn by
   toa_graph.viz.draw_tree.
 - docs/example/: the README's "Your own models" path against the fake OpenAI-compatible
@@ -50,7 +51,7 @@ def compare_plot(work: Path) -> None:
          "--limit", "40", "--output", str(out), "--no-progress"],
         cwd=ROOT, env=ENV, check=False, capture_output=True, text=True,
     )  # fmt: skip
-    for name in ("compare.png", "compare_tokens.png", "compare.csv"):
+    for name in ("compare.png", "compare_tokens.png", "compare_cost.png", "compare.csv"):
         shutil.copyfile(out / name, DOCS / name)
 
 

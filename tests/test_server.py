@@ -346,3 +346,28 @@ def test_sse_wire_format(server: _Server) -> None:
     for ln in lines[:-1]:
         assert ln.startswith("data: ")
         json.loads(ln[len("data: ") :])
+
+
+def test_usage_carries_the_cost_and_an_unpriced_money_budget_is_400(
+    client: openai.OpenAI,
+) -> None:
+    from toa_graph.agents import AgentPool
+    from toa_graph.cost import Prices
+
+    # the module's server has no prices: a money budget cannot be kept, refused up front
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(
+            model="toa", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"context": {"max_cost_per_prompt": 1.0, "max_tokens": 8}},
+        )  # fmt: skip
+    assert "max_cost_per_prompt needs prices" in ei.value.body["message"]  # type: ignore[index]
+    price = Prices(input=2.0, output=8.0)
+    pool = AgentPool(fake_agents(("a", "b")), prices={"a": price, "b": price})
+    with _Server(build_app(pool, hash_reward, methods=["toa"])) as s:
+        c = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0)
+        resp = c.chat.completions.create(
+            model="toa", messages=[{"role": "user", "content": "hi"}], extra_body={"budget": 4}
+        )
+    usage = resp.usage.model_dump()  # type: ignore[union-attr]
+    bill = (usage["prompt_tokens"] * 2.0 + usage["completion_tokens"] * 8.0) / 1e6
+    assert usage["completion_tokens"] > 0 and usage["cost"] == pytest.approx(bill, rel=1e-12)

@@ -16,12 +16,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from toa_graph.cost import Prices, check_limits
 from toa_graph.errors import UserError
 from toa_graph.reasoning import reasoning_clash, settings_of
 from toa_graph.registry import METHOD_SPECS, method_context, method_options
@@ -121,6 +123,8 @@ class AgentConfig(_Strict):
     enable_thinking: bool | None = None
     """Hybrid models: think or not (vLLM / SGLang ``chat_template_kwargs.enable_thinking``,
     Anthropic ``thinking``, Gemini, ollama)."""
+    price_per_million: Prices | None = None
+    """Money per million tokens ``{input, output[, reasoning]}`` (:mod:`toa_graph.cost`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -395,6 +399,8 @@ class ProjectConfig(_Strict):
                 raise ValueError(
                     f"method.options.{key}: {value!r} is not one of the agents {names}"
                 )
+        check_limits({a.name: (a.price_per_million, a.max_tokens) for a in self.agents},
+                     self.method.context)  # fmt: skip
         return self
 
     def agent(self, name: str) -> AgentConfig:
@@ -475,13 +481,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     return cfg
 
 
-def _reward_adapter() -> Any:
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(RewardConfig)
-
-
-RewardAdapter = _reward_adapter()
+RewardAdapter: TypeAdapter[Any] = TypeAdapter(RewardConfig)
 
 
 def configs_dir() -> Path:

@@ -44,7 +44,8 @@ class BaseContext:
     """Knobs every method has (pass as ``graph.ainvoke(..., context={...})``)."""
 
     budget: int = 16
-    """Generations per prompt. Every method spends exactly this many (debate: at most)."""
+    """Generations per prompt. Every method spends exactly this many (debate: at most;
+    fewer when a token or money limit ends the search first)."""
     agent: str | None = None
     """Agent used by single-agent methods (random, prs); default: the first agent."""
     temperature: float | None = None
@@ -60,10 +61,21 @@ class BaseContext:
     score_reasoning: bool = False
     """Reasoning models: the reward scores the trace and the answer together (as a
     ``<think>`` block before it); off: the final answer only."""
+    max_tokens_per_prompt: int | None = None
+    """Most tokens (prompt + completion) one prompt's search may spend; a step whose plays
+    could pass it at their worst case is not started (:mod:`toa_graph.cost`)."""
+    max_cost_per_prompt: float | None = None
+    """Most money one prompt's search may spend, at the agents' ``price_per_million``
+    (every agent needs prices); checked as ``max_tokens_per_prompt``."""
 
     def __post_init__(self) -> None:
         _at_least("budget", self.budget, 1)
         _at_least("max_tokens", self.max_tokens, 1)
+        _at_least("max_tokens_per_prompt", self.max_tokens_per_prompt, 1)
+        if self.max_cost_per_prompt is not None and not self.max_cost_per_prompt > 0:
+            raise ValueError(
+                f"context.max_cost_per_prompt must be > 0, got {self.max_cost_per_prompt}"
+            )
 
 
 @dataclass(kw_only=True)

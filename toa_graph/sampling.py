@@ -18,6 +18,7 @@ from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
+from toa_graph.cost import has_limits, usage_cost
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.reasoning import with_reasoning
 from toa_graph.rewards.base import RewardModel
@@ -182,10 +183,14 @@ async def generate_samples(
         max_tokens=ctx.max_tokens,
         n=len(sample_ids),
     )
-    return [
+    samples = [
         make_sample(g, sample_id=sid, agent=agent, kind=kind, parent=parent, layer=layer, **extra)
         for g, sid in zip(gens, sample_ids, strict=True)
     ]
+    if (prices := pool.prices(agent)) is not None:
+        for s in samples:  # the ledger: each sample's usage at its agent's prices
+            s["cost"] = float(usage_cost(s["usage"], prices))
+    return samples
 
 
 async def generate_sample(
@@ -396,6 +401,8 @@ def start_run(state: SamplingState) -> dict[str, Any]:
         "round": 0,
         "from_messages": from_messages,
     }
+    if state.get("stopped_by") is not None:  # an earlier run's on this thread
+        update["stopped_by"] = None
     if from_messages:
         update["prompt"] = prompt
         given = state.get("messages")
@@ -431,6 +438,20 @@ def _finish_run(method: str | None) -> Any:
         return {"messages": [answer]}
 
     return finish
+
+
+def another_wave(state: SamplingState, update: Mapping[str, Any], ctx: SamplingContext) -> bool:
+    """Whether a method that answers in waves under a token / money limit (random,
+    ensemble) sends another: a limit is set, budget is left and no limit stopped it yet
+    (``update``: this reward step's, whose ``samples`` are not in ``state`` yet)."""
+    done = len(state.get("samples") or []) + len(update["samples"])
+    return has_limits(ctx) and done < ctx.budget and not state.get("stopped_by")
+
+
+def stopped(knob: str | None) -> dict[str, Any]:
+    """The state update saying which limit ended the run (none when ``knob`` is ``None``,
+    so runs without limits carry no ``stopped_by``)."""
+    return {"stopped_by": knob} if knob else {}
 
 
 def sample_id(index: int) -> str:

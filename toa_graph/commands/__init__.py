@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from toa_graph.config import ProjectConfig
 
 
-def parse_knobs(items: list[str]) -> dict[str, Any]:
+def _parse_set(items: list[str]) -> dict[str, Any]:
     """``["alpha=0.05", "plays_per_step=4"]`` -> ``{"alpha": 0.05, "plays_per_step": 4}``."""
     out: dict[str, Any] = {}
     for item in items:
@@ -22,6 +22,37 @@ def parse_knobs(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             out[key.strip()] = raw
+    return out
+
+
+def add_limit_flags(p: Any) -> None:
+    """``--max-tokens-per-prompt`` / ``--max-cost-per-prompt``: the limit knobs as flags."""
+    p.add_argument(
+        "--max-tokens-per-prompt",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most tokens (prompt + completion) one prompt may spend; a step that could "
+        "pass it is not started (needs each agent's max_tokens)",
+    )
+    p.add_argument(
+        "--max-cost-per-prompt",
+        type=float,
+        default=None,
+        metavar="X",
+        help="most money one prompt may spend, at the agents' price_per_million (every "
+        "agent needs prices); a step that could pass it is not started",
+    )
+
+
+def parse_knobs(items: list[str], args: Any = None) -> dict[str, Any]:
+    """The ``--set`` knobs, and the limit flags of ``args`` (:func:`add_limit_flags`)."""
+    from toa_graph.cost import LIMIT_KNOBS
+
+    out = _parse_set(items)
+    for knob in LIMIT_KNOBS:
+        if getattr(args, knob, None) is not None:
+            out[knob] = getattr(args, knob)
     return out
 
 
@@ -61,6 +92,7 @@ def method_settings(
     knobs that the chosen method has; its options when it is the same method), then the
     ``--set`` knobs, checked now: :class:`~toa_graph.errors.UserError` for a knob the
     method lacks (listing its knobs), a bad value or an unknown ``agent``."""
+    from toa_graph.cost import check_limits
     from toa_graph.errors import UserError
     from toa_graph.registry import get_method, method_context
 
@@ -72,5 +104,6 @@ def method_settings(
     agents = [a.name for a in cfg.agents]
     if context.get("agent") is not None and context["agent"] not in agents:
         raise UserError(f"context.agent: {context['agent']!r} is not one of the agents {agents}")
+    check_limits({a.name: (a.price_per_million, a.max_tokens) for a in cfg.agents}, context)
     options = dict(cfg.method.options) if name == cfg.method.name else {}
     return name, context, options

@@ -2,9 +2,10 @@
 
 Writes, under OUTPUT/: ``<method>/budget-<B>/records.jsonl`` (each cell is a resumable
 synthesis run), ``compare.csv`` (one row per method and budget), ``compare.png`` (mean
-best reward vs. generations per prompt) and ``compare_tokens.png`` (mean best reward vs.
-tokens per prompt), one line per method: the TOA paper's two equal-compute views, for the
-user's own models and reward. ``--simulate`` runs it on the in-process simulated
+best reward vs. generations per prompt), ``compare_tokens.png`` (mean best reward vs.
+tokens per prompt) and, when the agents have prices, ``compare_cost.png`` (mean best
+reward vs. cost per prompt), one line per method: the TOA paper's two equal-compute views
+and the money view, for the user's own models and reward. ``--simulate`` runs it on the in-process simulated
 benchmark (:mod:`toa_graph.simulate`) and adds the best answers' true quality.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from toa_graph.commands import add_limit_flags
 from toa_graph.errors import UserError
 
 DESCRIPTION = """\
@@ -26,8 +28,9 @@ Run each method at each budget on the same prompts and compare mean best reward 
 equal compute, as the TOA paper does: against generations per prompt (the budget) and
 against tokens per prompt (prompt + completion, as the agents report them). Each
 (method, budget) cell is a resumable synthesis run under OUTPUT/<method>/budget-<B>/.
-Prints a table; writes OUTPUT/compare.csv, OUTPUT/compare.png (reward vs. generations)
-and OUTPUT/compare_tokens.png (reward vs. tokens). Example:
+Prints a table; writes OUTPUT/compare.csv, OUTPUT/compare.png (reward vs. generations),
+OUTPUT/compare_tokens.png (reward vs. tokens) and, when every agent has a
+price_per_million, OUTPUT/compare_cost.png (reward vs. cost). Example:
 
   toa-graph compare --methods toa,moa,random --budgets 4,8,16,32 \\
       --config model_configs/synthesis-4x8b.yaml --input prompts.jsonl --output runs/cmp --limit 100
@@ -35,7 +38,8 @@ and OUTPUT/compare_tokens.png (reward vs. tokens). Example:
 --simulate needs no models or servers: five simulated agents with hidden skills and a
 noisy simulated reward model (toa_graph.simulate; deterministic by --sim-seed) answer
 --limit simulated prompts (default 100); the table and CSV add each method's mean TRUE
-quality of its best answer. Example:
+quality of its best answer (the simulated agents have made-up prices, so the cost view is
+drawn too). Example:
 
   toa-graph compare --simulate --methods toa,random,prs,ensemble,seq_refine \\
       --budgets 10,20,40,80,160 --limit 100 --output runs/sim
@@ -53,6 +57,7 @@ CSV_FIELDS = [
     "stderr",
     "mean_generations",
     "mean_tokens",
+    "mean_cost",
     "mean_wall_s",
     "failed",
     "mean_true_quality",
@@ -96,6 +101,7 @@ def add_parser(sub: Any) -> None:
         metavar="KNOB=VALUE",
         help="context knobs for every run",
     )
+    add_limit_flags(p)
     p.add_argument(
         "--simulate",
         action="store_true",
@@ -175,6 +181,8 @@ def aggregate(
         vals = [f(r) for r in records]
         return sum(vals) / len(vals) if vals else float("nan")
 
+    costs = [float(c) for r in records if (c := r["totals"].get("cost")) is not None]
+
     return {
         "method": method,
         "budget": budget,
@@ -183,6 +191,7 @@ def aggregate(
         "stderr": stderr,
         "mean_generations": avg(lambda r: r["totals"]["generations"]),
         "mean_tokens": avg(lambda r: r["totals"]["tokens"]["total_tokens"]),
+        "mean_cost": sum(costs) / len(costs) if costs else None,
         "mean_wall_s": avg(lambda r: r["totals"]["wall_s"]),
         "failed": failed,
         "mean_true_quality": true_mean,
@@ -201,6 +210,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
 PLOT_AXES = {
     "budget": ("budget", "generations per prompt (budget)", "compare.png"),
     "tokens": ("mean_tokens", "tokens per prompt (prompt + completion)", "compare_tokens.png"),
+    "cost": ("mean_cost", "cost per prompt (at the agents' prices)", "compare_cost.png"),
 }
 """x axis name -> (row field, axis label, file name under OUTPUT/)."""
 
@@ -212,8 +222,8 @@ def plot(
     title: str = "",
     x: str = "budget",
 ) -> Any:
-    """Mean best reward vs. ``x`` ("budget": generations, "tokens": tokens per prompt), log2
-    x axis, one line per method, stderr bars.
+    """Mean best reward vs. ``x`` ("budget": generations, "tokens": tokens per prompt,
+    "cost": cost per prompt), log2 x axis, one line per method, stderr bars.
 
     Draws on a standalone Agg figure (no pyplot, so a notebook's backend is left alone);
     saves it to ``path`` when given and returns the ``matplotlib.figure.Figure``.
@@ -230,7 +240,7 @@ def plot(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         pts = sorted(
-            (r for r in rows if r["method"] == m and not math.isnan(float(r[field]))),
+            (r for r in rows if r["method"] == m and _number(r.get(field))),
             key=lambda r: float(r[field]),
         )
         xs = [float(r[field]) for r in pts]
@@ -242,11 +252,11 @@ def plot(
         if budgets and min(budgets) > 0:
             ax.set_xscale("log", base=2)
             ax.set_xticks(budgets, [str(b) for b in budgets])
-    elif any(float(r[field]) > 0 for r in rows):
+    elif any(_number(r.get(field)) and float(r[field]) > 0 for r in rows):
         ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean best reward")
-    ax.set_title(title or f"reward vs. {'budget' if x == 'budget' else 'tokens'}")
+    ax.set_title(title or f"reward vs. {x}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2 if len(methods) > 6 else 1)
     fig.tight_layout()
@@ -255,7 +265,21 @@ def plot(
     return fig
 
 
+def _number(v: Any) -> bool:
+    return v is not None and not math.isnan(float(v))
+
+
+def plot_axes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The plots a comparison draws: the cost view only when every cell that ran has a
+    cost (a cell that could not run, such as debate below one round, has neither)."""
+    ran = [r for r in rows if _number(r.get("mean_best_reward"))]
+    priced = bool(ran) and all(_number(r.get("mean_cost")) for r in ran)
+    return [x for x in PLOT_AXES if x != "cost" or priced]
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    from toa_graph.cost import money
+
     methods = list(dict.fromkeys(r["method"] for r in rows))
     budgets = sorted({r["budget"] for r in rows})
     cell = {(r["method"], r["budget"]): r for r in rows}
@@ -275,6 +299,11 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for m in methods:
         toks = [cell.get((m, b), {}).get("mean_tokens", float("nan")) for b in budgets]
         lines.append(f"{m:<12}" + "".join(f"{t:>18.0f}" for t in toks))
+    if "cost" in plot_axes(rows):
+        lines += ["", "mean cost per prompt by budget", head, "-" * len(head)]
+        for m in methods:
+            costs = [cell.get((m, b), {}).get("mean_cost") for b in budgets]
+            lines.append(f"{m:<12}" + "".join(f"{money(c):>18}" for c in costs))
     if any(r.get("mean_true_quality") is not None for r in rows):
         lines += ["", "mean TRUE quality of the best answer (+- stderr) by budget", head]
         lines.append("-" * len(head))
@@ -347,8 +376,8 @@ async def run_compare(
             )
     Path(output).mkdir(parents=True, exist_ok=True)
     write_csv(rows, Path(output) / "compare.csv")
-    for x, (_, _, name) in PLOT_AXES.items():
-        plot(rows, Path(output) / name, x=x)
+    for x in plot_axes(rows):
+        plot(rows, Path(output) / PLOT_AXES[x][2], x=x)
     return rows
 
 
@@ -370,7 +399,15 @@ async def run_simulated(
     """:func:`run_compare` on the simulated benchmark (:mod:`toa_graph.simulate`)."""
     import json
 
-    from toa_graph.simulate import SimReward, SimWorld, sim_agents, sim_prompts, true_quality
+    from toa_graph.agents import AgentPool
+    from toa_graph.simulate import (
+        SimReward,
+        SimWorld,
+        sim_agents,
+        sim_prices,
+        sim_prompts,
+        true_quality,
+    )
 
     world = SimWorld(seed=seed)
     Path(output).mkdir(parents=True, exist_ok=True)
@@ -380,8 +417,8 @@ async def run_simulated(
         inp, output, methods=methods, budgets=budgets, agents=sim_agents(world),
         reward=SimReward(world), context=context, concurrency=concurrency, progress=progress,
         agents_digest={"simulated": seed}, reward_digest={"simulated": seed},
-        agents_factory=lambda: sim_agents(world), grade=true_quality,
-        method_defaults={"debate": SIM_DEBATE},
+        agents_factory=lambda: AgentPool(sim_agents(world), prices=sim_prices(world)),
+        grade=true_quality, method_defaults={"debate": SIM_DEBATE},
     )  # fmt: skip
 
 
@@ -405,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
     input_path = Path(args.input) if args.input else EXAMPLES
     if not input_path.exists():
         raise UserError(f"input file not found: {input_path}")
-    knobs = parse_knobs(args.set)
+    knobs = parse_knobs(args.set, args)
     if args.simulate:
         rows = asyncio.run(
             run_simulated(
@@ -431,7 +468,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(rows: Sequence[Mapping[str, Any]], output: str) -> int:
     print(format_table(rows))
     out = Path(output)
-    plots = " and ".join(str(out / name) for _, _, name in PLOT_AXES.values())
+    plots = " and ".join(str(out / PLOT_AXES[x][2]) for x in plot_axes(rows))
     print(f"\nwrote {out / 'compare.csv'}, {plots}")
     failed = sum(r["failed"] for r in rows)
     if failed:

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from toa_graph.commands import add_limit_flags
+
 DESCRIPTION = """\
 Run one sampling method on one prompt and show every generation with its reward.
 
@@ -44,6 +46,7 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="generations to spend (default: the config's, else 8)",
     )
+    add_limit_flags(p)
     p.add_argument(
         "--reference", default=None, help="gold answer / reference translation for the reward"
     )
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from toa_graph.rewards import build_reward
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    knobs = parse_knobs(args.set)
+    knobs = parse_knobs(args.set, args)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         method, context, options = method_settings(cfg, args.method, knobs)
         context["budget"] = args.budget or context.get("budget") or 8

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from toa_graph.commands import add_limit_flags
 from toa_graph.errors import UserError
 
 DESCRIPTION = """\
@@ -106,6 +107,7 @@ def _add_data_args(g: Any, methods: list[str]) -> None:
         default=None,
         help="generations per prompt (default: the config's, else 8)",
     )
+    add_limit_flags(g)
 
 
 def _add_run_args(g: Any, knobs_help: str) -> None:
@@ -185,9 +187,14 @@ def _add_scale_args(g: Any) -> None:
 
 
 def format_table(summary: Any, limit: int = MAX_TABLE_ROWS) -> str:
-    """Per-prompt rows (id, best reward, best agent, generations, tokens, seconds)."""
+    """Per-prompt rows (id, best reward, best agent, generations, tokens, seconds; cost
+    when an agent has prices)."""
+    from toa_graph.cost import money
+
     rows = summary.rows
+    priced = any(getattr(r, "cost", None) is not None for r in rows)
     header = f"{'id':<24} {'best':>8} {'best agent':<18} {'gens':>5} {'tokens':>8} {'seconds':>8}"
+    header += f" {'cost':>10}" if priced else ""
     lines = [header, "-" * len(header)]
     for r in rows[:limit]:
         if r.error:
@@ -196,6 +203,7 @@ def format_table(summary: Any, limit: int = MAX_TABLE_ROWS) -> str:
             lines.append(
                 f"{r.id[:24]:<24} {r.best_reward:8.3f} {(r.best_agent or '')[:18]:<18} "
                 f"{r.generations:5d} {r.tokens:8d} {r.seconds:8.2f}"
+                + (f" {money(r.cost):>10}" if priced else "")
             )
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more (see records.jsonl)")
@@ -208,7 +216,9 @@ def format_summary(s: Any) -> str:
         f"method {s.method}: {s.done} done, {s.skipped} skipped (already done), {s.failed} failed, "
         f"{s.bad_lines} bad input lines",
         f"mean best reward {mean} | {s.generations} generations "
-        f"({s.failed_generations} failed) | {s.tokens} tokens | {s.wall_s:.1f} s",
+        f"({s.failed_generations} failed) | {s.tokens} tokens"
+        + ("" if getattr(s, "cost", None) is None else f" | cost {s.cost:.6g}")
+        + f" | {s.wall_s:.1f} s",
         f"records: {Path(s.output_dir) / 'records.jsonl'}",
     ]
     if s.bad_lines:
@@ -395,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
 
     field_map, shard = _check_args(args)
     input_path = _input_source(args)
-    knobs = parse_knobs(args.set)
+    knobs = parse_knobs(args.set, args)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         method, context, options = _method_context(args, cfg, knobs)
         digest = config_digest(

@@ -51,9 +51,10 @@ from langgraph.types import Command
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import has_limits
 from toa_graph.errors import UserError
 from toa_graph.mcts import tree_reward
-from toa_graph.methods.plays import report_step, route_plays, search_builder
+from toa_graph.methods.plays import affordable_plays, report_step, route_plays, search_builder
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import FINISH, ContextReader, sample_id, score_inbox
 from toa_graph.state import Sample, SamplingState
@@ -235,7 +236,18 @@ def create_abmcts_graph(
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": [], "search": None}, goto=FINISH)
-        plays = search.ask(algo, pool.names, min(ctx.plays_per_step, remaining), tree["plays"])
+        n = min(ctx.plays_per_step, remaining)
+        if has_limits(ctx):
+            n, stop = affordable_plays(pool, state["prompt"], ctx, samples, new or [], n)
+            if n == 0:
+                update: dict[str, Any] = {
+                    "tree": tree,
+                    "plays": [],
+                    "search": None,
+                    "stopped_by": stop,
+                }
+                return Command(update=update, goto=FINISH)
+        plays = search.ask(algo, pool.names, n, tree["plays"])
         tree = {**tree, "plays": tree["plays"] + len(plays)}
         sends = route_plays(plays, state["prompt"], samples, new or [], ctx.show_reasoning)
         return Command(

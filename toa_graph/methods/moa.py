@@ -24,6 +24,11 @@ answer is found by its position, not its agent's name. Self-MoA-Seq (``seq_windo
 stack is one proposer layer, then a chain of aggregations over sliding windows (by the
 ``aggregator`` option, else the first slot's agent); ``final`` is the best-rewarded chain end.
 
+Under a token or money limit a layer (one superstep: that layer of every stack, or the
+final aggregators) starts only when all its calls fit at their worst case after what the
+layers before it spent; MoA cannot stop mid-layer, so it stops at the last whole layer it
+can pay for (``stopped_by``) and scores what it has.
+
 Rewards play no part inside MoA: every answer is scored once at the end and the best wins.
 
 Together-MoA option: ``aggregator="name"`` (a factory argument) makes that agent write one
@@ -47,6 +52,7 @@ from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import has_limits, step_fits
 from toa_graph.methods.self_moa import proposer_slots, seq_offsets, seq_plan, seq_windows
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
@@ -277,21 +283,34 @@ def create_moa_graph(
         tasks = _tasks(state, ctx, step)
         if not tasks:
             return Command(goto="reward")
+        if has_limits(ctx):
+            k, stop = step_fits(
+                pool, ctx, state.get("inbox") or [], [_play(t, ctx.show_reasoning) for t in tasks]
+            )
+            if k < len(tasks):
+                return Command(update={"stopped_by": stop}, goto="reward")
         sends = [Send("aggregate" if t["final"] else "propose", t) for t in tasks]
         return Command(update=update, goto=sends)
 
+    def _play(task: LayerTask, trace: bool) -> tuple[str, list[dict[str, Any]]]:
+        """The task's agent and the messages it sends (``trace``: ``show_reasoning``)."""
+        name, refs = task["agent"], task["references"]
+        system = pool.system_prompt(name)
+        if not refs:
+            return name, answer_messages(task["prompt"], system)
+        shown = [shown_text(r, trace) for r in refs]
+        return name, aggregate_messages(task["prompt"], shown, system)
+
     async def _answer(task: LayerTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         name, refs, ctx = task["agent"], task["references"], read_context(runtime)
-        system = pool.system_prompt(name)
         sid, layer, stack = task["sample_id"], task["layer"], task["stack"]
+        _, msgs = _play(task, ctx.show_reasoning)
         if not refs:
             sample = await generate_sample(
-                pool, name, answer_messages(task["prompt"], system), ctx,
+                pool, name, msgs, ctx,
                 sample_id=sid, kind="fresh", parent=None, layer=layer, stack=stack,
             )  # fmt: skip
         else:
-            shown = [shown_text(r, ctx.show_reasoning) for r in refs]
-            msgs = aggregate_messages(task["prompt"], shown, system)
             sample = await generate_sample(
                 pool, name, msgs, ctx, sample_id=sid, kind="aggregate", parent=task["parent"],
                 layer=layer, stack=stack, references=[r["id"] for r in refs],

@@ -22,6 +22,7 @@ from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import fit, play_bounds
 from toa_graph.sampling import (
     ContextReader,
     answer_messages,
@@ -34,7 +35,15 @@ from toa_graph.sampling import (
 )
 from toa_graph.state import Prompt, Sample
 
-__all__ = ["PlayTask", "play_node", "report_step", "route_plays", "search_builder", "text_of"]
+__all__ = [
+    "PlayTask",
+    "affordable_plays",
+    "play_node",
+    "report_step",
+    "route_plays",
+    "search_builder",
+    "text_of",
+]
 
 
 class PlayTask(TypedDict):
@@ -80,6 +89,34 @@ def route_plays(
         task["plays"].append(play)
         task["parent_texts"].append(text_of(samples, new, parent, trace) if parent else None)
     return [Send(node, task) for node, task in tasks.items()]
+
+
+def affordable_plays(
+    pool: AgentPool,
+    prompt: Prompt,
+    ctx: SamplingContext,
+    samples: Sequence[Sample],
+    new: Sequence[Sample],
+    n: int,
+) -> tuple[int, str | None]:
+    """How many of ``n`` plays fit the run's token / money limits, each at the worst case
+    of any play a tree search could pick: any agent, fresh or refining the longest answer
+    so far (TOA and AB-MCTS choose the play only after this check)."""
+    done = [*samples, *new]
+    longest = max(
+        (shown_text(s, ctx.show_reasoning) for s in done),
+        key=lambda t: len(t.encode("utf-8")),
+        default=None,
+    )
+    candidates = []
+    for name in pool.names:
+        system = pool.system_prompt(name)
+        candidates.append((name, answer_messages(prompt, system)))
+        if longest is not None:
+            candidates.append((name, refine_messages(prompt, longest, system)))
+    bounds = play_bounds(pool, ctx, candidates)
+    worst = (max(t for t, _ in bounds), max(c for _, c in bounds))
+    return fit(done, [worst] * n, ctx)
 
 
 def play_node(pool: AgentPool, read_context: ContextReader) -> Any:

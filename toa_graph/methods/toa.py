@@ -31,7 +31,8 @@ from langgraph.types import Command
 from toa_graph import mcts
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
-from toa_graph.methods.plays import report_step, route_plays, search_builder
+from toa_graph.cost import has_limits
+from toa_graph.methods.plays import affordable_plays, report_step, route_plays, search_builder
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import FINISH, ContextReader, sample_id, score_inbox
 from toa_graph.state import Sample, SamplingState
@@ -84,7 +85,12 @@ def create_toa_graph(
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": []}, goto=FINISH)
-        tree, plays = mcts.select_plays(tree, _params(ctx), min(ctx.plays_per_step, remaining))
+        n, stop = min(ctx.plays_per_step, remaining), None
+        if has_limits(ctx):
+            n, stop = affordable_plays(pool, state["prompt"], ctx, samples, new or [], n)
+            if n == 0:
+                return Command(update={"tree": tree, "plays": [], "stopped_by": stop}, goto=FINISH)
+        tree, plays = mcts.select_plays(tree, _params(ctx), n)
         sends = route_plays(plays, state["prompt"], samples, new or [], ctx.show_reasoning)
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
 

@@ -18,6 +18,8 @@ class PromptResult:
     tokens: int
     seconds: float
     error: str | None = None
+    cost: float | None = None
+    """At the agents' prices; ``None`` when no agent has prices."""
 
 
 @dataclass
@@ -40,6 +42,8 @@ class SynthesisSummary:
     generations: int = 0
     failed_generations: int = 0
     tokens: int = 0
+    cost: float | None = None
+    """Over this run's records, at the agents' prices; ``None`` when none has prices."""
     wall_s: float = 0.0
     bytes_written: int = 0
     torn_bytes_repaired: int = 0
@@ -58,11 +62,15 @@ class SynthesisSummary:
         self.generations += totals["generations"]
         self.failed_generations += totals["failed_generations"]
         self.tokens += totals["tokens"]["total_tokens"]
+        cost = totals.get("cost")
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + float(cost)
         if row:
             self.rows.append(
                 PromptResult(
                     str(record["id"]), reward, best.get("agent"), totals["generations"],
                     totals["tokens"]["total_tokens"], round(float(totals["wall_s"]), 3),
+                    cost=cost,
                 )
             )  # fmt: skip
         return reward
