@@ -125,18 +125,12 @@ async def chat_openai(
     from toa_graph.agents.client import build_chat_openai
 
     n = {"x1": 1, "per-endpoint": agents, "per-64": -(-inflight // 64)}[layout]
-    models = [
-        build_chat_openai(
-            AgentConfig(
-                name=f"agent{i}",
-                model=f"model{i if layout == 'per-endpoint' else 0}",
-                base_url=url,
-                max_tokens=64,
-            ),
-            url,
-        )  # fmt: skip
+    per_endpoint = layout == "per-endpoint"
+    cfgs = [
+        AgentConfig(name=f"agent{i}", model=f"model{i if per_endpoint else 0}", base_url=url)
         for i in range(n)
     ]
+    models = [build_chat_openai(cfg.model_copy(update={"max_tokens": 64}), url) for cfg in cfgs]
     turn = [0]
 
     async def call() -> None:
