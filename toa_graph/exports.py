@@ -467,15 +467,45 @@ def write_rows(
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        data = [dict(r) for r in rows]
-        n = len(data)
-        if n:
-            pq.write_table(pa.Table.from_pylist(data), tmp)
+        writer: Any = None
+        try:
+            for batch in _batches(rows, PARQUET_BATCH):
+                table = pa.Table.from_pylist(batch, schema=writer.schema if writer else None)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                n += len(batch)
+        finally:
+            if writer is not None:
+                writer.close()
     if not n:
         tmp.unlink(missing_ok=True)
         raise EmptyExportError(f"no rows to write to {p}: nothing was written")
     os.replace(tmp, p)
     return n
+
+
+PARQUET_BATCH = 10_000
+"""Rows per Parquet row group (the schema is the first batch's)."""
+
+
+def _batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(dict(row))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def read_jsonl_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL file written by :func:`write_rows`, streamed."""
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
 
 
 def read_record_files(paths: Sequence[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
