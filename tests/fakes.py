@@ -113,3 +113,9 @@ def generations_ok(method: str, spent: int, budget: int, n_agents: int = 3) -> b
     if method == "debate":
         return min(n_agents, budget) <= spent <= budget
     return spent == budget
+
+
+def same_ids(done: Any, expected: set[str]) -> bool:
+    """Whether a done set (ids kept as digests: membership and size only) holds exactly
+    ``expected``."""
+    return len(done) == len(expected) and all(x in done for x in expected)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.distributed_fakes import CountingHashReward
-from tests.fakes import FakeAgent, fake_agents, generations_ok, hash_reward
+from tests.fakes import FakeAgent, fake_agents, generations_ok, hash_reward, same_ids
 from toa_graph.methods import METHODS
 from toa_graph.synthesis import (
     LOCK_FILE,
@@ -28,6 +28,7 @@ from toa_graph.synthesis import (
     run_synthesis,
     scan_records_bytes,
 )
+from toa_graph.synthesis.digest import MixedDigestError
 from toa_graph.synthesis.runner import run_prompts
 from toa_graph.synthesis.summary import merge_counters
 
@@ -139,15 +140,15 @@ def test_scan_records_bytes() -> None:
     a = b'{"id":"a","best":{"reward":1.0},"config_digest":"d1"}\n'
     b = b'{"id":"b","best":{"reward":0.0}}\n'
     s = scan_records_bytes(a + b)
-    assert s.ids == {"a", "b"} and s.good_end == len(a + b) and s.torn_bytes == 0
-    assert s.best_rewards == [1.0, 0.0] and s.digests == {"d1"}
+    assert same_ids(s.ids, {"a", "b"}) and s.good_end == len(a + b) and s.torn_bytes == 0
+    assert list(s.best_rewards) == [1.0, 0.0] and s.digests == {"d1"}
     s = scan_records_bytes(a + b'{"id":"c","sam')  # no newline: torn
-    assert s.ids == {"a"} and s.good_end == len(a)
+    assert same_ids(s.ids, {"a"}) and s.good_end == len(a)
     s = scan_records_bytes(a + b'{"id":"c"' + b"\x00" * 10 + b"\n")  # garbage line at the end
-    assert s.ids == {"a"} and s.good_end == len(a)
+    assert same_ids(s.ids, {"a"}) and s.good_end == len(a)
     s = scan_records_bytes(a + b"garbage\n" + b)  # garbage in the middle is kept, reported
-    assert s.ids == {"a", "b"} and s.bad_lines == [2] and s.torn_bytes == 0
-    assert scan_records_bytes(b"").ids == set()
+    assert same_ids(s.ids, {"a", "b"}) and s.bad_lines == [2] and s.torn_bytes == 0
+    assert same_ids(scan_records_bytes(b"").ids, set())
 
 
 def test_repair_records_and_read_records(tmp_path: Path) -> None:
@@ -158,7 +159,7 @@ def test_repair_records_and_read_records(tmp_path: Path) -> None:
     p.write_bytes(p.read_bytes() + b'{"id": "z", "tor')
     assert [r["id"] for r in read_records(p)] == ["x", "y"]
     res = repair_records(p)
-    assert res.ids == {"x", "y"} and p.read_bytes().endswith(b"}\n")
+    assert same_ids(res.ids, {"x", "y"}) and p.read_bytes().endswith(b"}\n")
     assert json.loads(p.read_text().splitlines()[0])["v"] is None  # NaN is not JSON
 
 
@@ -178,12 +179,13 @@ async def test_failures_are_reported_and_retried(tmp_path: Path) -> None:
     assert (s.done, s.failed) == (3, 1)
     failed = lines_of(out / "failed.jsonl")
     assert failed[0]["id"] == "p2" and "reward server down" in failed[0]["error"]
-    s2 = await run_synthesis(
-        inp, out, method="toa", agents=fake_agents(), reward=hash_reward, context={"budget": 2},
-        concurrency=2, progress=False,
-    )  # fmt: skip
+    retry = {"method": "toa", "agents": fake_agents(), "reward": hash_reward,
+             "context": {"budget": 2}, "concurrency": 2, "progress": False}  # fmt: skip
+    with pytest.raises(MixedDigestError, match=r"reward\.name: .*bad_reward.* -> \"hash_reward\""):
+        await run_synthesis(inp, out, **retry)  # another reward: refused, saying what differs
+    s2 = await run_synthesis(inp, out, force_mixed=True, **retry)
     assert (s2.done, s2.skipped, s2.failed) == (1, 3, 0)
-    assert s2.digest_mismatch is True  # another reward function: flagged, not refused
+    assert s2.digest_mismatch is True  # appended knowingly: flagged
     assert (out / "failed.jsonl").read_text() == ""
 
 
@@ -354,7 +356,7 @@ async def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
     assert s.done == 6 and len(lines_of(tmp_path / "out" / "records.jsonl")) == 6
     # released at the end: the next run resumes (nothing left to do)
     again = await run_synthesis(
-        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=hash_reward,
+        inp, tmp_path / "out", method="toa", agents=fake_agents(), reward=gated_reward,
         context={"budget": 2}, progress=False,
     )  # fmt: skip
     assert (again.done, again.skipped) == (0, 6)

@@ -30,6 +30,7 @@ from toa_graph.agents.errors import (
     is_retryable,
 )
 from toa_graph.agents.limits import AgentLimits
+from toa_graph.agents.memo import CURRENT_MEMO, request_key
 from toa_graph.agents.providers import check_provider
 from toa_graph.agents.replicas import ClientSet, Replica, ReplicaSet
 from toa_graph.config import AgentConfig
@@ -263,6 +264,28 @@ class AgentPool:
         if n > 1:
             kwargs["n"] = n
         chat = convert_to_messages(list(messages))
+        memo = CURRENT_MEMO.get()
+        if memo is None:
+            return await self._generate_any(agent, chat, kwargs, n)
+        key = request_key(name, self._model_name(agent), chat, kwargs)
+        occurrence = memo.occurrence(key)
+        found = memo.lookup(key, occurrence)
+        if found is not None and len(found) == n:
+            return found
+        out = await self._generate_any(agent, chat, kwargs, n)
+        memo.keep(key, occurrence, out)
+        return out
+
+    @staticmethod
+    def _model_name(agent: _Agent) -> str | None:
+        if agent.config is not None:
+            return agent.config.model
+        model = getattr(agent.model, "model_name", None) or getattr(agent.model, "model", None)
+        return model if isinstance(model, str) else type(agent.model).__qualname__
+
+    async def _generate_any(
+        self, agent: _Agent, chat: list[BaseMessage], kwargs: dict[str, Any], n: int
+    ) -> list[Generation]:
         if agent.replicas is None or len(agent.replicas) == 1:
             return await self._generate_single(agent, chat, kwargs, n)
         return await self._generate_failover(agent, chat, kwargs, n)

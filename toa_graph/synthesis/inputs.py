@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,14 +379,17 @@ def walk_input(
     path: Path | None,
     items: Iterable[PromptItem | BadLine] | None,
     fmap: Mapping[str, str],
-    done: set[str],
+    done: Container[str],
     limit: int | None,
     shard: tuple[int, int] | None,
+    *,
+    dedupe: bool = True,
 ) -> Iterator[tuple[str, PromptItem | BadLine]]:
     """Each input row in order as ``("bad", line)``, ``("other-shard", item)``,
-    ``("done", item)`` or ``("todo", item)``; stops after ``limit`` usable rows."""
+    ``("done", item)`` or ``("todo", item)``; stops after ``limit`` usable rows.
+    ``dedupe=False``: ``items`` are already de-duplicated (a dataset stream)."""
     if items is not None:
-        stream: Iterable[PromptItem | BadLine] = _dedupe(items)
+        stream: Iterable[PromptItem | BadLine] = _dedupe(items) if dedupe else items
     else:
         assert path is not None
         stream = iter_input(path, field_map=fmap)

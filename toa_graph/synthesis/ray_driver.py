@@ -204,6 +204,7 @@ class RayDriver:
         run = RunDirectory.open(
             input, output_dir, summary, field_map=cfg.fields, limit=cfg.limit, fsync=cfg.fsync,
             collect_rows=cfg.collect_rows, compress=cfg.compress,
+            data=cfg.data_config(store=False),
         )  # fmt: skip
         self.run_dir = run
         try:

@@ -14,10 +14,15 @@ uses the top-level fields, so both read the same.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import heapq
 import json
 import logging
 import math
 import os
+import time
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any, Literal
 
 from toa_graph.cost import ledger
 from toa_graph.sampling import total_usage
+from toa_graph.synthesis.digest import describe
 from toa_graph.synthesis.inputs import PromptItem, content_digest
 from toa_graph.synthesis.recordio import RECORDS_FILE as RECORDS_FILE
 from toa_graph.synthesis.recordio import (
@@ -67,26 +73,6 @@ def config_digest(
     by their name / type only.
     """
 
-    def describe(x: Any) -> Any:
-        if x is None:
-            return None
-        if type(x).__module__ == "toa_graph.config" and hasattr(x, "model_dump"):
-            return x.model_dump(mode="json", exclude={"source"} if hasattr(x, "source") else None)
-        if hasattr(x, "model_dump") or callable(x):  # chat models, reward objects, functions
-            model = getattr(x, "model_name", None) or getattr(x, "model", None)
-            return {
-                "type": type(x).__qualname__,
-                "name": getattr(x, "name", None) or getattr(x, "__qualname__", None),
-                "model": model if isinstance(model, str) else None,
-            }
-        if isinstance(x, Mapping):
-            return {str(k): describe(v) for k, v in x.items()}
-        if isinstance(x, list | tuple):
-            return [describe(v) for v in x]
-        if isinstance(x, str | int | float | bool):
-            return x
-        return getattr(x, "name", None) or getattr(x, "__qualname__", None) or type(x).__qualname__
-
     payload = {
         "method": method,
         "context": dict(context or {}),
@@ -106,6 +92,7 @@ def build_record(
     digest: str,
     context: Mapping[str, Any],
     wall_s: float,
+    data_digest: str | None = None,
 ) -> dict[str, Any]:
     """The JSON record for one finished prompt."""
     samples = list(out.get("samples") or [])
@@ -122,6 +109,7 @@ def build_record(
         "method": method,
         "context": dict(context),
         "config_digest": digest,
+        **({"data_digest": data_digest} if data_digest else {}),
         "samples": samples,
         "best": best,
         "totals": {
@@ -194,18 +182,84 @@ class RecordWriter:
         self.close()
 
 
+class DoneIds:
+    """The finished ids of a records file, compactly: each id's 8-byte blake2b digest in a
+    sorted ``array`` (8 bytes a record, whatever its size), plus a set of the ids added
+    during this run. ``in`` and ``len`` work on id strings; the ids themselves are not kept."""
+
+    _RUN = 1 << 16
+
+    def __init__(self) -> None:
+        self._runs: list[array[int]] = []
+        self._pending: array[int] = array("Q")
+        self._sorted: array[int] = array("Q")
+        self._new: set[int] = set()
+
+    @staticmethod
+    def key(rid: str) -> int:
+        return int.from_bytes(
+            hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest(), "little"
+        )
+
+    def add(self, rid: str) -> None:
+        """An id added during this run (kept in a small set; :meth:`freeze` is not needed)."""
+        self._new.add(self.key(rid))
+
+    def collect(self, rid: str) -> None:
+        """An id read by the scan: sorted in runs of 65,536, merged by :meth:`freeze`."""
+        self._pending.append(self.key(rid))
+        if len(self._pending) >= self._RUN:
+            self._runs.append(array("Q", sorted(self._pending)))
+            self._pending = array("Q")
+
+    def freeze(self) -> DoneIds:
+        """Merge the scanned runs into one sorted array (memory: the array, one run)."""
+        if self._pending:
+            self._runs.append(array("Q", sorted(self._pending)))
+            self._pending = array("Q")
+        if self._runs:
+            merged = array("Q", self._sorted)
+            last = None
+            for k in heapq.merge(*self._runs):
+                if k != last:
+                    merged.append(k)
+                    last = k
+            self._sorted, self._runs = merged, []
+        return self
+
+    def __contains__(self, rid: object) -> bool:
+        if not isinstance(rid, str):
+            return False
+        k = self.key(rid)
+        if k in self._new:
+            return True
+        i = bisect.bisect_left(self._sorted, k)
+        return i < len(self._sorted) and self._sorted[i] == k
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._new)
+
+    def nbytes(self) -> int:
+        return self._sorted.itemsize * len(self._sorted)
+
+
 @dataclass
 class ScanResult:
-    """What is already in a records file."""
+    """What is already in a records file (ids kept as 8-byte digests: :class:`DoneIds`)."""
 
-    ids: set[str] = field(default_factory=set)
+    ids: DoneIds = field(default_factory=DoneIds)
+    records: int = 0
     good_end: int = 0
     """Byte offset just past the last intact line; anything after it is a torn tail."""
     size: int = 0
     bad_lines: list[int] = field(default_factory=list)
     """Unparseable complete lines in the middle of the file (kept, reported)."""
     digests: set[str] = field(default_factory=set)
-    best_rewards: list[float] = field(default_factory=list)
+    data_digests: set[str] = field(default_factory=set)
+    without_data_digest: int = 0
+    """Records written before the data digest (only ``config_digest``)."""
+    best_rewards: array[float] = field(default_factory=lambda: array("d"))
+    seconds: float = 0.0
 
     @property
     def torn_bytes(self) -> int:
@@ -223,7 +277,9 @@ def scan_records_bytes(data: bytes) -> ScanResult:
 
 
 def scan_record_lines(lines: Iterable[bytes]) -> ScanResult:
-    """:func:`scan_records_bytes` over a stream of lines (each with its newline)."""
+    """:func:`scan_records_bytes` over a stream of lines (each with its newline): one line
+    in memory at a time."""
+    t0 = time.perf_counter()
     res = ScanResult()
     pos = 0
     lineno = 0
@@ -234,13 +290,12 @@ def scan_record_lines(lines: Iterable[bytes]) -> ScanResult:
             break  # no newline: torn tail
         lineno += 1
         pos += len(raw)
-        line = raw[:-1]
-        if not line.strip():
+        if not raw[:-1].strip():
             if not pending_bad:
                 res.good_end = pos
             continue
         try:
-            rec = json.loads(line)
+            rec = json.loads(raw)
             rid = rec["id"] if isinstance(rec, dict) else None
         except (ValueError, KeyError, RecursionError):
             rid = None
@@ -249,14 +304,25 @@ def scan_record_lines(lines: Iterable[bytes]) -> ScanResult:
             continue
         res.bad_lines.extend(pending_bad)
         pending_bad = []
-        res.ids.add(str(rid))
-        if rec.get("config_digest"):
-            res.digests.add(rec["config_digest"])
-        best = rec.get("best")
-        if isinstance(best, dict) and isinstance(best.get("reward"), int | float):
-            res.best_rewards.append(float(best["reward"]))
+        _note_record(res, str(rid), rec)
         res.good_end = pos
+    res.ids.freeze()
+    res.seconds = time.perf_counter() - t0
     return res
+
+
+def _note_record(res: ScanResult, rid: str, rec: Mapping[str, Any]) -> None:
+    res.records += 1
+    res.ids.collect(rid)
+    if rec.get("config_digest"):
+        res.digests.add(str(rec["config_digest"]))
+    if rec.get("data_digest"):
+        res.data_digests.add(str(rec["data_digest"]))
+    else:
+        res.without_data_digest += 1
+    best = rec.get("best")
+    if isinstance(best, dict) and isinstance(best.get("reward"), int | float):
+        res.best_rewards.append(float(best["reward"]))
 
 
 def repair_records(path: str | os.PathLike[str]) -> ScanResult:
@@ -284,7 +350,15 @@ def repair_records(path: str | os.PathLike[str]) -> ScanResult:
     elif res.torn_bytes or not reader.clean:
         _rewrite_compressed(p, res.good_end)
     if res.bad_lines:
-        logger.warning("%s: unreadable record lines kept in place: %s", p, res.bad_lines[:20])
+        logger.warning(
+            "%s: %d unreadable record line(s) kept in place and skipped (line %s); the records "
+            "around them are read as usual", p, len(res.bad_lines),
+            ", ".join(map(str, res.bad_lines[:20])) + (" ..." if len(res.bad_lines) > 20 else ""),
+        )  # fmt: skip
+    logger.info(
+        "resume: scanned %d records (%.1f MB) of %s in %.2f s; done set %d bytes",
+        res.records, res.size / 1e6, p, res.seconds, res.ids.nbytes(),
+    )  # fmt: skip
     return res
 
 

@@ -7,6 +7,8 @@ Layout::
     errors.jsonl    input lines that could not be used: line number + reason (rewritten per run)
     failed.jsonl    prompts whose run raised or produced no usable sample (retried on resume)
     summary.json    the last run's summary
+    config.json     what determines the data (the data digest's payload; see digest.py)
+    generations.sqlite  generations of prompts not yet recorded (see genstore.py)
 
 :class:`RunDirectory` is the :class:`~toa_graph.synthesis.sink.RecordSink` that writes: the
 single-process runner hands it each finished prompt, the Ray driver each record a worker
@@ -17,18 +19,23 @@ an id it already holds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toa_graph.errors import UserError
+from toa_graph.errors import RunError, UserError
+from toa_graph.synthesis.digest import check_output_digest
+from toa_graph.synthesis.genstore import STORE_FILE, GenerationStore
 from toa_graph.synthesis.inputs import BadLine, DatasetInput, PromptItem, walk_input
 from toa_graph.synthesis.recordio import Compression, records_file
-from toa_graph.synthesis.records import RecordWriter, ScanResult, repair_records
+from toa_graph.synthesis.records import DoneIds, RecordWriter, ScanResult, repair_records
 from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary, _tqdm
 
 logger = logging.getLogger(__name__)
@@ -45,6 +52,22 @@ already-parsed items."""
 
 class OutputBusyError(UserError, RuntimeError):
     """Another run is writing to the same output directory."""
+
+
+class DiskFullError(RunError):
+    """The disk filled while writing records: those written are intact; free space, resume."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data digest of a run and what it hashes (see :mod:`toa_graph.synthesis.digest`)."""
+
+    digest: str
+    payload: Mapping[str, Any]
+    force_mixed: bool = False
+    """Append to an output made under another data digest (else it is refused)."""
+    store: bool = False
+    """Keep a generation store in the directory (the single-process runner)."""
 
 
 class OutputLock:
@@ -103,8 +126,11 @@ class RunDirectory:
         shard: tuple[int, int] | None,
         collect_rows: bool,
         compress: Compression | None = None,
+        data: DataConfig | None = None,
     ) -> None:
         self.out_dir = out_dir
+        self.data = data
+        self.store: GenerationStore | None = None
         self.records_path = records_file(out_dir, compress)
         self.summary = summary
         self.lock = lock
@@ -113,14 +139,14 @@ class RunDirectory:
         self.shard = shard
         self.collect_rows = collect_rows
         self.scan = ScanResult()
-        self.done_ids: set[str] = set()
+        self.done_ids = DoneIds()
         self.in_path: Path | DatasetInput | None = None
         self.items: Sequence[PromptItem] | None = None
-        self.todo = 0
+        self._todo: int | None = None
         self.duplicates = 0
         """Records handed in for an id already written (dropped, never written twice)."""
-        self.run_rewards: list[float] = []
-        self.all_rewards: list[float] = []
+        self.run_rewards: array[float] = array("d")
+        self.all_rewards: array[float] = array("d")
         self.bar: Any = None
         self.postfix: Callable[[], dict[str, Any]] | None = None
         """Extra progress-bar fields (the Ray driver adds worker deaths)."""
@@ -143,16 +169,20 @@ class RunDirectory:
         fsync: bool = False,
         collect_rows: bool = True,
         compress: Compression | None = None,
+        data: DataConfig | None = None,
     ) -> RunDirectory:
         """Create and lock ``output_dir`` (:class:`OutputBusyError` when another run holds
         it), read the resume state and open the side files. ``compress`` (``"zst"`` or
-        ``"gz"``) names a new directory's records file; one already there is kept."""
+        ``"gz"``) names a new directory's records file; one already there is kept.
+        ``data`` (the run's data digest) refuses a directory of another data digest
+        (:class:`~toa_graph.synthesis.digest.MixedDigestError`) and opens the generation
+        store."""
         out_dir = Path(output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out_dir).acquire()
         run = cls(
             out_dir, summary, lock, field_map=field_map, limit=limit, shard=shard,
-            collect_rows=collect_rows, compress=compress,
+            collect_rows=collect_rows, compress=compress, data=data,
         )  # fmt: skip
         try:
             run._resume(input)
@@ -168,31 +198,75 @@ class RunDirectory:
 
     def _resume(self, input: InputSource) -> None:
         self.scan = scan = repair_records(self.records_path)
-        digest = self.summary.config_digest
         self.summary.torn_bytes_repaired = scan.torn_bytes
-        self.summary.digest_mismatch = bool(scan.digests - {digest})
-        if self.summary.digest_mismatch:
-            logger.warning(
-                "%s already holds records made with another config digest (%s); this run uses %s",
-                self.records_path, ", ".join(sorted(scan.digests - {digest})), digest,
+        self.summary.resume_scan_s = round(scan.seconds, 3)
+        if scan.records:
+            logger.info(
+                "resume over %d records (%.1f MB) took %.2f s", scan.records, scan.size / 1e6,
+                scan.seconds,
             )  # fmt: skip
+        self._check_digest(scan)
         if isinstance(input, str | os.PathLike | DatasetInput):
             from toa_graph.synthesis.dataset_input import resolve_input
 
             self.in_path = resolve_input(input)  # FileNotFoundError when a local path is missing
         else:
             self.items = list(input)
-        self.done_ids = set(scan.ids)
-        self.all_rewards = list(scan.best_rewards)
-        self.todo = sum(kind == "todo" for kind, _ in self._walk())
+        self.done_ids = scan.ids
+        self.all_rewards = scan.best_rewards
+        if self.data is not None and self.data.store:
+            self.store = GenerationStore(self.out_dir / STORE_FILE, self.data.digest)
+            self.store.prune(self.done_ids)
+
+    def _check_digest(self, scan: ScanResult) -> None:
+        """One data digest per output (see :func:`check_output_digest`); without a data
+        config (old callers), the config digest's warning as before."""
+        if self.data is not None:
+            self.summary.digest_mismatch = check_output_digest(
+                self.out_dir, self.data.digest, self.data.payload, scan.data_digests,
+                legacy_records=scan.without_data_digest, force_mixed=self.data.force_mixed,
+            )  # fmt: skip
+            return
+        digest = self.summary.config_digest
+        self.summary.digest_mismatch = bool(scan.digests - {digest})
+        if self.summary.digest_mismatch:
+            logger.warning(
+                "%s already holds records made with another config digest (%s); this run uses %s",
+                self.records_path, ", ".join(sorted(scan.digests - {digest})), digest,
+            )  # fmt: skip
+
+    @property
+    def todo(self) -> int:
+        """How many prompts are left: a whole extra pass over the input (the Ray driver
+        sizes its shards with it); the single-process runner does not ask."""
+        if self._todo is None:
+            self._todo = sum(kind == "todo" for kind, _ in self._walk())
+        return self._todo
 
     def _walk(self) -> Iterator[tuple[str, PromptItem | BadLine]]:
         args = (self.field_map, self.done_ids, self.limit, self.shard)
         if isinstance(self.in_path, DatasetInput):
             from toa_graph.synthesis.dataset_input import iter_dataset
 
-            return walk_input(None, iter_dataset(self.in_path, self.field_map), *args)
+            stream = iter_dataset(self.in_path, self.field_map)  # already de-duplicated
+            return walk_input(None, stream, *args, dedupe=False)
         return walk_input(self.in_path, self.items, *args)
+
+    def _input_rows(self) -> int | None:
+        """A cheap upper bound on the prompts left, for the progress bar: the rows of an
+        in-memory input, or a local JSONL file's lines (a byte count, no parsing), less
+        those already done; ``None`` (an indeterminate bar) for other inputs or a shard."""
+        if self.shard is not None and self.shard[1] > 1:
+            return None
+        if self.items is not None:
+            n = len(self.items)
+        elif isinstance(self.in_path, Path) and self.in_path.suffix == ".jsonl":
+            n = _count_lines(self.in_path)
+        else:
+            return None
+        if self.limit is not None:
+            n = min(n, self.limit)
+        return max(0, n - len(self.done_ids))
 
     def todo_items(self) -> Iterator[PromptItem]:
         """The prompts still to do, in input order: bad lines are written to errors.jsonl
@@ -214,7 +288,9 @@ class RunDirectory:
         """A tqdm bar over the prompts to do (or one from the factory ``(total=, desc=)``)."""
         if progress:
             factory = progress if callable(progress) else _tqdm
-            self.bar = factory(total=self.todo, desc=desc)
+            self.bar = factory(
+                total=self._todo if self._todo is not None else self._input_rows(), desc=desc
+            )
 
     # ------------------------------------------------------------ the RecordSink
 
@@ -226,8 +302,20 @@ class RunDirectory:
             logger.warning("record for %s arrived twice; the second copy is dropped", rid)
             return False
         assert self._writer is not None
-        self._writer.append(record)
+        try:
+            self._writer.append(record)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"the disk holding {self.records_path} is full ({exc.strerror}): the "
+                    f"{len(self.done_ids)} records written are intact (a partly written last "
+                    "one is cut on resume); free some space and run the same command again "
+                    "to resume"
+                ) from exc
+            raise
         self.done_ids.add(rid)
+        if self.store is not None:
+            self.store.forget(rid)
         reward = self.summary.add_record(record, row=self.collect_rows)
         self.run_rewards.append(reward)
         self.all_rewards.append(reward)
@@ -275,18 +363,32 @@ class RunDirectory:
             s.bytes_written = writer.bytes_written if writer is not None else 0
             s.mean_best_reward = _mean(self.run_rewards)
             s.mean_best_reward_all = _mean(self.all_rewards)
-            (self.out_dir / SUMMARY_FILE).write_text(
-                json.dumps(s.to_json(), indent=2) + "\n", encoding="utf-8"
-            )
+            try:
+                (self.out_dir / SUMMARY_FILE).write_text(
+                    json.dumps(s.to_json(), indent=2) + "\n", encoding="utf-8"
+                )
+            except OSError as exc:  # a full disk: the records are what matters
+                logger.warning("could not write %s: %s", SUMMARY_FILE, exc)
         finally:
             self.lock.release()
 
     def _close_files(self) -> None:
+        if self.store is not None:
+            self.store.close()
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(OSError):  # a full disk: the frame's end is cut on resume
+                self._writer.close()
         for f in (self._errors_f, self._failed_f):
             if f is not None:
                 f.close()
+
+
+def _count_lines(path: Path) -> int:
+    n = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+    return n
 
 
 def _mean(xs: Sequence[float]) -> float | None:

@@ -7,9 +7,11 @@ The runner behind ``toa-graph synthesize`` (and ``compare``), usable from Python
                                   agents=cfg.agents, reward=reward, context={"budget": 16})
 
 Durability model: a prompt's record is written in one ``write`` call only once the prompt
-is complete; nothing else is persisted, so the graph is compiled **without a
-checkpointer** (per-step checkpoints re-serialise the growing ``samples`` list and cost
-bytes quadratic in the budget, for no benefit: a killed prompt is simply re-run).
+is complete. The graph is compiled **without a checkpointer** (per-step checkpoints
+re-serialise the growing ``samples`` list and cost bytes quadratic in the budget): a
+killed prompt is re-run, but each generation it got back is kept in the run directory's
+generation store (:mod:`toa_graph.synthesis.genstore`) as it returns, and the re-run is
+answered from there, so a kill costs at most the requests that were in flight.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from toa_graph.agents.memo import CURRENT_MEMO
+from toa_graph.synthesis.digest import data_digest, data_payload
+from toa_graph.synthesis.genstore import GenerationStore
 from toa_graph.synthesis.inputs import PromptItem, parse_field_map
 from toa_graph.synthesis.recordio import Compression
 from toa_graph.synthesis.records import build_record, config_digest
-from toa_graph.synthesis.rundir import InputSource, RunDirectory
+from toa_graph.synthesis.rundir import DataConfig, InputSource, RunDirectory
 from toa_graph.synthesis.sink import RecordSink
 from toa_graph.synthesis.summary import (
     ProgressFactory,
@@ -49,6 +54,10 @@ class RunnerConfig:
         method_options: the method's factory options (e.g. MoA's ``aggregator``).
         graph: a compiled graph to use instead of compiling ``method``.
         digest: config digest written in each record (default: computed from the above).
+        data: what determines the data (default: computed from the above; the CLI passes
+            the config's reward section); its hash, ``data_digest``, is written in each
+            record, and an output of another data digest is refused.
+        force_mixed: append to an output made under another data digest.
 
     Input:
         limit: only the first ``limit`` usable input rows.
@@ -73,6 +82,8 @@ class RunnerConfig:
     method_options: Mapping[str, Any] = field(default_factory=dict)
     graph: Any = None
     digest: str | None = None
+    data: Mapping[str, Any] | None = None
+    force_mixed: bool = False
     limit: int | None = None
     field_map: Mapping[str, str] | Iterable[str] | None = None
     shard: tuple[int, int] | None = None
@@ -84,6 +95,7 @@ class RunnerConfig:
     collect_rows: bool = True
     fields: dict[str, str] = field(init=False, repr=False)
     """``field_map`` parsed."""
+    data_digest: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -94,6 +106,15 @@ class RunnerConfig:
             method=self.method, context=self.context, agents=self.agents, reward=self.reward,
             options=self.method_options,
         )  # fmt: skip
+        if self.data is None:
+            self.data = data_payload(
+                method=self.method, context=self.context, agents=self.agents,
+                reward=self.reward, options=self.method_options,
+            )  # fmt: skip
+        self.data_digest = data_digest(self.data)
+
+    def data_config(self, *, store: bool) -> DataConfig:
+        return DataConfig(self.data_digest, self.data or {}, self.force_mixed, store)
 
     def check_method(self) -> None:
         """Raise when ``method`` is not a known method or its options are bad (before
@@ -143,11 +164,17 @@ def generation_failure(record: Mapping[str, Any]) -> str | None:
 
 
 async def run_prompts(
-    items: Iterable[PromptItem], graph: Any, config: RunnerConfig, sink: RecordSink
+    items: Iterable[PromptItem],
+    graph: Any,
+    config: RunnerConfig,
+    sink: RecordSink,
+    store: GenerationStore | None = None,
 ) -> None:
     """Run ``graph`` on each item, ``config.concurrency`` at once, and hand each outcome to
     ``sink`` (one ``record`` or ``failed`` per item). The prompt loop of the
-    single-process runner and of each Ray worker."""
+    single-process runner and of each Ray worker. With a ``store``, each prompt runs with
+    its memo (:data:`~toa_graph.agents.memo.CURRENT_MEMO`): generations it already paid
+    for are answered from the store, new ones kept there."""
     ctx = dict(config.context)
     digest = config.digest or ""
     timeout = config.prompt_timeout_s
@@ -159,6 +186,8 @@ async def run_prompts(
     async def process(item: PromptItem) -> None:
         t0 = time.perf_counter()
         inp = {"prompt": item.prompt, "reference": item.reference, "id": item.id}
+        memo = store.memo(item.id) if store is not None else None
+        token = CURRENT_MEMO.set(memo)
         try:
             call = graph.ainvoke(inp, context=dict(ctx), config=trace_config(item, config))
             out = await (asyncio.wait_for(call, timeout) if timeout else call)
@@ -173,10 +202,15 @@ async def run_prompts(
             logger.warning("prompt %s failed: %s", item.id, describe_error(exc))
             fail(item, describe_error(exc), t0)
             return
+        finally:
+            CURRENT_MEMO.reset(token)
+            if store is not None and memo is not None:
+                store.reused += memo.hits
         wall = time.perf_counter() - t0
         record = build_record(
-            item, out, method=config.method, digest=digest, context=ctx, wall_s=wall
-        )
+            item, out, method=config.method, digest=digest, context=ctx, wall_s=wall,
+            data_digest=config.data_digest,
+        )  # fmt: skip
         reason = generation_failure(record)
         if reason is not None:
             fail(item, reason, t0)
@@ -219,12 +253,14 @@ async def run_config(
     run = RunDirectory.open(
         input, output_dir, summary, field_map=config.fields, limit=config.limit,
         shard=config.shard, fsync=config.fsync, collect_rows=config.collect_rows,
-        compress=config.compress,
+        compress=config.compress, data=config.data_config(store=True),
     )  # fmt: skip
     try:
         run.show_progress(config.progress, config.method)
-        await run_prompts(run.todo_items(), graph, config, run)
+        await run_prompts(run.todo_items(), graph, config, run, run.store)
     finally:
+        if run.store is not None:
+            summary.generations_reused = run.store.reused
         summary.reward_counters = merge_counters(reward_counters(config.reward))
         run.close()
     return summary

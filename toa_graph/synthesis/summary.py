@@ -47,6 +47,10 @@ class SynthesisSummary:
     wall_s: float = 0.0
     bytes_written: int = 0
     torn_bytes_repaired: int = 0
+    resume_scan_s: float = 0.0
+    """Seconds the resume scan of the records file took."""
+    generations_reused: int = 0
+    """Generations answered from the generation store (paid for by an earlier run)."""
     digest_mismatch: bool = False
     """The output already holds records made with another config/method/context."""
     reward_counters: dict[str, int] | None = None
