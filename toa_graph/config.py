@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from toa_graph.errors import UserError
+from toa_graph.provider_table import PROVIDERS
 from toa_graph.registry import METHOD_SPECS, method_context, method_options
 
 __all__ = [
@@ -122,8 +123,6 @@ class AgentConfig(_Strict):
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
-        from toa_graph.agents.providers import PROVIDERS
-
         if v != "openai" and v not in PROVIDERS:
             raise ValueError(
                 f"unknown provider {v!r}; use openai (OpenAI-compatible) or one of: "
