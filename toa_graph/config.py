@@ -310,21 +310,25 @@ def remote_reward_kinds() -> frozenset[str]:
     return frozenset(k for k, cls in REWARD_KINDS.items() if cls.remote)
 
 
-if TYPE_CHECKING:
-    MethodName = str
-else:
-    MethodName = Literal[tuple(METHOD_SPECS)]
-
-
 class MethodConfig(_Strict):
     """Default method, its per-run knobs and its options, checked against the registry
     (:mod:`toa_graph.registry`): a knob or option the method does not have is an error."""
 
-    name: MethodName = "toa"
+    name: str = "toa"
+    """A registered method (built in, or added by a plugin before the config loads)."""
     context: dict[str, Any] = Field(default_factory=dict)
     """Knobs of the method's context class, e.g. ``budget``, ``alpha`` (TOA), ``rounds``."""
     options: dict[str, Any] = Field(default_factory=dict)
-    """Factory options, e.g. MoA's ``aggregator``, debate's ``critic`` and ``student``."""
+    """Factory options, e.g. MoA's ``aggregator``."""
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in METHOD_SPECS:
+            raise ValueError(
+                f"unknown method {v!r}; methods: {', '.join(repr(m) for m in METHOD_SPECS)}"
+            )
+        return v
 
     @field_validator("context")
     @classmethod

@@ -17,7 +17,7 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
-from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
+from toa_graph.context import BaseContext, SamplingContext, graph_context_class, read_context
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.rewards.base import RewardModel
 from toa_graph.state import (
@@ -284,24 +284,27 @@ class ContextReader:
     def __init__(self, method: str | None = None, defaults: Mapping[str, Any] | None = None):
         self.method = method
         self.defaults = dict(defaults or {})
-        if self.defaults:
-            from toa_graph.registry import method_context
+        base: type[BaseContext] | None = None
+        if method is not None:
+            from toa_graph.registry import get_method, method_context
 
-            if method is None:
-                raise ValueError("factory defaults need the method's name to be checked")
-            method_context(method, self.defaults)  # unknown or bad knobs: UserError
+            base = get_method(method).context
+            if self.defaults:
+                method_context(method, self.defaults)  # unknown or bad knobs: UserError
+        elif self.defaults:
+            raise ValueError("factory defaults need the method's name to be checked")
         name = f"{''.join(p.title() for p in (method or '').split('_'))}GraphContext"
-        self.schema = graph_context_class(self.defaults, name)
-        self._plain = self.schema is GraphContext
+        self.schema = graph_context_class(self.defaults, name, base)
+        self._complete = base or SamplingContext  # an instance of it lacks no knob
         self._empty = self.schema()
 
-    def __call__(self, runtime: Any) -> SamplingContext:
+    def __call__(self, runtime: Any) -> Any:
         ctx = getattr(runtime, "context", None)
         if type(ctx) is self.schema:  # this graph's own schema: coerced by LangGraph
             return ctx
         if ctx is None:
             return self._empty
-        if self._plain and isinstance(ctx, SamplingContext):  # complete, nothing to fill
+        if not self.defaults and isinstance(ctx, self._complete):  # nothing to fill
             return ctx
         return read_context(ctx, self.schema)
 

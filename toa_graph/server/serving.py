@@ -21,7 +21,13 @@ from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import BaseContext
 from toa_graph.errors import ToaGraphError
 from toa_graph.progress import Progress, RunResult, astream_run
-from toa_graph.registry import compile_method, get_method, method_names, method_options
+from toa_graph.registry import (
+    InputRejected,
+    compile_method,
+    get_method,
+    method_names,
+    method_options,
+)
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.server.protocol import (
     AssistantMessage,
@@ -282,11 +288,10 @@ class ChatServing:
             knobs["max_tokens"] = max_tokens
         budget = req.budget if req.budget is not None else name_budget
         context = self._context(method, knobs, budget)
-        if method == "debate":  # the graph would raise this as it starts: a 400, not a 500
-            from toa_graph.methods.debate import NO_GOLD_ANSWER, can_judge
-
-            if not can_judge(req.reference, getattr(context, "correct_threshold", None)):
-                raise ServingError(400, NO_GOLD_ANSWER, param="context.correct_threshold")
+        try:  # what the graph would raise as it starts: a 400, not a 500
+            get_method(method).check_input({"reference": req.reference}, context, self.pool.names)
+        except InputRejected as exc:
+            raise ServingError(400, str(exc), param=exc.param or "context") from None
         options = self._options(
             method, {**self.settings.default_options.get(method, {}), **(req.options or {})}
         )
