@@ -14,6 +14,7 @@ from toa_graph.methods import (
     create_toa_graph,
     debate_tdpo_pairs,
 )
+from toa_graph.registry import load_plugins
 from toa_graph.rewards.base import CallableReward, RewardError, RewardModel, as_reward_model
 from toa_graph.state import Sample, SamplingInput, SamplingOutput, SamplingState, best_sample
 
@@ -45,3 +46,5 @@ __all__ = [
     "debate_tdpo_pairs",
     "load_config",
 ]
+
+load_plugins()  # methods of $TOA_GRAPH_METHODS and the toa_graph.methods entry points
