@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from toa_graph.export_kinds import EXPORTS
+
 __all__ = ["CITATIONS", "CardFacts", "dataset_card", "push_dataset", "split_rows"]
 
 class _Citations(Mapping[str, str]):
@@ -113,6 +115,8 @@ def dataset_card(
     title = repo or f"toa-graph {kind} export"
     split_lines = "\n".join(f"| {name} | {n} |" for name, n in counts.items())
     cites = "\n\n".join(dict.fromkeys(method_citation(m) for m in methods))
+    export = EXPORTS.get(kind)
+    row_format = f"Rows: {export.row_format}.\nTrain: {export.training}.\n" if export else ""
     return f"""---
 {header}---
 
@@ -123,6 +127,7 @@ agents {", ".join(f"`{a}`" for a in sorted(facts.agents)) or "unknown"},
 reward `{meta["toa_graph"]["reward"]}`, budget {meta["toa_graph"]["budget"]}
 (config digest {meta["toa_graph"]["config_digest"]}), from {facts.records} prompt records.
 
+{row_format}
 | split | rows |
 |---|---|
 {split_lines}
