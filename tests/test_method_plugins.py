@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,7 +149,9 @@ def test_the_contract_tests_are_parametrised_over_a_registered_method(toy_module
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     ids = out.stdout.splitlines()
-    assert "tests/test_compose.py::test_every_method_answers_messages_and_is_chat_capable[toy]" in ids
+    assert (
+        "tests/test_compose.py::test_every_method_answers_messages_and_is_chat_capable[toy]" in ids
+    )
     assert "tests/test_toa_graph.py::test_each_invocation_on_a_thread_is_a_fresh_run[toy]" in ids
     assert "tests/test_server.py::test_every_method_serves[toy]" in ids
 
@@ -166,9 +167,9 @@ def test_studio_files_are_generated_from_the_registry(tmp_path: Path) -> None:
     (tmp_path / "graphs" / "toa.py").unlink()
     (tmp_path / "graphs" / "gone.py").write_text("")
     assert sorted(stale_files(tmp_path)) == ["graphs/gone.py", "graphs/moa.py", "graphs/toa.py"]
-    assert sorted(write_studio_files(tmp_path)) == sorted(stale_files(ROOT) or [
-        "graphs/gone.py", "graphs/moa.py", "graphs/toa.py"
-    ])
+    assert sorted(write_studio_files(tmp_path)) == sorted(
+        stale_files(ROOT) or ["graphs/gone.py", "graphs/moa.py", "graphs/toa.py"]
+    )
     assert stale_files(tmp_path) == [] and not (tmp_path / "graphs" / "gone.py").exists()
 
 
@@ -182,7 +183,9 @@ def test_studio_files_are_generated_from_the_registry(tmp_path: Path) -> None:
 async def test_debate_pre_check_runs_in_the_server_and_the_graph(fields, param, needle) -> None:
     agents = fake_agents()
     serving = ChatServing(agents, hash_reward)
-    req = ChatCompletionRequest(model="debate", messages=[{"role": "user", "content": "q"}], **fields)
+    req = ChatCompletionRequest(
+        model="debate", messages=[{"role": "user", "content": "q"}], **fields
+    )
     with pytest.raises(ServingError) as err:
         serving.prepare(req)
     assert err.value.status == 400 and err.value.body.error.param == param

@@ -14,7 +14,7 @@ from pydantic import Field
 from toa_graph.context import DebateContext, MoaContext, ToaContext
 from toa_graph.method_spec import MethodOptions, MethodSpec
 
-__all__ = ["BUILTIN_METHODS", "DebateOptions", "MoaOptions", "TOA_CITATION"]
+__all__ = ["BUILTIN_METHODS", "TOA_CITATION", "DebateOptions", "MoaOptions"]
 
 TOA_CITATION = """@misc{ye2024multiagentsampling,
   title={Multi-Agent Sampling: Scaling Inference Compute for Data Synthesis with Tree Search-Based Agentic Collaboration},

@@ -184,16 +184,19 @@ def graph_context_class(
     own = base.__dataclass_fields__
     cls = dataclasses.make_dataclass(
         name,
-        [(k, own[k].type, dataclasses.field(default=v, kw_only=True)) for k, v in (defaults or {}).items()],
+        [
+            (k, own[k].type, dataclasses.field(default=v, kw_only=True))
+            for k, v in (defaults or {}).items()
+        ],
         bases=(base,),
         kw_only=True,
     )
-    strict = cls.__init__
+    strict: Any = vars(cls)["__init__"]
 
     def __init__(self: Any, **knobs: Any) -> None:  # missing or None: the field's default
         strict(self, **{k: v for k, v in knobs.items() if v is not None and k in own})
 
-    cls.__init__ = __init__  # type: ignore[method-assign]
+    type.__setattr__(cls, "__init__", __init__)
     cls.__module__ = base.__module__  # string annotations resolve there (JSON schema)
     doc = f"{base.__doc__ or ''}\n\nBuilt leniently: unknown keys are ignored, None keeps the default."
     cls.__doc__ = doc + (f"\n\nFactory defaults: {dict(defaults)!r}" if defaults else "")

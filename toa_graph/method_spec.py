@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from toa_graph.context import BaseContext
 from toa_graph.errors import UserError
 
-__all__ = ["InputRejected", "InputCheck", "MethodOptions", "MethodSpec", "import_path"]
+__all__ = ["InputCheck", "InputRejected", "MethodOptions", "MethodSpec", "import_path"]
 
 
 class MethodOptions(BaseModel):
@@ -101,7 +101,9 @@ class MethodSpec:
         """Knob name -> default, in declaration order."""
         return {f.name: f.default for f in dataclasses.fields(self.context)}
 
-    def check_input(self, run_input: Mapping[str, Any], context: Any, agents: Sequence[str]) -> None:
+    def check_input(
+        self, run_input: Mapping[str, Any], context: Any, agents: Sequence[str]
+    ) -> None:
         """Run the method's input pre-check (nothing when it has none)."""
         if self.check_input_path:
             check: InputCheck = import_path(self.check_input_path)

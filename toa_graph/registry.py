@@ -22,34 +22,37 @@ import dataclasses
 import importlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import ValidationError
 
-from toa_graph.builtin_methods import BUILTIN_METHODS, DebateOptions, MoaOptions, TOA_CITATION
+from toa_graph.builtin_methods import BUILTIN_METHODS, TOA_CITATION, DebateOptions, MoaOptions
 from toa_graph.context import BaseContext
 from toa_graph.errors import UserError
 from toa_graph.method_spec import InputRejected, MethodOptions, MethodSpec
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "METHOD_SPECS",
     "DebateOptions",
     "InputRejected",
     "MethodOptions",
     "MethodSpec",
     "MoaOptions",
+    "RunSettings",
     "compile_method",
     "get_method",
     "knobs_help",
+    "load_plugins",
+    "method_citation",
     "method_context",
     "method_names",
     "method_options",
     "register_method",
-    "unregister_method",
-    "load_plugins",
-    "method_citation",
     "studio_methods",
+    "unregister_method",
 ]
 
 
@@ -98,7 +101,9 @@ def load_plugins(modules: str | None = None) -> list[str]:
             try:
                 importlib.import_module(module)
             except ImportError as exc:
-                raise UserError(f"{PLUGINS_ENV}: cannot import method module {module!r}: {exc}") from exc
+                raise UserError(
+                    f"{PLUGINS_ENV}: cannot import method module {module!r}: {exc}"
+                ) from exc
             _loaded_plugins.add(module)
     if modules is None:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -159,6 +164,93 @@ def method_options(name: str, options: Mapping[str, Any] | None = None) -> Metho
         ) from None
 
 
+DEFAULT_BUDGET = 8
+"""Generations per prompt of a command-line run (``run``, ``synthesize``) when neither the
+flags nor the config set a budget."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A run's settings resolved once: the method, its knobs (as set: what records and
+    config digests store), its options, and the typed, validated context a graph reads
+    as is. ``run``, ``synthesize``, ``chat``, ``serve``, ``compare``, the server and
+    :func:`compile_method` all make theirs with :meth:`resolve`."""
+
+    method: str
+    knobs: dict[str, Any]
+    options: dict[str, Any]
+    method_options: MethodOptions
+    context: BaseContext
+
+    @property
+    def spec(self) -> MethodSpec:
+        return get_method(self.method)
+
+    @property
+    def budget(self) -> int:
+        return self.context.budget
+
+    @classmethod
+    def resolve(
+        cls,
+        config: Any = None,
+        *,
+        method: str | None = None,
+        knobs: Mapping[str, Any] | None = None,
+        budget: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        default_budget: int | None = None,
+    ) -> RunSettings:
+        """``config``'s ``method:`` section (its knobs that the method has; its options
+        when it names the same method), then ``knobs``, ``budget`` (else the knobs', else
+        ``default_budget``) and ``options``, each checked against the method: a
+        :class:`~toa_graph.errors.UserError` naming the method and listing its knobs or
+        options. ``method`` defaults to the config's (else ``toa``)."""
+        section = getattr(config, "method", None)
+        name = method or (section.name if section is not None else "toa")
+        spec = get_method(name)
+        merged = {k: v for k, v in (section.context if section else {}).items() if k in spec.knobs}
+        merged.update(knobs or {})
+        if budget is not None:
+            merged["budget"] = budget
+        elif merged.get("budget") is None and default_budget is not None:
+            merged["budget"] = default_budget
+        context = method_context(name, merged)
+        same = section is not None and section.name == name
+        opts = dict(getattr(section, "options", None) or {}) if same else {}
+        opts.update(options or {})
+        checked = method_options(name, opts)
+        names = [getattr(a, "name", a) for a in getattr(config, "agents", None) or []]
+        for key in checked.agent_fields() if names else ():
+            value = getattr(checked, key)
+            if value is not None and value not in names:
+                raise UserError(f"method.options.{key}: {value!r} is not one of the agents {names}")
+        return cls(name, merged, opts, checked, context)
+
+    @staticmethod
+    def own_knobs(method: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``knobs`` that ``method`` has (knobs shared by several methods' runs, such
+        as a server's defaults or compare's ``--set``, apply where they exist)."""
+        own = get_method(method).knobs
+        return {k: v for k, v in knobs.items() if k in own}
+
+    def with_knobs(self, **knobs: Any) -> RunSettings:
+        """The same run with ``knobs`` changed (checked again)."""
+        merged = {**self.knobs, **knobs}
+        return RunSettings(
+            self.method,
+            merged,
+            self.options,
+            self.method_options,
+            method_context(self.method, merged),
+        )
+
+    def compile(self, *, agents: Any, reward: Any, **compile_kw: Any) -> Any:
+        """The compiled graph of this run's method and options (its knobs: pass
+        :attr:`context` to ``ainvoke``)."""
+        return _compile(self, agents=agents, reward=reward, defaults=None, **compile_kw)
+
+
 def build_method(
     name: str,
     *,
@@ -169,11 +261,19 @@ def build_method(
 ) -> Any:
     """The uncompiled graph of method ``name`` with ``options`` passed to its factory, and
     ``defaults`` for the knobs a run's context does not set (checked against its knobs)."""
-    spec = get_method(name)
-    opts = method_options(name, options)
-    return spec.factory(
-        agents=agents, reward=reward, defaults=defaults, **opts.model_dump(exclude_defaults=True)
-    )
+    settings = RunSettings.resolve(method=name, options=options)
+    return _build(settings, agents=agents, reward=reward, defaults=defaults)
+
+
+def _build(settings: RunSettings, *, agents: Any, reward: Any, defaults: Any) -> Any:
+    opts = settings.method_options.model_dump(exclude_defaults=True)
+    return settings.spec.factory(agents=agents, reward=reward, defaults=defaults, **opts)
+
+
+def _compile(settings: RunSettings, *, agents: Any, reward: Any, defaults: Any, **kw: Any) -> Any:
+    builder = _build(settings, agents=agents, reward=reward, defaults=defaults)
+    kw.setdefault("name", settings.method)
+    return builder.compile(**kw)
 
 
 def compile_method(
@@ -186,10 +286,10 @@ def compile_method(
     **compile_kw: Any,
 ) -> Any:
     """The one way every caller compiles a method graph (``name`` defaults to the method);
-    ``defaults``: knobs for runs whose context does not set them."""
-    builder = build_method(name, agents=agents, reward=reward, options=options, defaults=defaults)
-    compile_kw.setdefault("name", name)
-    return builder.compile(**compile_kw)
+    ``options`` are resolved once (:meth:`RunSettings.resolve`); ``defaults``: knobs for
+    runs whose context does not set them (checked by the factory against its knobs)."""
+    settings = RunSettings.resolve(method=name, options=options)
+    return _compile(settings, agents=agents, reward=reward, defaults=defaults, **compile_kw)
 
 
 def knobs_help() -> str:
@@ -216,4 +316,3 @@ def method_citation(name: str) -> str:
 def studio_methods() -> list[MethodSpec]:
     """The methods served to LangGraph Studio, in registry order."""
     return [spec for spec in METHOD_SPECS.values() if spec.studio]
-

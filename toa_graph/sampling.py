@@ -311,12 +311,12 @@ class ContextReader:
 
 def method_builder(
     first: str, context: ContextReader | None = None
-) -> StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]:
+) -> StateGraph[SamplingState, Any, SamplingInput, SamplingOutput]:
     """A builder with the shared contract whose runs begin with :func:`start_run`, then
     ``first``, and end at :data:`FINISH` (where a run given ``messages`` answers there);
     ``context`` is the graph's :class:`ContextReader` (its schema is the context schema)."""
     reader = context or ContextReader()
-    builder: StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]
+    builder: StateGraph[SamplingState, Any, SamplingInput, SamplingOutput]
     builder = StateGraph(
         SamplingState,
         context_schema=reader.schema,

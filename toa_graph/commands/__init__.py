@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from toa_graph.config import ProjectConfig
+    from toa_graph.registry import RunSettings
 
 
 def parse_knobs(items: list[str]) -> dict[str, Any]:
@@ -54,19 +56,43 @@ def method_choices() -> list[str]:
     return method_names()
 
 
-def method_settings(
-    cfg: ProjectConfig, method: str | None, knobs: dict[str, Any]
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The method to run with its knobs and options: the config's ``method:`` section (its
-    knobs that the chosen method has; its options when it is the same method), then the
-    ``--set`` knobs, checked now: :class:`~toa_graph.errors.UserError` for a knob the
-    method lacks (listing its knobs) or a bad value."""
-    from toa_graph.registry import get_method, method_context
+def settings_parser(
+    *,
+    method_help: str | None = "default: the config's, else toa",
+    budget_help: str | None = "generations per prompt (default: the config's, else 8)",
+    set_what: str = "context knobs",
+    keep_help: str = "leave embedded servers running for later runs",
+) -> argparse.ArgumentParser:
+    """The options every command that runs a method shares, declared once: ``--config``,
+    ``--method``, ``--budget`` (each left out when its help is ``None``), ``--set`` and
+    ``--keep-servers``. Pass it as ``parents=[...]`` to ``add_parser``; read the options
+    back with :func:`run_settings`."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("method and config")
+    g.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
+    if method_help is not None:
+        g.add_argument("--method", default=None, choices=method_choices(), help=method_help)
+    if budget_help is not None:
+        g.add_argument("--budget", type=int, default=None, help=budget_help)
+    g.add_argument(
+        "--set", action="append", default=[], metavar="KNOB=VALUE", help=set_help(set_what)
+    )
+    g.add_argument("--keep-servers", action="store_true", help=keep_help)
+    return p
 
-    name = method or cfg.method.name
-    spec = get_method(name)
-    context = {k: v for k, v in cfg.method.context.items() if k in spec.knobs}
-    context.update(knobs)
-    method_context(name, context)
-    options = dict(cfg.method.options) if name == cfg.method.name else {}
-    return name, context, options
+
+def run_settings(
+    args: argparse.Namespace, cfg: ProjectConfig, *, default_budget: int | None = None
+) -> RunSettings:
+    """The run's settings from the shared options (:func:`settings_parser`) and the config,
+    resolved once (:meth:`~toa_graph.registry.RunSettings.resolve`): a knob or option the
+    method lacks, or a bad value, is a :class:`~toa_graph.errors.UserError`."""
+    from toa_graph.registry import RunSettings
+
+    return RunSettings.resolve(
+        cfg,
+        method=getattr(args, "method", None),
+        knobs=parse_knobs(args.set),
+        budget=getattr(args, "budget", None),
+        default_budget=default_budget,
+    )

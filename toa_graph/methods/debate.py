@@ -59,8 +59,8 @@ from toa_graph.answers import (
     gold_answer,
 )
 from toa_graph.answers import answers_match as _answers_match
-from toa_graph.method_spec import InputRejected
 from toa_graph.context import SamplingContext
+from toa_graph.method_spec import InputRejected
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
     answer_prompt_text,
