@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -200,12 +200,16 @@ class RunSettings:
         budget: int | None = None,
         options: Mapping[str, Any] | None = None,
         default_budget: int | None = None,
+        agents: Sequence[str] | None = None,
     ) -> RunSettings:
         """``config``'s ``method:`` section (its knobs that the method has; its options
         when it names the same method), then ``knobs``, ``budget`` (else the knobs', else
-        ``default_budget``) and ``options``, each checked against the method: a
-        :class:`~toa_graph.errors.UserError` naming the method and listing its knobs or
-        options. ``method`` defaults to the config's (else ``toa``)."""
+        ``default_budget``) and ``options``, each checked against the method: an
+        :class:`~toa_graph.method_spec.InputRejected` (a
+        :class:`~toa_graph.errors.UserError`) naming the method and listing its knobs or
+        options, its ``param`` the part at fault (``context``, ``options``,
+        ``options.<name>``). Options naming an agent are checked against ``agents`` (default:
+        the config's). ``method`` defaults to the config's (else ``toa``)."""
         section = getattr(config, "method", None)
         name = method or (section.name if section is not None else "toa")
         spec = get_method(name)
@@ -215,16 +219,26 @@ class RunSettings:
             merged["budget"] = budget
         elif merged.get("budget") is None and default_budget is not None:
             merged["budget"] = default_budget
-        context = method_context(name, merged)
+        try:
+            context = method_context(name, merged)
+        except UserError as exc:
+            raise InputRejected(str(exc), param="context") from None
         same = section is not None and section.name == name
         opts = dict(getattr(section, "options", None) or {}) if same else {}
         opts.update(options or {})
-        checked = method_options(name, opts)
-        names = [getattr(a, "name", a) for a in getattr(config, "agents", None) or []]
-        for key in checked.agent_fields() if names else ():
+        try:
+            checked = method_options(name, opts)
+        except UserError as exc:
+            raise InputRejected(str(exc), param="options") from None
+        if agents is None:
+            agents = [getattr(a, "name", a) for a in getattr(config, "agents", None) or []]
+        for key in checked.agent_fields() if agents else ():
             value = getattr(checked, key)
-            if value is not None and value not in names:
-                raise UserError(f"method.options.{key}: {value!r} is not one of the agents {names}")
+            if value is not None and value not in agents:
+                raise InputRejected(
+                    f"options.{key}: {value!r} is not one of the agents {list(agents)}",
+                    param=f"options.{key}",
+                )
         return cls(name, merged, opts, checked, context)
 
     @staticmethod
@@ -233,17 +247,6 @@ class RunSettings:
         as a server's defaults or compare's ``--set``, apply where they exist)."""
         own = get_method(method).knobs
         return {k: v for k, v in knobs.items() if k in own}
-
-    def with_knobs(self, **knobs: Any) -> RunSettings:
-        """The same run with ``knobs`` changed (checked again)."""
-        merged = {**self.knobs, **knobs}
-        return RunSettings(
-            self.method,
-            merged,
-            self.options,
-            self.method_options,
-            method_context(self.method, merged),
-        )
 
     def compile(self, *, agents: Any, reward: Any, **compile_kw: Any) -> Any:
         """The compiled graph of this run's method and options (its knobs: pass

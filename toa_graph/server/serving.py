@@ -23,10 +23,10 @@ from toa_graph.errors import ToaGraphError
 from toa_graph.progress import Progress, RunResult, astream_run
 from toa_graph.registry import (
     InputRejected,
+    RunSettings,
     compile_method,
     get_method,
     method_names,
-    method_options,
 )
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.server.protocol import (
@@ -142,9 +142,8 @@ class ChatServing:
         )
         if stray:
             raise ValueError(f"default context knob(s) {sorted(stray)} belong to no served method")
-        self._context(default, {}, None)
-        for m, opts in self.settings.default_options.items():
-            self._options(m, opts)
+        for m in dict.fromkeys([default, *self.settings.default_options]):
+            self._settings(m, {}, None)
         self._graphs: dict[tuple[str, str], Any] = {}
         self._slots: asyncio.Semaphore | None = None
 
@@ -160,7 +159,7 @@ class ChatServing:
         return self._graphs[key]
 
     def list_models(self) -> ModelList:
-        budget = self._context(self.settings.default_method, {}, None).budget
+        budget = self._settings(self.settings.default_method, {}, None).budget
         cards = [
             ModelCard(
                 id=m,
@@ -203,9 +202,19 @@ class ChatServing:
 
     # ------------------------------------------------------------------ requests
 
-    def _context(self, method: str, knobs: Mapping[str, Any], budget: int | None) -> BaseContext:
+    def _settings(
+        self,
+        method: str,
+        knobs: Mapping[str, Any],
+        budget: int | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> RunSettings:
+        """A request's run settings: the server's default knobs that the method has, the
+        request's knobs and budget, the method's default options then the request's,
+        resolved once (:meth:`RunSettings.resolve`); what is wrong is a 400 naming the
+        request field. The server adds its own limits: the budget cap, served agents."""
         spec = get_method(method)
-        merged = {k: v for k, v in self.settings.default_context.items() if k in spec.knobs}
+        merged = RunSettings.own_knobs(method, self.settings.default_context)
         merged.update(knobs)
         if budget is not None:
             merged["budget"] = budget
@@ -230,25 +239,14 @@ class ChatServing:
             raise ServingError(
                 400, f"unknown agent {agent!r}; agents: {self.pool.names}", param="context.agent"
             )
+        opts = {**self.settings.default_options.get(method, {}), **(options or {})}
         try:
-            return spec.context(**merged)
-        except (TypeError, ValueError) as exc:
-            raise ServingError(400, f"invalid context: {exc}", param="context") from None
-
-    def _options(self, method: str, options: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            opts = method_options(method, options)
-        except ValueError as exc:
-            raise ServingError(400, str(exc), param="options") from None
-        for key in opts.agent_fields():
-            value = getattr(opts, key)
-            if value is not None and value not in self.pool:
-                raise ServingError(
-                    400,
-                    f"options.{key}: {value!r} is not one of the agents {self.pool.names}",
-                    param=f"options.{key}",
-                )
-        return dict(options)
+            return RunSettings.resolve(
+                method=method, knobs=merged, options=opts, agents=self.pool.names
+            )
+        except InputRejected as exc:
+            message = f"invalid context: {exc}" if exc.param == "context" else str(exc)
+            raise ServingError(400, message, param=exc.param) from None
 
     def prepare(self, req: ChatCompletionRequest) -> _Run:
         """Validate a request into a run; raises :class:`ServingError` (4xx)."""
@@ -287,14 +285,11 @@ class ChatServing:
         if max_tokens is not None:
             knobs["max_tokens"] = max_tokens
         budget = req.budget if req.budget is not None else name_budget
-        context = self._context(method, knobs, budget)
+        run = self._settings(method, knobs, budget, req.options)
         try:  # what the graph would raise as it starts: a 400, not a 500
-            get_method(method).check_input({"reference": req.reference}, context, self.pool.names)
+            run.spec.check_input({"reference": req.reference}, run.context, self.pool.names)
         except InputRejected as exc:
             raise ServingError(400, str(exc), param=exc.param or "context") from None
-        options = self._options(
-            method, {**self.settings.default_options.get(method, {}), **(req.options or {})}
-        )
         prompt = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in req.messages
@@ -303,7 +298,7 @@ class ChatServing:
         if req.reference is not None:
             inp["reference"] = req.reference
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _Run(method, req.model, inp, context, include_usage, options)
+        return _Run(method, req.model, inp, run.context, include_usage, run.options)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
