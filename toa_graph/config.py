@@ -24,7 +24,12 @@ from pydantic import (
 
 from toa_graph.errors import UserError
 from toa_graph.provider_table import PROVIDERS
-from toa_graph.registry import METHOD_SPECS, method_context, method_options
+from toa_graph.registry import (
+    METHOD_SPECS,
+    check_agent_options,
+    method_context,
+    method_options,
+)
 
 __all__ = [
     "REWARD_KINDS",
@@ -357,12 +362,7 @@ class ProjectConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {dupes}")
-        agent_fields = METHOD_SPECS[self.method.name].options.agent_fields()
-        for key, value in self.method.options.items():
-            if key in agent_fields and value is not None and value not in names:
-                raise ValueError(
-                    f"method.options.{key}: {value!r} is not one of the agents {names}"
-                )
+        check_agent_options(self.method.name, self.method.options, names, "method.options")
         return self
 
     def agent(self, name: str) -> AgentConfig:

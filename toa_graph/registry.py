@@ -42,6 +42,7 @@ __all__ = [
     "MethodSpec",
     "MoaOptions",
     "RunSettings",
+    "check_agent_options",
     "compile_method",
     "get_method",
     "knobs_help",
@@ -164,6 +165,20 @@ def method_options(name: str, options: Mapping[str, Any] | None = None) -> Metho
         ) from None
 
 
+def check_agent_options(
+    method: str, options: Mapping[str, Any], agents: Sequence[str], where: str = "options"
+) -> None:
+    """:class:`InputRejected` (``param`` ``options.<name>``) when an option of ``method``
+    that names an agent names none of ``agents``."""
+    fields = get_method(method).options.agent_fields()
+    for key, value in options.items():
+        if key in fields and value is not None and value not in agents:
+            raise InputRejected(
+                f"{where}.{key}: {value!r} is not one of the agents {list(agents)}",
+                param=f"options.{key}",
+            )
+
+
 DEFAULT_BUDGET = 8
 """Generations per prompt of a command-line run (``run``, ``synthesize``) when neither the
 flags nor the config set a budget."""
@@ -232,13 +247,8 @@ class RunSettings:
             raise InputRejected(str(exc), param="options") from None
         if agents is None:
             agents = [getattr(a, "name", a) for a in getattr(config, "agents", None) or []]
-        for key in checked.agent_fields() if agents else ():
-            value = getattr(checked, key)
-            if value is not None and value not in agents:
-                raise InputRejected(
-                    f"options.{key}: {value!r} is not one of the agents {list(agents)}",
-                    param=f"options.{key}",
-                )
+        if agents:
+            check_agent_options(name, opts, agents)
         return cls(name, merged, opts, checked, context)
 
     @staticmethod
