@@ -54,11 +54,10 @@ def check_toy_input(run_input: Any, ctx: Any, agents: Any) -> None:
 
 def create_toy_graph(agents: Any, reward: Any, *, defaults: Any = None) -> StateGraph:
     pool, reward_model = as_agent_pool(agents), as_reward_model(reward)
-    read_context = ContextReader("toy", defaults)
+    read_context = ContextReader("toy", defaults, agents=pool.names)  # runs check_toy_input
 
     async def sample(state: Any, runtime: Any) -> dict[str, Any]:
         ctx = read_context(runtime)
-        check_toy_input(state, ctx, pool.names)
         name = pool.names[0]
         msgs = answer_messages(validate_prompt(state["prompt"]), pool.system_prompt(name))
         samples = await generate_samples(
@@ -135,6 +134,10 @@ async def test_a_toy_method_module_with_one_entry_is_everywhere(toy_module: str)
     with pytest.raises(ServingError) as err:
         serving.prepare(req.model_copy(update={"context": {"layers": "forbidden"}}))
     assert err.value.status == 400 and err.value.body.error.param == "context.layers"
+    # ... and the graph runs the same pre-check as it starts
+    graph = registry.compile_method("toy", agents=fake_agents(), reward=hash_reward)
+    with pytest.raises(ValueError, match="layers='forbidden' cannot run"):
+        await graph.ainvoke({"prompt": "q"}, context={"layers": "forbidden"})
     # the generated Studio list
     files = studio_files()
     assert "graphs/toy.py" in files and 'studio_graph("toy")' in files["graphs/toy.py"]

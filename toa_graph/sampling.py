@@ -281,14 +281,26 @@ class ContextReader:
     (:func:`~toa_graph.context.read_context`).
     """
 
-    def __init__(self, method: str | None = None, defaults: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        method: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        agents: Sequence[str] | None = None,
+    ):
         self.method = method
         self.defaults = dict(defaults or {})
+        self.agents = list(agents) if agents is not None else None
+        self.check: Any = None
+        """The method's input pre-check (its registry entry's), run by the graph's first
+        node when the factory passes its ``agents``."""
         base: type[BaseContext] | None = None
         if method is not None:
             from toa_graph.registry import get_method, method_context
 
-            base = get_method(method).context
+            spec = get_method(method)
+            base = spec.context
+            if spec.check_input_path and self.agents is not None:
+                self.check = spec.check_input
             if self.defaults:
                 method_context(method, self.defaults)  # unknown or bad knobs: UserError
         elif self.defaults:
@@ -323,7 +335,7 @@ def method_builder(
         input_schema=SamplingInput,
         output_schema=SamplingOutput,
     )
-    builder.add_node("start", start_run)
+    builder.add_node("start", _checked_start(reader))
     builder.add_node(FINISH, _finish_run(reader.method))
     builder.add_edge(START, "start")
     builder.add_edge("start", first)
@@ -348,6 +360,23 @@ async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, An
         "samples": new,
         "best": best_sample([best, *new] if best is not None else new),
     }
+
+
+def _checked_start(reader: ContextReader) -> Any:
+    """:func:`start_run`, then the method's input pre-check (the one the server runs before
+    it answers a request), when the method has one."""
+    check = reader.check
+    if check is None:
+        return start_run
+
+    def start(state: SamplingState, runtime: Any) -> dict[str, Any]:
+        update = start_run(state)
+        run_input = {"prompt": update.get("prompt", state.get("prompt"))}
+        run_input["reference"] = state.get("reference")
+        check(run_input, reader(runtime), reader.agents)
+        return update
+
+    return start
 
 
 def start_run(state: SamplingState) -> dict[str, Any]:

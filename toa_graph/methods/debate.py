@@ -215,7 +215,7 @@ def can_judge(reference: str | list[str] | None, correct_threshold: float | None
 
 def check_debate_input(run_input: Mapping[str, Any], ctx: Any, agents: Sequence[str]) -> None:
     """The debate's input pre-check (its registry entry's ``check_input_path``), run by the
-    server before it answers a request and by the moderator as the run starts: answers must
+    server before it answers a request and by the graph as the run starts: answers must
     be judgeable (a gold answer or ``correct_threshold``) and the budget must hold one
     round of ``agents``."""
     if not can_judge(run_input.get("reference"), ctx.correct_threshold):
@@ -250,7 +250,7 @@ def create_debate_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
-    read_context = ContextReader("debate", defaults)
+    read_context = ContextReader("debate", defaults, agents=pool.names)  # + its pre-check
     student_name = student or pool.names[-1]
     if student_name not in pool:
         raise ValueError(f"student {student_name!r} is not one of the agents {pool.names}")
@@ -261,8 +261,7 @@ def create_debate_graph(
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         golds = references_of(state.get("reference"))
-        check_debate_input(state, ctx, pool.names)
-        cost = round_cost(len(pool))
+        cost = round_cost(len(pool))  # the budget holds one round: checked as the run starts
         question, task = question_text(prompt), ctx.task or infer_task(golds[0] if golds else None)
         samples = state.get("samples") or []
 
