@@ -197,3 +197,15 @@ async def test_debate_pre_check_runs_in_the_server_and_the_graph(fields, param, 
     context = {"budget": fields["budget"], **fields.get("context", {})}
     with pytest.raises(ValueError, match=needle):
         await graph.ainvoke({"prompt": "q"}, context=context)
+
+
+def test_a_plugin_that_fails_to_load_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(registry.PLUGINS_ENV, "no_such_method_module_r23")
+    try:
+        with pytest.raises(ValueError, match="'no_such_method_module_r23' failed to load"):
+            registry.load_plugins()
+        registry._loaded_plugins.discard("no_such_method_module_r23")
+        with pytest.warns(UserWarning, match="no_such_method_module_r23"):
+            assert registry.load_plugins(strict=False) == []
+    finally:
+        registry._loaded_plugins.discard("no_such_method_module_r23")

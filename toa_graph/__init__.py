@@ -52,4 +52,4 @@ __all__ = [
     "register_method",
 ]
 
-load_plugins()  # methods of $TOA_GRAPH_METHODS and the toa_graph.methods entry points
+load_plugins(strict=False)  # methods of $TOA_GRAPH_METHODS and toa_graph.methods entry points

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -62,8 +63,9 @@ METHOD_SPECS: dict[str, MethodSpec] = {spec.name: spec for spec in BUILTIN_METHO
 then registered ones)."""
 
 PLUGINS_ENV = "TOA_GRAPH_METHODS"
-"""Comma-separated modules imported when the registry loads; each registers its methods
-with :func:`register_method` (e.g. ``TOA_GRAPH_METHODS=my_pkg.my_method``)."""
+"""Comma-separated modules imported once the ``toa_graph`` package is imported; each
+registers its methods with :func:`register_method` (e.g.
+``TOA_GRAPH_METHODS=my_pkg.my_method``)."""
 
 ENTRY_POINT_GROUP = "toa_graph.methods"
 """Entry-point group of installed packages' methods: each entry point names a
@@ -91,30 +93,37 @@ def unregister_method(name: str) -> None:
     METHOD_SPECS.pop(name, None)
 
 
-def load_plugins(modules: str | None = None) -> list[str]:
+def load_plugins(modules: str | None = None, *, strict: bool = True) -> list[str]:
     """Import the plugin modules of ``$TOA_GRAPH_METHODS`` (or ``modules``, the same
     comma-separated form) and the ``toa_graph.methods`` entry points, once each; the
-    names of the methods they added."""
+    names of the methods they added. A plugin that fails to load is a
+    :class:`~toa_graph.errors.UserError` naming it, or with ``strict=False`` (the package
+    import) a warning, so a bad plugin does not take the CLI's ``--help`` down with it."""
     before = set(METHOD_SPECS)
     raw = os.environ.get(PLUGINS_ENV, "") if modules is None else modules
-    for module in (m.strip() for m in raw.split(",")):
-        if module and module not in _loaded_plugins:
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise UserError(
-                    f"{PLUGINS_ENV}: cannot import method module {module!r}: {exc}"
-                ) from exc
-            _loaded_plugins.add(module)
+    sources: list[tuple[str, Any]] = [
+        (m, lambda m=m: importlib.import_module(m)) for m in (x.strip() for x in raw.split(","))
+    ]
     if modules is None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            key = f"entry point {ep.value}"
-            if key not in _loaded_plugins:
-                loaded = ep.load()
-                if isinstance(loaded, MethodSpec):
-                    register_method(loaded)
-                _loaded_plugins.add(key)
+        sources += [(f"entry point {ep.name} = {ep.value}", ep.load) for ep in _entry_points()]
+    for key, load in sources:
+        if not key or key in _loaded_plugins:
+            continue
+        try:
+            loaded = load()
+            if isinstance(loaded, MethodSpec):
+                register_method(loaded)
+        except Exception as exc:
+            message = f"method plugin {key!r} failed to load: {type(exc).__name__}: {exc}"
+            if strict:
+                raise UserError(f"{message} (from ${PLUGINS_ENV} or {ENTRY_POINT_GROUP})") from exc
+            warnings.warn(message, stacklevel=2)
+        _loaded_plugins.add(key)
     return [name for name in METHOD_SPECS if name not in before]
+
+
+def _entry_points() -> list[Any]:
+    return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def method_names() -> list[str]:
