@@ -20,6 +20,7 @@ from toa_graph.export_kinds import EXPORTS
 
 __all__ = ["CITATIONS", "CardFacts", "dataset_card", "push_dataset", "split_rows"]
 
+
 class _Citations(Mapping[str, str]):
     """Method -> BibTeX of its paper, read from the registry (each spec's ``citation``)."""
 
@@ -49,7 +50,6 @@ follow the TOA paper's implementations, so they cite it)."""
 def _arxiv(bibtex: str) -> str | None:
     found = re.search(r"(\d{4}\.\d{4,5})", bibtex)
     return found.group(1) if found else None
-
 
 
 @dataclass

@@ -19,6 +19,7 @@ from toa_graph.registry import METHOD_SPECS, MethodSpec, compile_method
 
 MethodFactory = Callable[..., StateGraph[Any, Any, Any, Any]]
 
+
 class _Factories(Mapping[str, MethodFactory]):
     """A live view of the registry's factories (methods registered later appear too)."""
 
