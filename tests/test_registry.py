@@ -79,7 +79,13 @@ def test_each_spec_is_complete_and_its_knobs_belong_to_the_compat_context():
     lines = dict(line.split(": ", 1) for line in helptext.splitlines())
     assert lines["every method"].startswith("budget=16, agent=None")
     assert lines["toa"].startswith("alpha=0.01, tau=0.1") and "budget" not in lines["toa"]
-    assert lines["moa"] == "layers=4, num_references=None, config options: aggregator"
+    assert lines["moa"] == (
+        "layers=4, num_references=None, proposers='all', seq_window=None, "
+        "config options: aggregator"
+    )
+    assert lines["abmcts"] == (
+        "tau=0.1, score_transform='sigmoid', plays_per_step=1, config options: algorithm"
+    )
     assert lines["debate"] == (
         "rounds=3, task=None, correct_threshold=None, config options: student"
     )
@@ -241,10 +247,10 @@ def test_reward_kinds_are_derived_from_the_config_union():
     from toa_graph.distributed import REMOTE_REWARD_KINDS
 
     assert set(REWARD_KINDS) == {
-        "hf", "vllm", "judge", "comet", "math", "reference", "python", "embedded",
+        "hf", "vllm", "judge", "comet", "math", "reference", "python", "embedded", "remote",
     }  # fmt: skip
     assert set(REWARD_KINDS) == _KIND_TAGS
-    assert remote_reward_kinds() == REMOTE_REWARD_KINDS == {"vllm", "judge"}
+    assert remote_reward_kinds() == REMOTE_REWARD_KINDS == {"vllm", "judge", "remote"}
     for kind, cls in REWARD_KINDS.items():
         if kind == "python":
             assert cls.implementation is None

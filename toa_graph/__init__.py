@@ -1,4 +1,4 @@
-"""toa_graph: multi-agent sampling on LangGraph (TOA, MoA, debate and baselines)."""
+"""toa_graph: multi-agent sampling on LangGraph (TOA, AB-MCTS, MoA, debate and baselines)."""
 
 from toa_graph.agents import AgentPool
 from toa_graph.config import AgentConfig, ProjectConfig, load_config
@@ -6,6 +6,7 @@ from toa_graph.context import SamplingContext
 from toa_graph.method_spec import MethodSpec
 from toa_graph.methods import (
     METHODS,
+    create_abmcts_graph,
     create_debate_graph,
     create_ensemble_graph,
     create_moa_graph,
@@ -40,6 +41,7 @@ __all__ = [
     "as_reward_model",
     "best_sample",
     "compile_method",
+    "create_abmcts_graph",
     "create_debate_graph",
     "create_ensemble_graph",
     "create_moa_graph",

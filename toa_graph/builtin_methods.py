@@ -9,12 +9,14 @@ another package registers itself instead (:func:`toa_graph.registry.register_met
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from toa_graph.context import DebateContext, MoaContext, ToaContext
+from toa_graph.context import AbmctsContext, DebateContext, MoaContext, ToaContext
 from toa_graph.method_spec import MethodOptions, MethodSpec
 
-__all__ = ["BUILTIN_METHODS", "TOA_CITATION", "DebateOptions", "MoaOptions"]
+__all__ = ["BUILTIN_METHODS", "TOA_CITATION", "AbmctsOptions", "DebateOptions", "MoaOptions"]
 
 TOA_CITATION = """@misc{ye2024multiagentsampling,
   title={Multi-Agent Sampling: Scaling Inference Compute for Data Synthesis with Tree Search-Based Agentic Collaboration},
@@ -37,6 +39,13 @@ DR_CITATION = """@article{zhou2025debate,
   journal={arXiv preprint arXiv:2506.03541},
   year={2025}
 }"""
+ABMCTS_CITATION = """@inproceedings{inoue2025wider,
+  title={Wider or Deeper? Scaling LLM Inference-Time Compute with Adaptive Branching Tree Search},
+  author={Inoue, Yuichi and Misaki, Kou and Imajuku, Yuki and Kuroki, So and Nakamura, Taishi and Akiba, Takuya},
+  booktitle={Advances in Neural Information Processing Systems},
+  year={2025},
+  note={arXiv:2503.04412}
+}"""
 
 
 class MoaOptions(MethodOptions):
@@ -52,6 +61,13 @@ class DebateOptions(MethodOptions):
         default=None,
         description="The agent the distillation step trains (default: the last agent).",
         json_schema_extra={"agent": True},
+    )
+
+
+class AbmctsOptions(MethodOptions):
+    algorithm: Literal["abmcts-a", "abmcts-m"] = Field(
+        default="abmcts-a",
+        description="TreeQuest's ABMCTSA, or ABMCTSM (the abmcts-m extra: PyMC MCMC per ask).",
     )
 
 
@@ -111,6 +127,16 @@ BUILTIN_METHODS: tuple[MethodSpec, ...] = (
         description="Tree search over agents and responses steered by a reward model.",
         reference="TOA, arXiv 2412.17061 (oceanypt/TOA code/ensemble_methods.py)",
         citation=TOA_CITATION,
+    ),
+    MethodSpec(
+        name="abmcts",
+        factory_path="toa_graph.methods.abmcts:create_abmcts_graph",
+        context=AbmctsContext,
+        options=AbmctsOptions,
+        description="AB-MCTS: TreeQuest's Thompson-sampling tree search over agents "
+        "(answer afresh or refine a response), on TOA's nodes.",
+        reference="AB-MCTS, arXiv 2503.04412 (SakanaAI/treequest ABMCTSA)",
+        citation=ABMCTS_CITATION,
     ),
 )
 """The built-in methods, in the order they are listed in."""

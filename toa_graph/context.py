@@ -24,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "KNOBS",
+    "AbmctsContext",
     "BaseContext",
     "DebateContext",
     "GraphContext",
@@ -46,7 +47,8 @@ class BaseContext:
     """Knobs every method has (pass as ``graph.ainvoke(..., context={...})``)."""
 
     budget: int = 16
-    """Generations per prompt. Every method spends exactly this many (debate: at most)."""
+    """Generations per prompt. Every method spends exactly this many (debate: at most;
+    fewer when a token or money limit ends the search first)."""
     agent: str | None = None
     """Agent used by single-agent methods (random, prs); default: the first agent."""
     temperature: float | None = None
@@ -56,10 +58,27 @@ class BaseContext:
     seed: int = 0
     """Seed for the methods that shuffle (sequential refine chains, MoA reference subsets,
     the debate's answer order)."""
+    show_reasoning: bool = False
+    """Reasoning models: refine and aggregate prompts show an earlier answer's thinking
+    trace too (as a ``<think>`` block before it); off: the final answers only."""
+    score_reasoning: bool = False
+    """Reasoning models: the reward scores the trace and the answer together (as a
+    ``<think>`` block before it); off: the final answer only."""
+    max_tokens_per_prompt: int | None = None
+    """Most tokens (prompt + completion) one prompt's search may spend; a step whose plays
+    could pass it at their worst case is not started (:mod:`toa_graph.cost`)."""
+    max_cost_per_prompt: float | None = None
+    """Most money one prompt's search may spend, at the agents' ``price_per_million``
+    (every agent needs prices); checked as ``max_tokens_per_prompt``."""
 
     def __post_init__(self) -> None:
         _at_least("budget", self.budget, 1)
         _at_least("max_tokens", self.max_tokens, 1)
+        _at_least("max_tokens_per_prompt", self.max_tokens_per_prompt, 1)
+        if self.max_cost_per_prompt is not None and not self.max_cost_per_prompt > 0:
+            raise ValueError(
+                f"context.max_cost_per_prompt must be > 0, got {self.max_cost_per_prompt}"
+            )
 
 
 @dataclass(kw_only=True)
@@ -109,11 +128,22 @@ class MoaContext(BaseContext):
     num_references: int | None = None
     """How many previous-layer answers each MoA proposer sees; default: every agent's.
     Fewer than the agents: a seeded random subset (kept in agent order)."""
+    proposers: str = "all"
+    """``"all"``: every agent proposes (MoA); ``"self"``: Self-MoA (arXiv 2502.00674), the
+    agent named by ``agent`` (default: the first) is sampled for every proposer slot (one
+    per configured agent)."""
+    seq_window: int | None = None
+    """Self-MoA-Seq: each stack's proposals are aggregated sequentially, a window at a
+    time (the first ``seq_window`` proposals, then the last aggregate plus the next
+    ``seq_window - 1``); ``None``: layered MoA."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least("layers", self.layers, 1)
         _at_least("num_references", self.num_references, 1)
+        _at_least("seq_window", self.seq_window, 2)
+        if self.proposers not in ("all", "self"):
+            raise ValueError(f"context.proposers must be 'all' or 'self', got {self.proposers!r}")
 
 
 @dataclass(kw_only=True)
@@ -139,8 +169,35 @@ class DebateContext(BaseContext):
             )
 
 
+SCORE_TRANSFORMS = ("sigmoid", "minmax")
+
+
 @dataclass(kw_only=True)
-class SamplingContext(ToaContext, MoaContext, DebateContext):
+class AbmctsContext(BaseContext):
+    """AB-MCTS (TreeQuest's ``ABMCTSA``): Thompson sampling over agents and responses."""
+
+    tau: float = 0.1
+    """``score_transform="sigmoid"``: the search is told ``sigmoid(reward / tau)``, as TOA."""
+    score_transform: str = "sigmoid"
+    """How raw rewards become the [0, 1] scores the library wants: ``"sigmoid"`` (with
+    ``tau``) or ``"minmax"`` (over the rewards seen so far in the run)."""
+    plays_per_step: int = 1
+    """Plays asked per superstep (``ask_batch``); 1 is the library's own ``step`` loop."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least("plays_per_step", self.plays_per_step, 1)
+        if self.tau <= 0:
+            raise ValueError(f"context.tau must be > 0, got {self.tau}")
+        if self.score_transform not in SCORE_TRANSFORMS:
+            raise ValueError(
+                f"context.score_transform must be 'sigmoid' or 'minmax', "
+                f"got {self.score_transform!r}"
+            )
+
+
+@dataclass(kw_only=True)
+class SamplingContext(AbmctsContext, ToaContext, MoaContext, DebateContext):
     """Every method's knobs in one context (what a plain ``context={...}`` dict becomes).
 
     Kept for callers that switch method without changing their context; configs and

@@ -15,9 +15,21 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EXPORTS", "TRAIN_KINDS", "ExportKind", "describe_exports", "get_export", "trained_by"]
+__all__ = [
+    "EXPORTS",
+    "REASONING_FLAGS",
+    "TRAIN_KINDS",
+    "ExportKind",
+    "describe_exports",
+    "get_export",
+    "reasoning_kinds",
+    "trained_by",
+]
 
 PAIR_FLAGS = ("rejected_rank", "min_gap", "keep_id")
+REASONING_FLAGS = ("reasoning", "reasoning_format")
+"""Flags of the kinds that carry reasoning models' thinking traces (``--reasoning keep|drop``,
+``--reasoning-format field|tags``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +55,8 @@ class ExportKind:
         build: Callable[..., Iterator[dict[str, Any]]] = getattr(
             importlib.import_module(module), attr
         )
-        return build(records, **{k: flags.get(k) for k in self.flags}, stats=stats)
+        given = {k: flags[k] for k in self.flags if flags.get(k) is not None}  # else defaults
+        return build(records, **given, stats=stats)
 
     @property
     def training(self) -> str:
@@ -60,6 +73,7 @@ EXPORTS: dict[str, ExportKind] = {
             name="sft",
             rows_path="toa_graph.exports:sft_rows",
             row_format='{"messages": [prompt turns..., {"role": "assistant", "content": best}]}',
+            flags=("keep_id", *REASONING_FLAGS),
             train="sft",
         ),
         ExportKind(
@@ -75,7 +89,7 @@ EXPORTS: dict[str, ExportKind] = {
             row_format='{"prompt": [turns], "chosen": [assistant turn], "rejected": [assistant '
             'turn], "score_chosen", "score_rejected"}: best vs. the k-th ranked response '
             "(default k = round(30/160 * n) of n usable samples, the paper's 30th of 160)",
-            flags=PAIR_FLAGS,
+            flags=(*PAIR_FLAGS, *REASONING_FLAGS),
             train="dpo",
         ),
         ExportKind(
@@ -153,3 +167,8 @@ def describe_exports() -> str:
 def trained_by(train_kind: str) -> list[str]:
     """The export kinds whose rows ``toa-graph train TRAIN_KIND`` takes."""
     return [k.name for k in EXPORTS.values() if k.train == train_kind]
+
+
+def reasoning_kinds() -> list[str]:
+    """The export kinds that take ``--reasoning`` / ``--reasoning-format``."""
+    return [k.name for k in EXPORTS.values() if set(REASONING_FLAGS) <= set(k.flags)]

@@ -87,9 +87,11 @@ def dataset_card(
     *,
     reward: str | None = None,
     repo: str | None = None,
+    reasoning: Mapping[str, Any] | None = None,
 ) -> str:
     """A dataset card (``README.md``): YAML header, what the rows are, how they were made,
-    and the citation of each method's paper."""
+    and the citation of each method's paper. ``reasoning``: how thinking traces were
+    exported (``format``, rows ``with_trace``, DPO pairs ``one_sided``), for SFT and DPO."""
     methods = sorted(facts.methods)
     meta: dict[str, Any] = {
         "tags": ["synthetic", "toa-graph", kind],
@@ -106,6 +108,8 @@ def dataset_card(
             "rows": dict(counts),
         },
     }
+    if reasoning is not None:
+        meta["toa_graph"]["reasoning"] = dict(reasoning)
     from toa_graph.registry import method_citation
 
     arxiv = sorted({a for m in methods if (a := _arxiv(method_citation(m)))})
@@ -126,7 +130,7 @@ def dataset_card(
 agents {", ".join(f"`{a}`" for a in sorted(facts.agents)) or "unknown"},
 reward `{meta["toa_graph"]["reward"]}`, budget {meta["toa_graph"]["budget"]}
 (config digest {meta["toa_graph"]["config_digest"]}), from {facts.records} prompt records.
-
+{_reasoning_line(reasoning)}
 {row_format}
 | split | rows |
 |---|---|
@@ -143,6 +147,22 @@ ds = load_dataset("{repo or "PATH"}")
 {cites}
 ```
 """
+
+
+def _reasoning_line(reasoning: Mapping[str, Any] | None) -> str:
+    if reasoning is None:
+        return ""
+    where = {
+        "field": "in each assistant turn's `reasoning_content` field",
+        "tags": "as `<think>...</think>` before the answer in each assistant turn's `content`",
+        "drop": "dropped: assistant turns hold the final answers only",
+    }[str(reasoning["format"])]
+    line = (
+        f"\nThinking traces of reasoning models: {where}; {reasoning['with_trace']} rows carry one"
+    )
+    if reasoning.get("one_sided") is not None:
+        line += f", {reasoning['one_sided']} pairs have a trace on one side only (kept)"
+    return line + ".\n"
 
 
 def _size_category(n: int) -> str:

@@ -29,7 +29,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from toa_graph.builtin_methods import BUILTIN_METHODS, TOA_CITATION, DebateOptions, MoaOptions
+from toa_graph.builtin_methods import (
+    BUILTIN_METHODS,
+    TOA_CITATION,
+    AbmctsOptions,
+    DebateOptions,
+    MoaOptions,
+)
 from toa_graph.context import BaseContext
 from toa_graph.errors import UserError
 from toa_graph.method_spec import InputRejected, MethodOptions, MethodSpec
@@ -37,6 +43,7 @@ from toa_graph.method_spec import InputRejected, MethodOptions, MethodSpec
 __all__ = [
     "DEFAULT_BUDGET",
     "METHOD_SPECS",
+    "AbmctsOptions",
     "DebateOptions",
     "InputRejected",
     "MethodOptions",
@@ -231,9 +238,11 @@ class RunSettings:
         ``default_budget``) and ``options``, each checked against the method: an
         :class:`~toa_graph.method_spec.InputRejected` (a
         :class:`~toa_graph.errors.UserError`) naming the method and listing its knobs or
-        options, its ``param`` the part at fault (``context``, ``options``,
-        ``options.<name>``). Options naming an agent are checked against ``agents`` (default:
-        the config's). ``method`` defaults to the config's (else ``toa``)."""
+        options, its ``param`` the part at fault (``context``, ``context.agent``,
+        ``options``, ``options.<name>``). Options and the ``agent`` knob naming an agent
+        are checked against ``agents`` (default: the config's); the token and money limits
+        against the config's agents (their prices and ``max_tokens``). ``method`` defaults
+        to the config's (else ``toa``)."""
         section = getattr(config, "method", None)
         name = method or (section.name if section is not None else "toa")
         spec = get_method(name)
@@ -254,10 +263,25 @@ class RunSettings:
             checked = method_options(name, opts)
         except UserError as exc:
             raise InputRejected(str(exc), param="options") from None
+        configured = list(getattr(config, "agents", None) or [])
         if agents is None:
-            agents = [getattr(a, "name", a) for a in getattr(config, "agents", None) or []]
+            agents = [getattr(a, "name", a) for a in configured]
         if agents:
             check_agent_options(name, opts, agents)
+            if context.agent is not None and context.agent not in agents:
+                raise InputRejected(
+                    f"context.agent: {context.agent!r} is not one of the agents {list(agents)}",
+                    param="context.agent",
+                )
+        priced = [a for a in configured if hasattr(a, "price_per_million")]  # AgentConfigs
+        if priced:  # a limit the config's agents cannot keep (no prices, no max_tokens)
+            from toa_graph.cost import check_limits
+
+            limits = {a.name: (a.price_per_million, a.max_tokens) for a in priced}
+            try:
+                check_limits(limits, context)
+            except UserError as exc:
+                raise InputRejected(str(exc), param="context") from None
         return cls(name, merged, opts, checked, context)
 
     @staticmethod

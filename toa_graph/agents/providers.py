@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from toa_graph.errors import UserError
 from toa_graph.provider_table import PROVIDERS
+from toa_graph.reasoning import reasoning_request, set_path, settings_of
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -82,6 +83,8 @@ def provider_kwargs(cfg: AgentConfig, url: str) -> dict[str, Any]:
         out.pop("timeout", None)
         out["client_kwargs"] = {"timeout": cfg.timeout_s}
     out.update(cfg.client_options)
+    for path, value in reasoning_request(cfg.provider, **settings_of(cfg)).items():
+        set_path(out, path, value)  # the config refuses one set in client_options too
     return out
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from toa_graph.registry import RunSettings
 
 
-def parse_knobs(items: list[str]) -> dict[str, Any]:
+def _parse_set(items: list[str]) -> dict[str, Any]:
     """``["alpha=0.05", "plays_per_step=4"]`` -> ``{"alpha": 0.05, "plays_per_step": 4}``."""
     out: dict[str, Any] = {}
     for item in items:
@@ -24,6 +24,37 @@ def parse_knobs(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             out[key.strip()] = raw
+    return out
+
+
+def add_limit_flags(p: Any) -> None:
+    """``--max-tokens-per-prompt`` / ``--max-cost-per-prompt``: the limit knobs as flags."""
+    p.add_argument(
+        "--max-tokens-per-prompt",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most tokens (prompt + completion) one prompt may spend; a step that could "
+        "pass it is not started (needs each agent's max_tokens)",
+    )
+    p.add_argument(
+        "--max-cost-per-prompt",
+        type=float,
+        default=None,
+        metavar="X",
+        help="most money one prompt may spend, at the agents' price_per_million (every "
+        "agent needs prices); a step that could pass it is not started",
+    )
+
+
+def parse_knobs(items: list[str], args: Any = None) -> dict[str, Any]:
+    """The ``--set`` knobs, and the limit flags of ``args`` (:func:`add_limit_flags`)."""
+    from toa_graph.cost import LIMIT_KNOBS
+
+    out = _parse_set(items)
+    for knob in LIMIT_KNOBS:
+        if getattr(args, knob, None) is not None:
+            out[knob] = getattr(args, knob)
     return out
 
 
@@ -64,9 +95,9 @@ def settings_parser(
     keep_help: str = "leave embedded servers running for later runs",
 ) -> argparse.ArgumentParser:
     """The options every command that runs a method shares, declared once: ``--config``,
-    ``--method``, ``--budget`` (each left out when its help is ``None``), ``--set`` and
-    ``--keep-servers``. Pass it as ``parents=[...]`` to ``add_parser``; read the options
-    back with :func:`run_settings`."""
+    ``--method``, ``--budget`` (each left out when its help is ``None``), ``--set``, the
+    limit flags (:func:`add_limit_flags`) and ``--keep-servers``. Pass it as
+    ``parents=[...]`` to ``add_parser``; read the options back with :func:`run_settings`."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("method and config")
     g.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
@@ -77,6 +108,7 @@ def settings_parser(
     g.add_argument(
         "--set", action="append", default=[], metavar="KNOB=VALUE", help=set_help(set_what)
     )
+    add_limit_flags(g)
     g.add_argument("--keep-servers", action="store_true", help=keep_help)
     return p
 
@@ -92,7 +124,7 @@ def run_settings(
     return RunSettings.resolve(
         cfg,
         method=getattr(args, "method", None),
-        knobs=parse_knobs(args.set),
+        knobs=parse_knobs(args.set, args),
         budget=getattr(args, "budget", None),
         default_budget=default_budget,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from toa_graph.errors import UserError
-from toa_graph.export_kinds import EXPORTS, describe_exports
+from toa_graph.export_kinds import EXPORTS, describe_exports, reasoning_kinds
 
 DESCRIPTION = """\
 Turn synthesis records into training data (JSONL or Parquet; loads with
@@ -25,8 +25,12 @@ job; each id is exported once). Examples:
   toa-graph export tdpo --input runs/gsm8k --output tdpo.jsonl --max-prompt-tokens 1000
   toa-graph export dpo --input runs/uf --push-to-hub me/uf-dpo --private --test-size 0.05
 
+Reasoning models (sft, dpo): each answer's thinking trace is kept by default, in the
+assistant turn's "reasoning_content" field (--reasoning-format tags: <think>...</think>
+before the answer in "content"); --reasoning drop exports the final answers only.
+
 A dataset card (README.md: method, agents, reward, budget, config digest, rows per split,
-the method's citation) is written next to the output (OUTPUT-STEM.README.md) and pushed
+how thinking traces were exported, the method's citation) is written next to the output (OUTPUT-STEM.README.md) and pushed
 with --push-to-hub. An export with no rows writes nothing and exits with status 2.
 """
 
@@ -75,6 +79,15 @@ def add_parser(sub: Any) -> None:
         "--tokenizer", default=None, metavar="NAME",
         help="tdpo: count tokens with this Hugging Face tokenizer (default: ~4 chars a token)",
     )  # fmt: skip
+    p.add_argument(
+        "--reasoning", choices=["keep", "drop"], default=None,
+        help="sft/dpo: keep each answer's thinking trace (default) or drop it",
+    )  # fmt: skip
+    p.add_argument(
+        "--reasoning-format", choices=["field", "tags"], default=None,
+        help="sft/dpo, kept traces: the turn's reasoning_content field (default) or "
+        "<think> tags in its content",
+    )  # fmt: skip
     p.add_argument("--keep-id", action="store_true", help="add the prompt id as an 'id' column")
     p.add_argument(
         "--push-to-hub", default=None, metavar="REPO",
@@ -110,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--test-size: {exc}") from exc
     counts = {name: len(part) for name, part in splits.items()}
-    card = dataset_card(args.kind, facts, counts, reward=args.reward, repo=args.push_to_hub)
+    card = dataset_card(
+        args.kind, facts, counts, reward=args.reward, repo=args.push_to_hub,
+        reasoning=_reasoning_facts(args, stats),
+    )  # fmt: skip
     written: list[str] = []
     if args.output:
         out = Path(args.output)
@@ -143,6 +159,20 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError(f"--test-size must be between 0 and 1, got {args.test_size}")
     if args.private and not args.push_to_hub:
         raise UserError("--private only applies with --push-to-hub")
+    kinds = reasoning_kinds()
+    if args.kind not in kinds and (args.reasoning or args.reasoning_format):
+        raise UserError(f"--reasoning / --reasoning-format apply to {' and '.join(kinds)} exports")
+
+
+def _reasoning_facts(args: argparse.Namespace, stats: Any) -> dict[str, Any] | None:
+    """What the dataset card says about thinking traces (sft and dpo; nothing when no row
+    has one and no flag asked for a format)."""
+    asked = args.reasoning is not None or args.reasoning_format is not None
+    if args.kind not in reasoning_kinds() or not (stats.with_reasoning or asked):
+        return None
+    fmt = "drop" if args.reasoning == "drop" else args.reasoning_format or "field"
+    facts = {"format": fmt, "with_trace": stats.with_reasoning}
+    return {**facts, "one_sided": stats.one_sided_reasoning} if args.kind == "dpo" else facts
 
 
 def _rows(args: argparse.Namespace, records: Any, stats: Any) -> Iterator[dict[str, Any]]:
@@ -152,6 +182,8 @@ def _rows(args: argparse.Namespace, records: Any, stats: Any) -> Iterator[dict[s
         "min_gap": args.min_gap,
         "keep_id": args.keep_id,
         "max_prompt_tokens": args.max_prompt_tokens,
+        "reasoning": args.reasoning or "keep",
+        "reasoning_format": args.reasoning_format or "field",
     }
     if "count_tokens" in kind.flags:
         flags["count_tokens"] = _token_counter(args.tokenizer)

@@ -83,6 +83,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def bearer_token(api_key_env: str | None, host: str, exposes: str) -> str | None:
+    """The token ``--api-key-env`` names (an unset variable is an error); warns when
+    ``host`` is not loopback and there is no token (anyone reaching the port could
+    ``exposes``)."""
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env {api_key_env}: that env var is not set")
+    if not _is_loopback(host) and not api_key:
+        print(
+            f"warning: binding {host} without --api-key-env: anyone who can reach this "
+            f"port can {exposes}",
+            file=sys.stderr,
+        )
+    return api_key
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -97,21 +115,11 @@ def serve(args: argparse.Namespace) -> int:
     from toa_graph.registry import RunSettings
     from toa_graph.rewards import build_reward
 
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise UserError(f"--api-key-env {args.api_key_env}: that env var is not set")
-    if not _is_loopback(args.host) and not api_key:
-        print(
-            f"warning: binding {args.host} without --api-key-env: anyone who can reach this "
-            "port can spend your endpoints' compute",
-            file=sys.stderr,
-        )
+    api_key = bearer_token(args.api_key_env, args.host, "spend your endpoints' compute")
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         # --set knobs serve every method that has them (the server checks that each
         # belongs to one); the default method's settings are resolved once, here
-        knobs = {**cfg.method.context, **parse_knobs(args.set)}
+        knobs = {**cfg.method.context, **parse_knobs(args.set, args)}
         if args.budget is not None:
             knobs["budget"] = args.budget
         default = RunSettings.resolve(

@@ -8,6 +8,7 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 
+from toa_graph.methods.abmcts import create_abmcts_graph
 from toa_graph.methods.debate import create_debate_graph, debate_tdpo_pairs
 from toa_graph.methods.ensemble import create_ensemble_graph
 from toa_graph.methods.moa import create_moa_graph
@@ -50,6 +51,7 @@ __all__ = [
     "MethodFactory",
     "MethodSpec",
     "compile_method",
+    "create_abmcts_graph",
     "create_debate_graph",
     "create_ensemble_graph",
     "create_moa_graph",

@@ -30,6 +30,9 @@ its worst case (:func:`~toa_graph.methods.debate_rounds.round_cost`: n answers p
 largest possible round end) fits in what is left; a budget below one round's worst case is
 an error. A failed answer counts as incorrect and gets no feedback or reflection.
 
+Under a token or money limit a step (a round's answers, or its round end) starts only
+when all its turns fit at their worst case; else the debate ends there (``stopped_by``).
+
 Without a gold answer the paper's method does not apply. Our extension: an answer is correct
 when its reward is >= ``context.correct_threshold``, and incorrect agents reflect given the
 final answer of the best-rewarded correct answer (or alone when none is correct).
@@ -60,6 +63,7 @@ from toa_graph.answers import (
 )
 from toa_graph.answers import answers_match as _answers_match
 from toa_graph.context import SamplingContext
+from toa_graph.cost import has_limits, step_fits
 from toa_graph.method_spec import InputRejected
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
@@ -276,6 +280,10 @@ def create_debate_graph(
 
         def send(tasks: list[TurnTask]) -> Command[Any]:
             node = {"answer": "answer", "feedback": "feedback", "reflection": "reflect"}
+            if has_limits(ctx):  # a step starts whole or not at all
+                k, stop = step_fits(pool, ctx, samples, [_play(t) for t in tasks])
+                if k < len(tasks):
+                    return Command(update={"stopped_by": stop}, goto=FINISH)
             for i, t in enumerate(tasks):
                 t["sample_id"] = sample_id(len(samples) + i)
             return Command(goto=[Send(node[t["role"]], t) for t in tasks])
@@ -302,9 +310,12 @@ def create_debate_graph(
         own = {s["agent"]: s["id"] for s in last if has_text(s)}
         return send([make(rnd + 1, a, "answer", text, own.get(a), refs, None) for a in pool.names])
 
-    async def _turn(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    def _play(task: TurnTask) -> tuple[str, list[dict[str, Any]]]:
         name = task["agent"]
-        msgs = user_turn_messages(task["prompt"], task["text"], pool.system_prompt(name))
+        return name, user_turn_messages(task["prompt"], task["text"], pool.system_prompt(name))
+
+    async def _turn(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        name, msgs = _play(task)
         extra: dict[str, Any] = {"round": task["round"], "role": task["role"]}
         if task["role"] == "answer":
             extra["task"] = task["task"]
@@ -329,7 +340,7 @@ def create_debate_graph(
     async def judge(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         """Score the new answers and mark each correct or not (gold, else reward threshold)."""
         ctx = read_context(runtime)
-        update = await score_inbox(reward_model, state)
+        update = await score_inbox(reward_model, state, ctx)
         golds = references_of(state.get("reference"))
         new = []
         for s in update["samples"]:

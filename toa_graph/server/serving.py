@@ -19,6 +19,7 @@ from typing import Any
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import BaseContext
+from toa_graph.cost import check_limits, ledger
 from toa_graph.errors import ToaGraphError
 from toa_graph.progress import Progress, RunResult, astream_run
 from toa_graph.registry import (
@@ -286,6 +287,13 @@ class ChatServing:
             knobs["max_tokens"] = max_tokens
         budget = req.budget if req.budget is not None else name_budget
         run = self._settings(method, knobs, budget, req.options)
+        try:  # a limit that cannot be kept (no prices, no max_tokens): a 400 before any call
+            check_limits(
+                {a: (self.pool.prices(a), self.pool.max_tokens(a)) for a in self.pool.names},
+                run.context,
+            )
+        except ValueError as exc:
+            raise ServingError(400, str(exc), param="context") from exc
         try:  # what the graph would raise as it starts: a 400, not a 500
             run.spec.check_input({"reference": req.reference}, run.context, self.pool.names)
         except InputRejected as exc:
@@ -344,6 +352,7 @@ class ChatServing:
             completion_tokens=sum(s["usage"]["output_tokens"] for s in samples),
         )
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        usage.cost = ledger(samples)["cost"]
         info = {
             "method": run.method,
             "best_agent": best["agent"],
@@ -352,6 +361,7 @@ class ChatServing:
             "samples": len(samples),
             "errors": len(errors),
             "budget": run.context.budget,
+            "stopped_by": output.get("stopped_by"),
             "seconds": round(seconds, 3),
         }
         logger.info(

@@ -21,6 +21,8 @@ class PromptResult:
     tokens: int
     seconds: float
     error: str | None = None
+    cost: float | None = None
+    """At the agents' prices; ``None`` when no agent has prices."""
 
 
 @dataclass
@@ -43,6 +45,8 @@ class SynthesisSummary:
     generations: int = 0
     failed_generations: int = 0
     tokens: int = 0
+    cost: float | None = None
+    """Over this run's records, at the agents' prices; ``None`` when none has prices."""
     wall_s: float = 0.0
     bytes_written: int = 0
     torn_bytes_repaired: int = 0
@@ -61,11 +65,15 @@ class SynthesisSummary:
         self.generations += totals["generations"]
         self.failed_generations += totals["failed_generations"]
         self.tokens += totals["tokens"]["total_tokens"]
+        cost = totals.get("cost")
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + float(cost)
         if row:
             self.rows.append(
                 PromptResult(
                     str(record["id"]), reward, best.get("agent"), totals["generations"],
                     totals["tokens"]["total_tokens"], round(float(totals["wall_s"]), 3),
+                    cost=cost,
                 )
             )  # fmt: skip
         return reward
@@ -73,6 +81,11 @@ class SynthesisSummary:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("rows")
+        counters = self.reward_counters or {}
+        if counters.get("remote_items"):  # a `kind: remote` reward (toa-graph serve-reward)
+            d["reward_server_mean_batch_size"] = round(
+                counters["remote_batch_size_sum"] / counters["remote_items"], 2
+            )
         return d
 
 
@@ -81,9 +94,14 @@ MAX_TABLE_ROWS = 50
 
 
 def format_table(summary: Any, limit: int = MAX_TABLE_ROWS) -> str:
-    """Per-prompt rows (id, best reward, best agent, generations, tokens, seconds)."""
+    """Per-prompt rows (id, best reward, best agent, generations, tokens, seconds; cost
+    when an agent has prices)."""
+    from toa_graph.cost import money
+
     rows = summary.rows
+    priced = any(getattr(r, "cost", None) is not None for r in rows)
     header = f"{'id':<24} {'best':>8} {'best agent':<18} {'gens':>5} {'tokens':>8} {'seconds':>8}"
+    header += f" {'cost':>10}" if priced else ""
     lines = [header, "-" * len(header)]
     for r in rows[:limit]:
         if r.error:
@@ -92,6 +110,7 @@ def format_table(summary: Any, limit: int = MAX_TABLE_ROWS) -> str:
             lines.append(
                 f"{r.id[:24]:<24} {r.best_reward:8.3f} {(r.best_agent or '')[:18]:<18} "
                 f"{r.generations:5d} {r.tokens:8d} {r.seconds:8.2f}"
+                + (f" {money(r.cost):>10}" if priced else "")
             )
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more (see records.jsonl)")
@@ -104,7 +123,9 @@ def format_summary(s: Any) -> str:
         f"method {s.method}: {s.done} done, {s.skipped} skipped (already done), {s.failed} failed, "
         f"{s.bad_lines} bad input lines",
         f"mean best reward {mean} | {s.generations} generations "
-        f"({s.failed_generations} failed) | {s.tokens} tokens | {s.wall_s:.1f} s",
+        f"({s.failed_generations} failed) | {s.tokens} tokens"
+        + ("" if getattr(s, "cost", None) is None else f" | cost {s.cost:.6g}")
+        + f" | {s.wall_s:.1f} s",
         f"records: {Path(s.output_dir) / 'records.jsonl'}",
     ]
     if s.bad_lines:
