@@ -24,6 +24,10 @@ the thinking, as R1 distills), ``reasoning_content``, ``reasoning``, ``reasoning
 thinking: ``finish_reason: length``, no answer). Field shapes count the trace's words as
 ``completion_tokens_details.reasoning_tokens``; tag shapes send no count (vLLM without a
 reasoning parser).
+
+A request's ``max_tokens`` (or ``max_completion_tokens``) caps the words of a plain
+answer (``finish_reason: length``), as a real server stops at its token limit; the usage
+counts words (prompt: the messages' words, never more than their bytes).
 """
 
 from __future__ import annotations
@@ -212,6 +216,7 @@ def make_app(
                 stats.choices += n
         last = _text_of(messages[-1].get("content")) if messages else ""
         prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
         choices = []
         completion_tokens = reasoning_tokens = 0
         for i in range(n):
@@ -223,8 +228,11 @@ def make_app(
             h = int(hashlib.sha256(f"{model}|{last}|{k}".encode()).hexdigest()[:8], 16)
             filler = " ".join(FILLER[: h % len(FILLER)])
             text = f"{model} answer {k}: {last[-40:]} {filler}".strip()
+            finish = "stop"
+            if cap and not body.get("fake_reasoning") and len(text.split()) > cap:
+                text, finish = " ".join(text.split()[:cap]), "length"  # as a server stops
             completion_tokens += len(text.split())
-            message, finish = {"role": "assistant", "content": text}, "stop"
+            message = {"role": "assistant", "content": text}
             if shape := body.get("fake_reasoning"):
                 message, finish, thought = reasoning_choice(shape, text)
                 completion_tokens += thought or len(fake_trace(text).split())

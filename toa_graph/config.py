@@ -9,22 +9,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from toa_graph.cost import Prices, check_limits
 from toa_graph.errors import UserError
+from toa_graph.provider_table import PROVIDERS
 from toa_graph.reasoning import reasoning_clash, settings_of
-from toa_graph.registry import METHOD_SPECS, method_context, method_options
+from toa_graph.registry import (
+    METHOD_SPECS,
+    check_agent_options,
+    method_context,
+    method_options,
+)
+from toa_graph.yaml_lines import line_index
 
 __all__ = [
     "REWARD_KINDS",
@@ -120,6 +129,8 @@ class AgentConfig(_Strict):
     enable_thinking: bool | None = None
     """Hybrid models: think or not (vLLM / SGLang ``chat_template_kwargs.enable_thinking``,
     Anthropic ``thinking``, Gemini, ollama)."""
+    price_per_million: Prices | None = None
+    """Money per million tokens ``{input, output[, reasoning]}`` (:mod:`toa_graph.cost`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -132,8 +143,6 @@ class AgentConfig(_Strict):
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
-        from toa_graph.agents.providers import PROVIDERS
-
         if v != "openai" and v not in PROVIDERS:
             raise ValueError(
                 f"unknown provider {v!r}; use openai (OpenAI-compatible) or one of: "
@@ -301,6 +310,20 @@ class EmbeddedRewardConfig(_RewardConfig):
     """Agent (by name) used as judge when the prompt carries no reference; default: first."""
 
 
+class RemoteRewardConfig(_RewardConfig):
+    """A running ``toa-graph serve-reward`` (one loaded model shared by runs and workers)."""
+
+    kind: Literal["remote"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.remote:RemoteReward"
+    remote: ClassVar[bool] = True
+    url: str
+    """The server's base URL, e.g. ``http://127.0.0.1:8700``."""
+    api_key_env: str | None = None
+    """Env var holding the server's bearer token."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+
+
 # The one list of reward kinds: the config union below. The kind tags, implementations and
 # remote kinds are all derived from it (REWARD_KINDS).
 RewardConfig = Annotated[
@@ -311,7 +334,8 @@ RewardConfig = Annotated[
     | MathRewardConfig
     | ReferenceRewardConfig
     | PythonRewardConfig
-    | EmbeddedRewardConfig,
+    | EmbeddedRewardConfig
+    | RemoteRewardConfig,
     Field(discriminator="kind"),
 ]
 
@@ -327,21 +351,25 @@ def remote_reward_kinds() -> frozenset[str]:
     return frozenset(k for k, cls in REWARD_KINDS.items() if cls.remote)
 
 
-if TYPE_CHECKING:
-    MethodName = str
-else:
-    MethodName = Literal[tuple(METHOD_SPECS)]
-
-
 class MethodConfig(_Strict):
     """Default method, its per-run knobs and its options, checked against the registry
     (:mod:`toa_graph.registry`): a knob or option the method does not have is an error."""
 
-    name: MethodName = "toa"
+    name: str = "toa"
+    """A registered method (built in, or added by a plugin before the config loads)."""
     context: dict[str, Any] = Field(default_factory=dict)
     """Knobs of the method's context class, e.g. ``budget``, ``alpha`` (TOA), ``rounds``."""
     options: dict[str, Any] = Field(default_factory=dict)
-    """Factory options, e.g. MoA's ``aggregator``, debate's ``critic`` and ``student``."""
+    """Factory options, e.g. MoA's ``aggregator``."""
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in METHOD_SPECS:
+            raise ValueError(
+                f"unknown method {v!r}; methods: {', '.join(repr(m) for m in METHOD_SPECS)}"
+            )
+        return v
 
     @field_validator("context")
     @classmethod
@@ -370,12 +398,12 @@ class ProjectConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {dupes}")
-        agent_fields = METHOD_SPECS[self.method.name].options.agent_fields()
-        for key, value in self.method.options.items():
-            if key in agent_fields and value is not None and value not in names:
-                raise ValueError(
-                    f"method.options.{key}: {value!r} is not one of the agents {names}"
-                )
+        agent = self.method.context.get("agent")  # Self-MoA's proposer, random's agent, ...
+        if agent is not None and agent not in names:
+            raise ValueError(f"method.context.agent: {agent!r} is not one of the agents {names}")
+        check_agent_options(self.method.name, self.method.options, names, "method.options")
+        check_limits({a.name: (a.price_per_million, a.max_tokens) for a in self.agents},
+                     self.method.context)  # fmt: skip
         return self
 
     def agent(self, name: str) -> AgentConfig:
@@ -386,31 +414,6 @@ class ProjectConfig(_Strict):
 
 
 # ---------------------------------------------------------------- loading
-
-
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each YAML node path (keys and list indices) to its 1-based line."""
-    index: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return index
-
-    def walk(node: Any, path: tuple[Any, ...]) -> None:
-        index[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = k.value
-                index[(*path, key)] = k.start_mark.line + 1
-                walk(v, (*path, key))
-                index[(*path, key)] = k.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, (*path, i))
-
-    if root is not None:
-        walk(root, ())
-    return index
 
 
 def _format_errors(
@@ -461,7 +464,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     data, text = _read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping with 'agents' and 'reward' at the top")
-    lines = _line_index(text)
+    lines = line_index(text)
     reward = data.get("reward")
     if isinstance(reward, str):
         rpath = (p.parent / reward).resolve()
@@ -472,7 +475,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
             data = {**data, "reward": RewardAdapter.validate_python(rdata["reward"])}
         except ValidationError as exc:
             raise ConfigError(
-                _format_errors(str(rpath), exc, _line_index(rtext), prefix=("reward",))
+                _format_errors(str(rpath), exc, line_index(rtext), prefix=("reward",))
             ) from exc
     try:
         cfg = ProjectConfig.model_validate({**data, "source": str(p)})
@@ -481,13 +484,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     return cfg
 
 
-def _reward_adapter() -> Any:
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(RewardConfig)
-
-
-RewardAdapter = _reward_adapter()
+RewardAdapter: TypeAdapter[Any] = TypeAdapter(RewardConfig)
 
 
 def configs_dir() -> Path:
