@@ -129,7 +129,8 @@ def test_scale_benchmark_smoke(tmp_path):
     res = json.loads(out.read_text())
     assert [c["prompts"] for c in res["single"]["checkpoints"]] == [250, 500, 1000]
     assert res["single"]["generations"] == 4000 and res["bytes"]["records"] == 1000
-    assert res["bytes"]["saved_share"] >= res["bytes"]["dup_share"] > 0
+    assert res["bytes"]["dup_share"] > 0
+    assert res["bytes"]["saved_share"] >= res["bytes"]["dup_share"] - 1e-9  # float sums
     assert f"{res['verdict']['rss_growth']:+.1%}" in proc.stdout and "verdict: PASS" in proc.stdout
 
 

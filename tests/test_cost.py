@@ -111,11 +111,11 @@ def test_a_limit_needs_every_agents_max_tokens(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_tokens_per_prompt needs each play's max_tokens"):
         load_config(path)
     # the cli's knobs (--set / --max-cost-per-prompt) are checked the same way
-    from toa_graph.commands import method_settings
+    from toa_graph.registry import RunSettings
 
     cfg = load_config(_write(tmp_path, "  - name: a\n    model: a\n    base_url: http://x/v1\n"))
     with pytest.raises(UserError, match="max_cost_per_prompt needs prices"):
-        method_settings(cfg, "toa", {"max_cost_per_prompt": 1.0, "max_tokens": 8})
+        RunSettings.resolve(cfg, method="toa", knobs={"max_cost_per_prompt": 1.0, "max_tokens": 8})
 
 
 async def test_a_graph_refuses_an_unpriced_money_budget_before_any_request(server) -> None:
@@ -158,9 +158,10 @@ async def test_record_cost_is_the_sum_over_its_samples_at_the_configured_prices(
         "".join(json.dumps({"id": f"p{i}", "prompt": f"{PROMPT} ({i})"}) + "\n" for i in range(3))
     )
     out = tmp_path / "out"
+    knobs = {"budget": 6, **({"layers": 2} if method == "moa" else {})}  # layers: MoA's own
     summary = await run_synthesis(
         inp, out, method=method, agents=agents(server.url), reward=hash_reward,
-        context={"budget": 6, "layers": 2}, progress=False,
+        context=knobs, progress=False,
     )  # fmt: skip
     records = list(read_records(out))
     assert summary.done == 3 == len(records)

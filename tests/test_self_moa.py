@@ -126,7 +126,8 @@ async def test_unknown_self_agent_is_an_error_naming_it():
 
 
 def test_cli_set_knobs_reach_the_moa_context():
-    from toa_graph.commands import method_settings, parse_knobs
+    from toa_graph.commands import parse_knobs
+    from toa_graph.registry import RunSettings
 
     cfg = ProjectConfig.model_validate(
         {
@@ -138,10 +139,10 @@ def test_cli_set_knobs_reach_the_moa_context():
         }
     )
     knobs = parse_knobs(["proposers=self", "agent=b", "seq_window=3"])
-    name, context, _ = method_settings(cfg, "moa", knobs)
-    ctx = method_context(name, context)
+    settings = RunSettings.resolve(cfg, method="moa", knobs=knobs)
+    ctx = method_context(settings.method, settings.knobs)
     assert (ctx.proposers, ctx.agent, ctx.seq_window) == ("self", "b", 3)  # type: ignore[attr-defined]
     with pytest.raises(UserError, match="seq_window"):
-        method_settings(cfg, "moa", parse_knobs(["seq_window=1"]))
+        RunSettings.resolve(cfg, method="moa", knobs=parse_knobs(["seq_window=1"]))
     with pytest.raises(UserError, match="'zed'"):
-        method_settings(cfg, "moa", parse_knobs(["proposers=self", "agent=zed"]))
+        RunSettings.resolve(cfg, method="moa", knobs=parse_knobs(["proposers=self", "agent=zed"]))

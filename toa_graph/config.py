@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -25,8 +25,14 @@ from pydantic import (
 
 from toa_graph.cost import Prices, check_limits
 from toa_graph.errors import UserError
+from toa_graph.provider_table import PROVIDERS
 from toa_graph.reasoning import reasoning_clash, settings_of
-from toa_graph.registry import METHOD_SPECS, method_context, method_options
+from toa_graph.registry import (
+    METHOD_SPECS,
+    check_agent_options,
+    method_context,
+    method_options,
+)
 from toa_graph.yaml_lines import line_index
 
 __all__ = [
@@ -137,8 +143,6 @@ class AgentConfig(_Strict):
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
-        from toa_graph.agents.providers import PROVIDERS
-
         if v != "openai" and v not in PROVIDERS:
             raise ValueError(
                 f"unknown provider {v!r}; use openai (OpenAI-compatible) or one of: "
@@ -347,21 +351,25 @@ def remote_reward_kinds() -> frozenset[str]:
     return frozenset(k for k, cls in REWARD_KINDS.items() if cls.remote)
 
 
-if TYPE_CHECKING:
-    MethodName = str
-else:
-    MethodName = Literal[tuple(METHOD_SPECS)]
-
-
 class MethodConfig(_Strict):
     """Default method, its per-run knobs and its options, checked against the registry
     (:mod:`toa_graph.registry`): a knob or option the method does not have is an error."""
 
-    name: MethodName = "toa"
+    name: str = "toa"
+    """A registered method (built in, or added by a plugin before the config loads)."""
     context: dict[str, Any] = Field(default_factory=dict)
     """Knobs of the method's context class, e.g. ``budget``, ``alpha`` (TOA), ``rounds``."""
     options: dict[str, Any] = Field(default_factory=dict)
-    """Factory options, e.g. MoA's ``aggregator``, debate's ``critic`` and ``student``."""
+    """Factory options, e.g. MoA's ``aggregator``."""
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in METHOD_SPECS:
+            raise ValueError(
+                f"unknown method {v!r}; methods: {', '.join(repr(m) for m in METHOD_SPECS)}"
+            )
+        return v
 
     @field_validator("context")
     @classmethod
@@ -393,12 +401,7 @@ class ProjectConfig(_Strict):
         agent = self.method.context.get("agent")  # Self-MoA's proposer, random's agent, ...
         if agent is not None and agent not in names:
             raise ValueError(f"method.context.agent: {agent!r} is not one of the agents {names}")
-        agent_fields = METHOD_SPECS[self.method.name].options.agent_fields()
-        for key, value in self.method.options.items():
-            if key in agent_fields and value is not None and value not in names:
-                raise ValueError(
-                    f"method.options.{key}: {value!r} is not one of the agents {names}"
-                )
+        check_agent_options(self.method.name, self.method.options, names, "method.options")
         check_limits({a.name: (a.price_per_million, a.max_tokens) for a in self.agents},
                      self.method.context)  # fmt: skip
         return self

@@ -3,9 +3,11 @@
 Each method graph reads its own context class through ``Runtime[...]``; the registry
 (:mod:`toa_graph.registry`) says which class belongs to which method, so configs and
 server requests are checked against the knobs the method really has.
-:class:`SamplingContext` carries every knob of every method. A method graph's own context
-schema is a :class:`GraphContext` (every knob, lenient): a plain dict passed to
-``graph.ainvoke(..., context={...})`` becomes one, keys that are not knobs ignored.
+:class:`SamplingContext` carries every knob of the built-in methods (kept for callers that
+pass one context whatever the method). A method graph's context schema is its own class
+made lenient (:func:`graph_context_class`): a plain dict passed to
+``graph.ainvoke(..., context={...})`` becomes one, keys that are not its knobs ignored, so
+two methods may use the same knob name for different things.
 
 Strict and lenient on purpose: where a user types knobs (config file, CLI ``--set``, server
 request) :func:`toa_graph.registry.method_context` rejects unknown ones; the graph itself
@@ -29,6 +31,7 @@ __all__ = [
     "MoaContext",
     "SamplingContext",
     "ToaContext",
+    "context_knobs",
     "graph_context_class",
     "read_context",
 ]
@@ -223,27 +226,46 @@ class GraphContext(SamplingContext):
 
 
 def graph_context_class(
-    defaults: Mapping[str, Any] | None = None, name: str = "GraphContext"
-) -> type[GraphContext]:
-    """The context schema of one method graph: :class:`GraphContext` whose field defaults
-    are ``defaults`` (the factory's; already validated against the method's knobs), so
-    Studio's context form shows them too."""
-    if not defaults:
-        return GraphContext
-    own = SamplingContext.__dataclass_fields__
+    defaults: Mapping[str, Any] | None = None,
+    name: str = "GraphContext",
+    base: type[BaseContext] | None = None,
+) -> type[BaseContext]:
+    """The context schema of one method graph: the method's own context class ``base``
+    (default: every knob, :class:`GraphContext`) made lenient like :class:`GraphContext`,
+    with ``defaults`` (the factory's, already validated against the method's knobs) as
+    its field defaults, so Studio's context form shows them too."""
+    if base is None or base is SamplingContext:
+        if not defaults:
+            return GraphContext
+        base = GraphContext
+    own = base.__dataclass_fields__
     cls = dataclasses.make_dataclass(
         name,
-        [(k, own[k].type, dataclasses.field(default=v, kw_only=True)) for k, v in defaults.items()],
-        bases=(GraphContext,),
-        init=False,
+        [
+            (k, own[k].type, dataclasses.field(default=v, kw_only=True))
+            for k, v in (defaults or {}).items()
+        ],
+        bases=(base,),
         kw_only=True,
     )
-    cls.__module__ = __name__  # string annotations resolve here (JSON schema)
-    cls.__doc__ = f"{GraphContext.__doc__}\n\nFactory defaults: {dict(defaults)!r}"
+    strict: Any = vars(cls)["__init__"]
+
+    def __init__(self: Any, **knobs: Any) -> None:  # missing or None: the field's default
+        strict(self, **{k: v for k, v in knobs.items() if v is not None and k in own})
+
+    type.__setattr__(cls, "__init__", __init__)
+    cls.__module__ = base.__module__  # string annotations resolve there (JSON schema)
+    doc = f"{base.__doc__ or ''}\n\nBuilt leniently: unknown keys are ignored, None keeps the default."
+    cls.__doc__ = doc + (f"\n\nFactory defaults: {dict(defaults)!r}" if defaults else "")
     return cls
 
 
-def read_context(source: Any, schema: type[GraphContext] = GraphContext) -> GraphContext:
+def context_knobs(schema: type[Any]) -> tuple[str, ...]:
+    """The knob names of a context class, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(schema))
+
+
+def read_context(source: Any, schema: type[Any] = GraphContext) -> Any:
     """The knobs of ``source`` (the run's context: a dict, a dataclass, a pydantic model, any
     object with attributes, or ``None``) as ``schema``: knobs it has and sets (not ``None``)
     are taken, the others keep ``schema``'s defaults, everything else is ignored.
@@ -253,10 +275,11 @@ def read_context(source: Any, schema: type[GraphContext] = GraphContext) -> Grap
     """
     if source is None:
         return schema()
+    names = context_knobs(schema)
     if isinstance(source, Mapping):
-        knobs = {k: source.get(k) for k in KNOBS}
+        knobs = {k: source.get(k) for k in names}
     else:
-        knobs = {k: getattr(source, k, None) for k in KNOBS}
+        knobs = {k: getattr(source, k, None) for k in names}
     try:
         return schema(**knobs)
     except (TypeError, ValueError) as exc:

@@ -17,7 +17,8 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
-from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
+from toa_graph.context import SamplingContext
+from toa_graph.context_reader import ContextReader
 from toa_graph.cost import has_limits, usage_cost
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.reasoning import with_reasoning
@@ -289,59 +290,21 @@ FINISH: Final = "finish"
 """Last node of every method graph: where a method goes once its run is done (not ``END``)."""
 
 
-class ContextReader:
-    """How a method graph reads its knobs from the run's context, whatever that is.
-
-    ``METHODS[name](..., defaults={...})`` makes one per graph: ``defaults`` are checked
-    against the method's knobs (a :class:`~toa_graph.errors.UserError` listing them) and
-    become the field defaults of the graph's context schema (:attr:`schema`), so a dict
-    passed to ``ainvoke(context=...)`` is coerced by LangGraph once per run with them.
-    Called from a node, the reader returns that object as is; any other context (none,
-    the parent app's dataclass, pydantic model or dict, one of our context classes) is
-    read for the knobs it has and sets, the rest from the factory's defaults
-    (:func:`~toa_graph.context.read_context`).
-    """
-
-    def __init__(self, method: str | None = None, defaults: Mapping[str, Any] | None = None):
-        self.method = method
-        self.defaults = dict(defaults or {})
-        if self.defaults:
-            from toa_graph.registry import method_context
-
-            if method is None:
-                raise ValueError("factory defaults need the method's name to be checked")
-            method_context(method, self.defaults)  # unknown or bad knobs: UserError
-        name = f"{''.join(p.title() for p in (method or '').split('_'))}GraphContext"
-        self.schema = graph_context_class(self.defaults, name)
-        self._plain = self.schema is GraphContext
-        self._empty = self.schema()
-
-    def __call__(self, runtime: Any) -> SamplingContext:
-        ctx = getattr(runtime, "context", None)
-        if type(ctx) is self.schema:  # this graph's own schema: coerced by LangGraph
-            return ctx
-        if ctx is None:
-            return self._empty
-        if self._plain and isinstance(ctx, SamplingContext):  # complete, nothing to fill
-            return ctx
-        return read_context(ctx, self.schema)
-
-
 def method_builder(
     first: str, context: ContextReader | None = None
-) -> StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]:
+) -> StateGraph[SamplingState, Any, SamplingInput, SamplingOutput]:
     """A builder with the shared contract whose runs begin with :func:`start_run`, then
     ``first``, and end at :data:`FINISH` (where a run given ``messages`` answers there);
     ``context`` is the graph's :class:`ContextReader` (its schema is the context schema)."""
     reader = context or ContextReader()
-    builder: StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]
+    builder: StateGraph[SamplingState, Any, SamplingInput, SamplingOutput]
     builder = StateGraph(
         SamplingState,
         context_schema=reader.schema,
         input_schema=SamplingInput,
         output_schema=SamplingOutput,
     )
-    builder.add_node("start", start_run)
+    builder.add_node("start", _checked_start(reader))
     builder.add_node(FINISH, _finish_run(reader.method))
     builder.add_edge(START, "start")
     builder.add_edge("start", first)
@@ -374,6 +337,23 @@ async def score_inbox(
         "samples": new,
         "best": best_sample([best, *new] if best is not None else new),
     }
+
+
+def _checked_start(reader: ContextReader) -> Any:
+    """:func:`start_run`, then the method's input pre-check (the one the server runs before
+    it answers a request), when the method has one."""
+    check = reader.check
+    if check is None:
+        return start_run
+
+    def start(state: SamplingState, runtime: Any) -> dict[str, Any]:
+        update = start_run(state)
+        run_input = {"prompt": update.get("prompt", state.get("prompt"))}
+        run_input["reference"] = state.get("reference")
+        check(run_input, reader(runtime), reader.agents)
+        return update
+
+    return start
 
 
 def start_run(state: SamplingState) -> dict[str, Any]:

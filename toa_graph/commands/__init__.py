@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from toa_graph.config import ProjectConfig
+    from toa_graph.registry import RunSettings
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -85,25 +87,44 @@ def method_choices() -> list[str]:
     return method_names()
 
 
-def method_settings(
-    cfg: ProjectConfig, method: str | None, knobs: dict[str, Any]
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The method to run with its knobs and options: the config's ``method:`` section (its
-    knobs that the chosen method has; its options when it is the same method), then the
-    ``--set`` knobs, checked now: :class:`~toa_graph.errors.UserError` for a knob the
-    method lacks (listing its knobs), a bad value or an unknown ``agent``."""
-    from toa_graph.cost import check_limits
-    from toa_graph.errors import UserError
-    from toa_graph.registry import get_method, method_context
+def settings_parser(
+    *,
+    method_help: str | None = "default: the config's, else toa",
+    budget_help: str | None = "generations per prompt (default: the config's, else 8)",
+    set_what: str = "context knobs",
+    keep_help: str = "leave embedded servers running for later runs",
+) -> argparse.ArgumentParser:
+    """The options every command that runs a method shares, declared once: ``--config``,
+    ``--method``, ``--budget`` (each left out when its help is ``None``), ``--set``, the
+    limit flags (:func:`add_limit_flags`) and ``--keep-servers``. Pass it as
+    ``parents=[...]`` to ``add_parser``; read the options back with :func:`run_settings`."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("method and config")
+    g.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
+    if method_help is not None:
+        g.add_argument("--method", default=None, choices=method_choices(), help=method_help)
+    if budget_help is not None:
+        g.add_argument("--budget", type=int, default=None, help=budget_help)
+    g.add_argument(
+        "--set", action="append", default=[], metavar="KNOB=VALUE", help=set_help(set_what)
+    )
+    add_limit_flags(g)
+    g.add_argument("--keep-servers", action="store_true", help=keep_help)
+    return p
 
-    name = method or cfg.method.name
-    spec = get_method(name)
-    context = {k: v for k, v in cfg.method.context.items() if k in spec.knobs}
-    context.update(knobs)
-    method_context(name, context)
-    agents = [a.name for a in cfg.agents]
-    if context.get("agent") is not None and context["agent"] not in agents:
-        raise UserError(f"context.agent: {context['agent']!r} is not one of the agents {agents}")
-    check_limits({a.name: (a.price_per_million, a.max_tokens) for a in cfg.agents}, context)
-    options = dict(cfg.method.options) if name == cfg.method.name else {}
-    return name, context, options
+
+def run_settings(
+    args: argparse.Namespace, cfg: ProjectConfig, *, default_budget: int | None = None
+) -> RunSettings:
+    """The run's settings from the shared options (:func:`settings_parser`) and the config,
+    resolved once (:meth:`~toa_graph.registry.RunSettings.resolve`): a knob or option the
+    method lacks, or a bad value, is a :class:`~toa_graph.errors.UserError`."""
+    from toa_graph.registry import RunSettings
+
+    return RunSettings.resolve(
+        cfg,
+        method=getattr(args, "method", None),
+        knobs=parse_knobs(args.set, args),
+        budget=getattr(args, "budget", None),
+        default_budget=default_budget,
+    )

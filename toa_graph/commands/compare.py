@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from toa_graph.commands import add_limit_flags
 from toa_graph.errors import UserError
 
 DESCRIPTION = """\
@@ -66,11 +65,20 @@ CSV_FIELDS = [
 
 
 def add_parser(sub: Any) -> None:
+    from toa_graph.commands import settings_parser
+
     p = sub.add_parser(
         "compare",
         help="methods x budgets on the same prompts: table, CSV and reward-vs-budget plot",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[
+            settings_parser(
+                method_help=None,
+                budget_help=None,
+                set_what="context knobs for every run (each method takes those it has)",
+            )
+        ],
     )
     p.add_argument(
         "--methods",
@@ -79,7 +87,6 @@ def add_parser(sub: Any) -> None:
         "seq_window=3), or 'all' (default: toa)",
     )
     p.add_argument("--budgets", default="4,8,16,32", help="comma-separated generations per prompt")
-    p.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
     p.add_argument("--input", default=None, help="prompt file (default: the shipped examples)")
     p.add_argument("--output", required=True, help="output directory (reuse it to resume)")
     p.add_argument("--limit", type=int, default=None, help="only the first K usable prompts")
@@ -95,14 +102,6 @@ def add_parser(sub: Any) -> None:
         help="read prompt/reference/id from other input fields, e.g. reference=en",
     )
     p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KNOB=VALUE",
-        help="context knobs for every run",
-    )
-    add_limit_flags(p)
-    p.add_argument(
         "--simulate",
         action="store_true",
         help="use the simulated agents and reward (no models, no servers; see above)",
@@ -111,9 +110,6 @@ def add_parser(sub: Any) -> None:
         "--sim-seed", type=int, default=0, help="--simulate: the hidden world's seed (default 0)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
-    )
     p.set_defaults(func=run)
 
 
@@ -339,32 +335,42 @@ async def run_compare(
     reward_digest: Any = None,
     agents_factory: Callable[[], Any] | None = None,
     grade: Callable[[str], float | None] | None = None,
+    config: Any = None,
     method_defaults: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (method, budget) cell, then write compare.csv and both plots.
+    """Run every (method, budget) cell, then write compare.csv and the plots.
 
-    ``method_defaults``: knobs one method needs that ``context`` does not set (method ->
-    knobs; ``context`` wins).
-
-    ``agents_factory``, when given, builds the agents anew for each cell (stateful agents,
-    e.g. the simulated ones, then give every cell the same start); ``grade`` adds the true
-    quality of the best answers to the rows.
+    Each cell's settings are resolved once (:meth:`~toa_graph.registry.RunSettings.resolve`):
+    ``config``'s method section, then ``method_defaults`` (method -> knobs one method needs
+    that ``context`` does not set), then the ``context`` knobs the method has, then a
+    variant's knobs (:data:`VARIANTS`), then the budget. ``agents_factory``, when given,
+    builds the agents anew for each cell (stateful agents, e.g. the simulated ones, then
+    give every cell the same start); ``grade`` adds the true quality of the best answers
+    to the rows.
     """
+    from toa_graph.registry import RunSettings
     from toa_graph.synthesis import config_digest, read_records, run_synthesis
 
+    _check_knobs([entry_method(m)[0] for m in methods], context or {})
     rows = []
     for method in methods:
         for budget in budgets:
-            name, ctx = entry_method(method, context)
-            ctx = {**(method_defaults or {}).get(name, {}), **ctx}
-            ctx["budget"] = int(budget)
+            name, variant = entry_method(method)
+            knobs = {
+                **(method_defaults or {}).get(name, {}),
+                **RunSettings.own_knobs(name, context or {}),
+                **variant,
+            }
+            cell = RunSettings.resolve(config, method=name, knobs=knobs, budget=int(budget))
             out = cell_dir(output, method, budget)
             cell_agents = agents_factory() if agents_factory is not None else agents
             summary = await run_synthesis(
-                input, out, method=name, agents=cell_agents, reward=reward, context=ctx,
-                concurrency=concurrency, limit=limit, field_map=field_map, progress=progress,
+                input, out, method=name, agents=cell_agents, reward=reward, context=cell.knobs,
+                method_options=cell.options, concurrency=concurrency, limit=limit,
+                field_map=field_map, progress=progress,
                 digest=config_digest(
-                    method=name, context=ctx, agents=agents_digest or agents, reward=reward_digest or reward
+                    method=name, context=cell.knobs, agents=agents_digest or agents,
+                    reward=reward_digest or reward, options=cell.options,
                 ),
                 collect_rows=False,
             )  # fmt: skip
@@ -379,6 +385,17 @@ async def run_compare(
     for x in plot_axes(rows):
         plot(rows, Path(output) / PLOT_AXES[x][2], x=x)
     return rows
+
+
+def _check_knobs(methods: Sequence[str], knobs: Mapping[str, Any]) -> None:
+    """A ``--set`` knob that none of the compared methods has is a typo, not a no-op."""
+    from toa_graph.registry import get_method
+
+    stray = sorted(set(knobs).difference(*(get_method(m).knobs for m in methods)))
+    if stray:
+        raise UserError(
+            f"context knob(s) {stray} belong to none of the methods {', '.join(methods)}"
+        )
 
 
 SIM_DEBATE = {"correct_threshold": 0.8}
@@ -424,9 +441,9 @@ async def run_simulated(
 
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
-    from toa_graph.commands.synthesize import EXAMPLES
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import parse_field_map
+    from toa_graph.synthesis.plan import EXAMPLES
 
     try:
         methods = compare_entries() if args.methods == "all" else parse_list(args.methods)
@@ -453,13 +470,13 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         return _report(rows, args.output)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        context = {**cfg.method.context, **knobs}
         reward = build_reward(cfg.reward, agents=cfg.agents)
         rows = asyncio.run(
             run_compare(
                 input_path, args.output, methods=methods, budgets=budgets, agents=cfg.agents,
-                reward=reward, context=context, concurrency=args.concurrency, limit=args.limit,
+                reward=reward, context=knobs, concurrency=args.concurrency, limit=args.limit,
                 field_map=field_map, progress=not args.no_progress, reward_digest=cfg.reward,
+                config=cfg,
             )
         )  # fmt: skip
     return _report(rows, args.output)

@@ -8,8 +8,6 @@ import json
 import sys
 from typing import Any
 
-from toa_graph.commands import add_limit_flags
-
 DESCRIPTION = """\
 Run one sampling method on one prompt and show every generation with its reward.
 
@@ -24,63 +22,43 @@ CPU build on 127.0.0.1 (started for this run and stopped after it, unless
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import method_choices, set_help
+    from toa_graph.commands import settings_parser
 
     p = sub.add_parser(
         "run",
         help="run one method on one prompt and print the samples",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[
+            settings_parser(
+                method_help="sampling method (default: the config's, else toa)",
+                budget_help="generations to spend (default: the config's, else 8)",
+                set_what="other context knobs",
+            )
+        ],
     )
     p.add_argument("prompt", help="the user prompt (use '-' to read it from stdin)")
     p.add_argument(
-        "--method",
-        default=None,
-        choices=method_choices(),
-        help="sampling method (default: the config's, else toa)",
-    )
-    p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
-    p.add_argument(
-        "--budget",
-        type=int,
-        default=None,
-        help="generations to spend (default: the config's, else 8)",
-    )
-    add_limit_flags(p)
-    p.add_argument(
         "--reference", default=None, help="gold answer / reference translation for the reward"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KNOB=VALUE",
-        help=set_help("other context knobs"),
-    )
-    p.add_argument(
-        "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
     )
     p.add_argument("--json", action="store_true", help="print the full output as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.commands import method_settings, parse_knobs, project_config
-    from toa_graph.registry import compile_method, method_context
+    from toa_graph.commands import project_config, run_settings
+    from toa_graph.registry import DEFAULT_BUDGET
     from toa_graph.rewards import build_reward
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    knobs = parse_knobs(args.set, args)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        method, context, options = method_settings(cfg, args.method, knobs)
-        context["budget"] = args.budget or context.get("budget") or 8
-        ctx = method_context(method, context)  # a bad knob: UserError (exit 2)
+        settings = run_settings(args, cfg, default_budget=DEFAULT_BUDGET)  # bad knob: exit 2
         reward = build_reward(cfg.reward, agents=cfg.agents)
-        graph = compile_method(method, agents=cfg.agents, reward=reward, options=options)
+        graph = settings.compile(agents=cfg.agents, reward=reward)
         inp: dict[str, Any] = {"prompt": prompt}
         if args.reference:
             inp["reference"] = args.reference
-        out = asyncio.run(graph.ainvoke(inp, context=ctx))
+        out = asyncio.run(graph.ainvoke(inp, context=settings.context))
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0 if out.get("best") else 1

@@ -64,6 +64,7 @@ from toa_graph.answers import (
 from toa_graph.answers import answers_match as _answers_match
 from toa_graph.context import SamplingContext
 from toa_graph.cost import has_limits, step_fits
+from toa_graph.method_spec import InputRejected
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
     answer_prompt_text,
@@ -212,8 +213,25 @@ NO_GOLD_ANSWER = (
 
 def can_judge(reference: str | list[str] | None, correct_threshold: float | None) -> bool:
     """Whether a run can tell correct answers from wrong ones: it has a gold answer, or a
-    reward threshold (the server checks this before it answers a request)."""
+    reward threshold."""
     return references_of(reference) is not None or correct_threshold is not None
+
+
+def check_debate_input(run_input: Mapping[str, Any], ctx: Any, agents: Sequence[str]) -> None:
+    """The debate's input pre-check (its registry entry's ``check_input_path``), run by the
+    server before it answers a request and by the graph as the run starts: answers must
+    be judgeable (a gold answer or ``correct_threshold``) and the budget must hold one
+    round of ``agents``."""
+    if not can_judge(run_input.get("reference"), ctx.correct_threshold):
+        raise InputRejected(NO_GOLD_ANSWER, param="context.correct_threshold")
+    cost = round_cost(len(agents))
+    if ctx.budget < cost:
+        raise InputRejected(
+            f"context.budget={ctx.budget} is too small for one debate round of "
+            f"{len(agents)} agents: it needs {cost} generations (answers plus the largest "
+            "possible round of feedback and reflections)",
+            param="budget",
+        )
 
 
 def create_debate_graph(
@@ -236,7 +254,7 @@ def create_debate_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward)
-    read_context = ContextReader("debate", defaults)
+    read_context = ContextReader("debate", defaults, agents=pool.names)  # + its pre-check
     student_name = student or pool.names[-1]
     if student_name not in pool:
         raise ValueError(f"student {student_name!r} is not one of the agents {pool.names}")
@@ -247,15 +265,7 @@ def create_debate_graph(
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         golds = references_of(state.get("reference"))
-        if not can_judge(state.get("reference"), ctx.correct_threshold):
-            raise ValueError(NO_GOLD_ANSWER)
-        cost = round_cost(len(pool))
-        if ctx.budget < cost:
-            raise ValueError(
-                f"context.budget={ctx.budget} is too small for one debate round of "
-                f"{len(pool)} agents: it needs {cost} generations (answers plus the largest "
-                "possible round of feedback and reflections)"
-            )
+        cost = round_cost(len(pool))  # the budget holds one round: checked as the run starts
         question, task = question_text(prompt), ctx.task or infer_task(golds[0] if golds else None)
         samples = state.get("samples") or []
 
