@@ -37,9 +37,23 @@ __all__ = [
 ]
 
 
+SOURCE_ATTR = "_toa_reward_config"
+"""Where :func:`build_reward` leaves the config a reward was built from, so a run's data
+digest is the same for the built reward as for its config (e.g. a Ray run's)."""
+
+
 def build_reward(cfg: Any, *, agents: Sequence[AgentConfig] = ()) -> RewardModel:
     """The reward model a config's ``reward:`` section describes (the kind's config class
     names its implementation: :data:`toa_graph.config.REWARD_KINDS`)."""
+    model = _build_reward(cfg, agents)
+    try:
+        setattr(model, SOURCE_ATTR, cfg)
+    except (AttributeError, TypeError):  # an object with __slots__: described by its type
+        pass
+    return model
+
+
+def _build_reward(cfg: Any, agents: Sequence[AgentConfig]) -> RewardModel:
     from toa_graph.config import REWARD_KINDS
 
     kind = cfg.kind

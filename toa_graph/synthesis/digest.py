@@ -50,6 +50,9 @@ def describe(x: Any) -> Any:
     objects (fake models in tests, callables) by their name / type only."""
     if x is None:
         return None
+    source = getattr(x, "_toa_reward_config", None)  # a reward built from a config
+    if source is not None:
+        return describe(source)
     if type(x).__module__ == "toa_graph.config" and hasattr(x, "model_dump"):
         return x.model_dump(mode="json", exclude={"source"} if hasattr(x, "source") else None)
     if hasattr(x, "model_dump") or callable(x):  # chat models, reward objects, functions

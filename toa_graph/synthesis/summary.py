@@ -153,7 +153,7 @@ def format_summary(s: Any) -> str:
 ProgressFactory = Callable[..., Any]
 
 
-def _tqdm(total: int, desc: str) -> Any:
+def _tqdm(total: int | None, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="prompt", dynamic_ncols=True, smoothing=0.1)
