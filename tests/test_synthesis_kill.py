@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +130,74 @@ def test_cli_examples_table_and_failure_exit_code(tmp_path: Path, fake_server: i
     )  # fmt: skip
     assert res.returncode == 1
     assert "4 failed" in res.stdout and "failed.jsonl" in res.stdout
+
+
+def _stats(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+        return dict(json.loads(r.read()))
+
+
+def _comparable(path: Path) -> dict[str, Any]:
+    """What a resumed record must share with an uninterrupted run's (not latencies)."""
+    out = {}
+    for line in path.read_bytes().splitlines():
+        r = json.loads(line)
+        out[r["id"]] = [
+            (s["id"], s["agent"], s["kind"], s.get("parent"), s["text"], s["reward"])
+            for s in r["samples"]
+        ]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("method", ["toa", "random"])
+def test_sigkill_at_random_points_repays_at_most_the_requests_in_flight(
+    tmp_path: Path, method: str
+) -> None:
+    n = 24
+    inp = tmp_path / "prompts.jsonl"
+    inp.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"What is {i} + 1?"}) + "\n" for i in range(n)
+        )
+    )
+    rng = random.Random(27)
+    with FakeServer(delay=0.02, capacity=8, deterministic=True) as server:
+        cfg = write_config(tmp_path / "cfg.yaml", server.port)
+
+        def args(out: Path) -> list[str]:
+            return cli("--config", str(cfg), "--input", str(inp), "--output", str(out),
+                       "--method", method, "--budget", "6", "--concurrency", "4",
+                       "--no-progress")  # fmt: skip
+
+        ref = tmp_path / "ref"
+        res = subprocess.run(args(ref), cwd=tmp_path, env=env(), capture_output=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        uninterrupted = len(_stats(server.port)["arrivals"])
+        server.reset_stats()
+
+        out = tmp_path / "out"
+        records = out / "records.jsonl"
+        kills = 0
+        for _ in range(3):  # three kills at random points, each followed by a resume
+            proc = subprocess.Popen(args(out), cwd=tmp_path, env=env(),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            start = len(_stats(server.port)["arrivals"])
+            target = start + rng.randint(5, 60)
+            while len(_stats(server.port)["arrivals"]) < target and proc.poll() is None:
+                time.sleep(rng.uniform(0, 0.01))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)  # our own child
+                kills += 1
+            proc.wait()
+        res = subprocess.run(args(out), cwd=tmp_path, env=env(), capture_output=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        total = len(_stats(server.port)["arrivals"])
+    assert n_lines(records) == n
+    if method == "toa":
+        # one play a step and a local reward: each prompt has at most one request out, so
+        # at most --concurrency (4) are in flight at a kill (without the generation store
+        # a kill would repay every generation of the prompts in flight, up to 4 x 6)
+        assert kills >= 1 and total - uninterrupted <= 4 * kills, (total, uninterrupted, kills)
+    assert _comparable(records) == _comparable(ref / "records.jsonl")

@@ -89,14 +89,26 @@ def read_jsonl_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def read_record_files(paths: Sequence[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
+def read_record_files(
+    paths: Sequence[str | os.PathLike[str]], *, allow_mixed: bool = False
+) -> Iterator[dict[str, Any]]:
     """Records from several files or output directories, each id once (first wins), so
-    shards of one job can be exported together."""
+    shards of one job can be exported together. Each path must hold records of one data
+    digest (a ``MixedDigestError`` otherwise, unless ``allow_mixed``); several paths may
+    differ."""
     from toa_graph.synthesis import read_records
+    from toa_graph.synthesis.digest import check_export_digests
 
     seen: set[str] = set()
     for path in paths:
+        digests: set[str] = set()
+        if not allow_mixed:
+            check_export_digests(path, digests)
         for rec in read_records(path):
+            dd = rec.get("data_digest")
+            if not allow_mixed and dd and dd not in digests:
+                digests.add(str(dd))
+                check_export_digests(path, digests)
             rid = str(rec["id"])
             if rid in seen:
                 continue

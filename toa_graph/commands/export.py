@@ -100,6 +100,11 @@ def add_parser(sub: Any) -> None:
         help="split the rows into train and test (fraction F in test; seeded shuffle)",
     )  # fmt: skip
     p.add_argument(
+        "--allow-mixed", action="store_true",
+        help="export an input directory whose records were made under several data configs "
+        "(synthesize --force-mixed); refused otherwise",
+    )  # fmt: skip
+    p.add_argument(
         "--reward", default=None, metavar="TEXT",
         help="the reward model to name in the dataset card (records do not carry it)",
     )  # fmt: skip
@@ -116,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     stats = ExportStats()
     facts = CardFacts()
-    rows = _rows(args, facts.observe(read_record_files(args.input)), stats)
+    records = read_record_files(args.input, allow_mixed=args.allow_mixed)
+    rows = _rows(args, facts.observe(records), stats)
     with tempfile.TemporaryDirectory(prefix="toa-export-") as tmp:
         out = Path(args.output) if args.output else Path(tmp) / f"{args.kind}.jsonl"
         files = _write_splits(args, rows, out, Path(tmp), stats)

@@ -130,6 +130,11 @@ def _add_run_args(g: Any) -> None:
         help="only shard K of N (by a hash of the id); run N processes with their own --output "
         "to use more cores, then export them together",
     )
+    g.add_argument(
+        "--force-mixed", action="store_true",
+        help="append to an --output made under another data config (model, sampling, "
+        "method, reward); refused otherwise (export then needs --allow-mixed)",
+    )  # fmt: skip
     g.add_argument("--fsync", action="store_true", help="fsync each record (survives power loss)")
     g.add_argument(
         "--compress", choices=["zst", "gz"], default=None,
@@ -282,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             "progress": not args.no_progress,
             "digest": digest,
             "prompt_timeout_s": args.prompt_timeout,
+            "force_mixed": args.force_mixed,
         }
         if args.estimate is not None:
             return estimate(args, cfg, common, input_path, shard)

@@ -7,6 +7,7 @@ COMET stay unloaded for users who don't need them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,10 +47,9 @@ def build_reward(cfg: Any, *, agents: Sequence[AgentConfig] = ()) -> RewardModel
     """The reward model a config's ``reward:`` section describes (the kind's config class
     names its implementation: :data:`toa_graph.config.REWARD_KINDS`)."""
     model = _build_reward(cfg, agents)
-    try:
+    # an object with __slots__ keeps no config: it is then described by its type
+    with contextlib.suppress(AttributeError, TypeError):
         setattr(model, SOURCE_ATTR, cfg)
-    except (AttributeError, TypeError):  # an object with __slots__: described by its type
-        pass
     return model
 
 

@@ -162,19 +162,35 @@ def check_output_digest(
         if not force_mixed:
             raise MixedDigestError(msg)
         logger.warning("--force-mixed: %s", msg)
+        marked = {**(saved or {}), "mixed": sorted(found | {digest})}
+        _write_json(d / CONFIG_FILE, marked)
     if legacy_records:
         logger.warning(
             "%s: %d record(s) predate the data digest (config_digest only); they are kept "
             "and resumed as this config's", d, legacy_records,
         )  # fmt: skip
     if not other:
-        tmp = d / f".{CONFIG_FILE}.tmp"
-        tmp.write_text(
-            json.dumps({"data_digest": digest, "data": payload}, indent=1, sort_keys=True) + "\n",
-            encoding="utf-8",
-        )
-        os.replace(tmp, d / CONFIG_FILE)
+        _write_json(d / CONFIG_FILE, {"data_digest": digest, "data": payload})
     return bool(other)
+
+
+def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_export_digests(path: str | os.PathLike[str], digests: set[str]) -> None:
+    """Refuse to export a run directory of several data digests (``digests``: those seen
+    in its records so far; or marked mixed in its ``config.json`` by ``--force-mixed``)."""
+    saved = _read_saved(Path(path) / CONFIG_FILE) if Path(path).is_dir() else None
+    mixed = set(digests) | set((saved or {}).get("mixed") or ())
+    if len(mixed) > 1:
+        raise MixedDigestError(
+            f"{path} holds records of {len(mixed)} data configs (data digests "
+            f"{', '.join(sorted(mixed))}): one dataset would mix them. Export each run "
+            "directory of one config, or pass --allow-mixed to export them together knowingly."
+        )
 
 
 def _read_saved(path: Path) -> dict[str, Any] | None:
