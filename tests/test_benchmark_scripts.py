@@ -164,3 +164,11 @@ def test_search_overhead_benchmark_smoke():
     rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] == ["6"]]
     assert [r[1] for r in rows] == ["toa", "abmcts", "abmcts/toa"]
     assert all(float(x) > 0 for r in rows[:2] for x in r[2:5])
+
+
+def test_resume_scale_benchmark_smoke(tmp_path, capsys):
+    from benchmarks.resume_scale import main
+
+    assert main(["--size-mb", "4", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "resume scan of" in out and "PASS" in out and "FAIL" not in out

@@ -6,6 +6,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +107,55 @@ async def test_a_full_disk_stops_with_a_clear_message_and_keeps_records(
     monkeypatch.setattr(RecordWriter, "append", real)
     s = await run_synthesis(inp, out, agents=fake_agents(), **RUN)  # space freed: resumes
     assert (s.done, s.skipped) == (4, 2)
+
+
+CHILD = r"""
+import asyncio, json, resource, sys
+from pathlib import Path
+from benchmarks.resume_scale import make_records
+from tests.fakes import fake_agents, hash_reward
+from toa_graph.synthesis import run_synthesis
+
+tmp = Path(sys.argv[1])
+run = dict(method="toa", reward=hash_reward, context={"budget": 2}, concurrency=2, progress=False)
+inp = tmp / "in.jsonl"
+inp.write_text("".join(json.dumps({"id": i, "prompt": i}) + "\n" for i in ("r0", "r1", "n0", "n1")))
+asyncio.run(run_synthesis(inp, tmp / "warm", agents=fake_agents(), **run))  # warm every pool
+
+def vm_data() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmData")
+
+limit = vm_data() + 64 * 2**20
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+out = tmp / "out"
+out.mkdir()
+digest = json.loads((tmp / "warm" / "records.jsonl").read_text().splitlines()[0])["data_digest"]
+make_records(out / "records.jsonl", (limit + 32 * 2**20) / 2**20, data_digest=digest)
+size = (out / "records.jsonl").stat().st_size
+s = asyncio.run(run_synthesis(inp, out, agents=fake_agents(), **run))
+try:  # the limit bites: the file cannot be read whole
+    (out / "records.jsonl").read_bytes()
+    whole = True
+except MemoryError:
+    whole = False
+print(json.dumps({"limit": limit, "size": size, "done": s.done, "skipped": s.skipped,
+                  "read_whole": whole}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_resume_over_a_records_file_larger_than_the_memory_limit(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path)], cwd=repo, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(repo), "MALLOC_ARENA_MAX": "1"}, timeout=280,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["size"] > got["limit"]  # the whole file could not have been held in memory
+    assert (got["done"], got["skipped"]) == (2, 2)
+    assert got["read_whole"] is False  # reading it whole, as resume once did, fails
