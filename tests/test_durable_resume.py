@@ -16,6 +16,7 @@ import pytest
 
 from tests.fake_servers import FakeServer
 from tests.fakes import fake_agents, hash_reward
+from toa_graph import cli
 from toa_graph.config import AgentConfig
 from toa_graph.export_io import read_record_files
 from toa_graph.synthesis import read_records, run_synthesis
@@ -59,7 +60,9 @@ async def test_a_moved_endpoint_resumes_another_model_setting_is_refused(tmp_pat
     assert len(list(read_records(out))) == 4  # the refused run wrote nothing
 
 
-async def test_export_refuses_a_mixed_directory_unless_allowed(tmp_path: Path) -> None:
+async def test_export_refuses_a_mixed_directory_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     inp = write_prompts(tmp_path / "in.jsonl", 4)
     out, other = tmp_path / "out", tmp_path / "other"
     await run_synthesis(inp, out, agents=fake_agents(), limit=2, **RUN)
@@ -69,6 +72,11 @@ async def test_export_refuses_a_mixed_directory_unless_allowed(tmp_path: Path) -
     with pytest.raises(MixedDigestError, match="--allow-mixed"):
         list(read_record_files([out]))
     assert len(list(read_record_files([out], allow_mixed=True))) == 4
+    sft = tmp_path / "sft.jsonl"
+    argv = ["export", "sft", "--input", str(out), "--output", str(sft)]
+    assert cli.main(argv) == 2 and "--allow-mixed" in capsys.readouterr().err
+    assert cli.main([*argv, "--allow-mixed"]) == 0
+    assert len(sft.read_text().splitlines()) == 4
 
 
 async def test_a_corrupt_generation_store_is_rebuilt_with_a_warning(
