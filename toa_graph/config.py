@@ -438,10 +438,20 @@ def _read_yaml(path: Path) -> tuple[Any, str]:
         raise ConfigError(f"{where}: YAML syntax error: {getattr(exc, 'problem', exc)}") from exc
 
 
+def shipped_path(path: Path) -> Path:
+    """``path`` itself when it exists; else, for ``model_configs/NAME`` (the paths the docs
+    use), the shipped copy of ``NAME`` (so they work from an installed wheel too)."""
+    parts = path.parts
+    if path.exists() or path.is_absolute() or len(parts) < 2 or parts[0] != "model_configs":
+        return path
+    shipped = configs_dir().joinpath(*parts[1:])
+    return shipped if shipped.is_file() else path
+
+
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     """Load and validate a config file. ``reward:`` may name another YAML file (relative path)
     whose ``reward:`` section is used, so reward models are shared between configs."""
-    p = Path(path)
+    p = shipped_path(Path(path))
     data, text = _read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping with 'agents' and 'reward' at the top")
@@ -475,9 +485,9 @@ RewardAdapter = _reward_adapter()
 
 
 def configs_dir() -> Path:
-    """The shipped ``model_configs/`` directory (repo checkout or installed package)."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "model_configs", here / "model_configs"):
-        if cand.is_dir():
-            return cand
-    return here.parent / "model_configs"
+    """The shipped ``model_configs/`` directory, read through :mod:`importlib.resources`:
+    ``toa_graph/model_configs`` inside an installed wheel; in a checkout that path is a link
+    to the repository's ``model_configs/``."""
+    from importlib.resources import files
+
+    return Path(str(files("toa_graph") / "model_configs"))  # a folder on disk, not a zip
