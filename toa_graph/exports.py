@@ -33,10 +33,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from toa_graph import text
 from toa_graph.errors import UserError
+from toa_graph.state import ranked
 
 __all__ = [
     "PAPER_REJECTED_RANK",
@@ -102,8 +103,8 @@ def _usable(sample: Mapping[str, Any]) -> bool:
 
 def ranked_samples(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Usable samples (scored, no error, non-empty text), best first; ties keep generation order."""
-    samples = [s for s in record.get("samples") or [] if _usable(s)]
-    return sorted(samples, key=lambda s: -float(s["reward"]))
+    samples = record.get("samples") or []
+    return [cast(dict[str, Any], s) for s in ranked(samples) if _usable(s)]
 
 
 def default_rejected_rank(n: int) -> int:

@@ -19,7 +19,7 @@ from langgraph.types import Overwrite
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
-from toa_graph.rewards.base import RewardModel
+from toa_graph.rewards.base import RewardModel, check_scores, reference_list
 from toa_graph.state import (
     Prompt,
     Sample,
@@ -65,15 +65,6 @@ def question_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return content_text(prompt[-1]["content"])
-
-
-def references_of(reference: str | list[str] | None) -> list[str] | None:
-    if reference is None:
-        return None
-    if isinstance(reference, str):
-        return [reference] if reference.strip() else None
-    refs = [r for r in reference if isinstance(r, str) and r.strip()]
-    return refs or None
 
 
 def _with_system(messages: list[Message], system: str | None) -> list[Message]:
@@ -225,13 +216,10 @@ async def score_samples(
     if not todo:
         return out  # type: ignore[return-value]
     responses = [out[i]["text"] for i in todo]
-    refs = references_of(reference)
+    refs = reference_list(reference) or None
     try:
-        scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
-        if len(scores) != len(responses):
-            raise RuntimeError(
-                f"reward returned {len(scores)} scores for {len(responses)} responses"
-            )
+        result = await reward.ascore(prompt, responses, refs)
+        scores = check_scores(result, len(responses), getattr(reward, "name", None) or "reward")
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -423,13 +411,6 @@ def in_generation_order(samples: Sequence[Sample]) -> list[Sample]:
 def has_text(sample: Sample) -> bool:
     """Whether a sample holds an answer that can be shown to another agent."""
     return bool(sample.get("text", "").strip()) and failure_stage(sample) != "generate"
-
-
-def ranked(samples: Sequence[Sample]) -> list[Sample]:
-    """Best first: scored samples by reward (ties to the earliest), then unscored ones in order."""
-    scored = [s for s in samples if s.get("reward") is not None]
-    unscored = [s for s in samples if s.get("reward") is None]
-    return sorted(scored, key=lambda s: -float(s["reward"])) + unscored  # type: ignore[arg-type]
 
 
 def even_split(total: int, parts: int) -> list[int]:

@@ -70,7 +70,7 @@ from toa_graph.methods.debate_rounds import (
     round_prompt_text,
     tdpo_examples,
 )
-from toa_graph.rewards.base import RewardLike, as_reward_model
+from toa_graph.rewards.base import RewardLike, as_reward_model, reference_list
 from toa_graph.sampling import (
     FINISH,
     ContextReader,
@@ -78,7 +78,6 @@ from toa_graph.sampling import (
     has_text,
     method_builder,
     question_text,
-    references_of,
     sample_id,
     score_inbox,
     user_turn_messages,
@@ -209,7 +208,7 @@ NO_GOLD_ANSWER = (
 def can_judge(reference: str | list[str] | None, correct_threshold: float | None) -> bool:
     """Whether a run can tell correct answers from wrong ones: it has a gold answer, or a
     reward threshold (the server checks this before it answers a request)."""
-    return references_of(reference) is not None or correct_threshold is not None
+    return bool(reference_list(reference)) or correct_threshold is not None
 
 
 def create_debate_graph(
@@ -231,7 +230,7 @@ def create_debate_graph(
     ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("debate", defaults)
     student_name = student or pool.names[-1]
     if student_name not in pool:
@@ -242,7 +241,7 @@ def create_debate_graph(
     ) -> Command[Literal["answer", "feedback", "reflect", "finish"]]:
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
-        golds = references_of(state.get("reference"))
+        golds = reference_list(state.get("reference")) or None
         if not can_judge(state.get("reference"), ctx.correct_threshold):
             raise ValueError(NO_GOLD_ANSWER)
         cost = round_cost(len(pool))
@@ -320,7 +319,7 @@ def create_debate_graph(
         """Score the new answers and mark each correct or not (gold, else reward threshold)."""
         ctx = read_context(runtime)
         update = await score_inbox(reward_model, state)
-        golds = references_of(state.get("reference"))
+        golds = reference_list(state.get("reference")) or None
         new = []
         for s in update["samples"]:
             if s.get("role") == "answer":

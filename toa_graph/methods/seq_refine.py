@@ -87,7 +87,7 @@ def create_seq_refine_graph(
     Per-run knobs: ``budget``, ``seed``, ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("seq_refine", defaults)
 
     def plan(state: SamplingState, runtime: Runtime[SamplingContext]) -> Command[Any]:

@@ -99,7 +99,7 @@ class LazyReward:
 
     def counters(self) -> dict[str, int]:
         """The loaded reward's counters (``{}`` before it is loaded or when it has none)."""
-        return reward_counters(self._model) if self._model is not None else {}
+        return (reward_counters(self._model) or {}) if self._model is not None else {}
 
     def __repr__(self) -> str:
         return f"LazyReward(kind={self.cfg.kind!r})"

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toa_graph.config import AgentConfig, EmbeddedRewardConfig, MathRewardConfig
-from toa_graph.rewards.base import RewardError, RewardModel, check_scores, reference_list
+from toa_graph.rewards.base import RewardError, RewardModel, reference_list
 from toa_graph.rewards.judge import MAX_RATING, MIN_RATING, JudgeReward
 from toa_graph.rewards.reference import ReferenceReward
 from toa_graph.state import Prompt
@@ -154,7 +154,7 @@ class EmbeddedReward:
                 )
             ratings = await self.judge.ascore(prompt, responses)
             scores = [(r - MIN_RATING) / (MAX_RATING - MIN_RATING) for r in ratings]
-        return check_scores(scores, len(responses), f"embedded:{kind}")
+        return list(scores)
 
     def counters(self) -> dict[str, int]:
         """The judge's counters (requests, retries, fallbacks, text ratings)."""

@@ -15,29 +15,15 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from toa_graph.sampling import total_usage
+from toa_graph.state import failure_stage
 from toa_graph.synthesis.inputs import PromptItem, content_digest
 
 logger = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
-
-FailureStage = Literal["generation", "reward"]
-
-
-def failure_stage(sample: Mapping[str, Any]) -> FailureStage | None:
-    """Where a sample failed: ``"reward"`` (generated, could not be scored),
-    ``"generation"``, or ``None`` when it did not fail.
-
-    The one place synthesis reads the ``"reward:"`` error-prefix convention of
-    :func:`toa_graph.sampling.score_samples`; swap it for a typed sample field here.
-    """
-    err = sample.get("error")
-    if not err:
-        return None
-    return "reward" if str(err).startswith("reward:") else "generation"
 
 
 def config_digest(

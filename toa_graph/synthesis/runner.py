@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from toa_graph.rewards.base import reward_counters
 from toa_graph.synthesis.inputs import PromptItem, parse_field_map
 from toa_graph.synthesis.records import build_record, config_digest
 from toa_graph.synthesis.rundir import InputSource, RunDirectory
@@ -31,7 +32,6 @@ from toa_graph.synthesis.summary import (
     ProgressFactory,
     SynthesisSummary,
     merge_counters,
-    reward_counters,
 )
 
 logger = logging.getLogger(__name__)

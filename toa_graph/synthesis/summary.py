@@ -82,14 +82,6 @@ def _tqdm(total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="prompt", dynamic_ncols=True, smoothing=0.1)
 
 
-def reward_counters(reward: Any) -> dict[str, int] | None:
-    """``reward.counters()`` when the reward object has that optional method, else ``None``."""
-    counters = getattr(reward, "counters", None)
-    if not callable(counters):
-        return None
-    return {str(k): int(v) for k, v in dict(counters()).items()}
-
-
 def merge_counters(*parts: Mapping[str, int] | None) -> dict[str, int] | None:
     """Sum counters key by key (one per process that scored); ``None`` when none had any."""
     present = [p for p in parts if p is not None]
