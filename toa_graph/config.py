@@ -325,7 +325,7 @@ class MethodConfig(_Strict):
     context: dict[str, Any] = Field(default_factory=dict)
     """Knobs of the method's context class, e.g. ``budget``, ``alpha`` (TOA), ``rounds``."""
     options: dict[str, Any] = Field(default_factory=dict)
-    """Factory options, e.g. MoA's ``aggregator``, debate's ``critic`` and ``student``."""
+    """Factory options, e.g. MoA's ``aggregator``, none for debate."""
 
     @field_validator("context")
     @classmethod

@@ -18,6 +18,7 @@ from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
+from toa_graph.errors import UserError
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.rewards.base import RewardModel, check_scores, reference_list
 from toa_graph.state import (
@@ -41,23 +42,23 @@ Message = dict[str, Any]
 
 
 def validate_prompt(prompt: Any) -> Prompt:
-    """Check a prompt (string or chat messages); raise ValueError naming what is wrong."""
+    """Check a prompt (string or chat messages); raise UserError (a ValueError) naming what is wrong."""
     if isinstance(prompt, str):
         if not prompt.strip():
-            raise ValueError("prompt is empty")
+            raise UserError("prompt is empty")
         return prompt
     if isinstance(prompt, list):
         if not prompt:
-            raise ValueError("prompt has no messages")
+            raise UserError("prompt has no messages")
         for i, m in enumerate(prompt):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ValueError(f"prompt message {i} must be a dict with 'role' and 'content'")
+                raise UserError(f"prompt message {i} must be a dict with 'role' and 'content'")
             if m["role"] not in ("system", "user", "assistant"):
-                raise ValueError(f"prompt message {i}: unknown role {m['role']!r}")
+                raise UserError(f"prompt message {i}: unknown role {m['role']!r}")
         if prompt[-1]["role"] != "user":
-            raise ValueError("the last prompt message must be a user message")
+            raise UserError("the last prompt message must be a user message")
         return prompt
-    raise ValueError(f"prompt must be a string or a list of messages, got {type(prompt).__name__}")
+    raise UserError(f"prompt must be a string or a list of messages, got {type(prompt).__name__}")
 
 
 def question_text(prompt: Prompt) -> str:
@@ -428,5 +429,5 @@ def single_agent(pool: AgentPool, ctx: SamplingContext) -> str:
     """The agent of a single-agent method: ``context.agent``, default the first agent."""
     name = ctx.agent or pool.names[0]
     if name not in pool:
-        raise ValueError(f"context.agent {name!r} is not one of the agents {pool.names}")
+        raise UserError(f"context.agent {name!r} is not one of the agents {pool.names}")
     return name

@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from toa_graph.errors import UserError
+
 if TYPE_CHECKING:
     from toa_graph.config import ProjectConfig
 
@@ -17,7 +19,7 @@ def parse_knobs(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects KNOB=VALUE, got {item!r}")
+            raise UserError(f"--set expects KNOB=VALUE, got {item!r}")
         try:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:

@@ -33,9 +33,6 @@ an error. A failed answer counts as incorrect and gets no feedback or reflection
 Without a gold answer the paper's method does not apply. Our extension: an answer is correct
 when its reward is >= ``context.correct_threshold``, and incorrect agents reflect given the
 final answer of the best-rewarded correct answer (or alone when none is correct).
-
-``student`` (a factory argument, default the last agent) names the agent that the
-distillation step trains; as in D&R it debates like every other agent.
 """
 
 from __future__ import annotations
@@ -60,6 +57,7 @@ from toa_graph.answers import (
 )
 from toa_graph.answers import answers_match as _answers_match
 from toa_graph.context import SamplingContext
+from toa_graph.errors import UserError
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
     answer_prompt_text,
@@ -216,15 +214,13 @@ def create_debate_graph(
     reward: RewardLike,
     *,
     defaults: Mapping[str, Any] | None = None,
-    student: str | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) Debate & Reflect graph.
 
     Args:
-        agents: the debaters, in order (teachers and student alike).
+        agents: the debaters, in order.
         reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable;
             it scores every answer, and judges correctness for prompts without a gold answer.
-        student: the agent the distillation trains (default: the last agent).
 
     Per-run knobs: ``budget`` (a cap), ``rounds``, ``task``, ``correct_threshold``, ``seed``,
     ``temperature``, ``max_tokens``.
@@ -232,9 +228,6 @@ def create_debate_graph(
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("debate", defaults)
-    student_name = student or pool.names[-1]
-    if student_name not in pool:
-        raise ValueError(f"student {student_name!r} is not one of the agents {pool.names}")
 
     def moderator(
         state: SamplingState, runtime: Runtime[SamplingContext]
@@ -243,10 +236,10 @@ def create_debate_graph(
         prompt = validate_prompt(state["prompt"])
         golds = reference_list(state.get("reference")) or None
         if not can_judge(state.get("reference"), ctx.correct_threshold):
-            raise ValueError(NO_GOLD_ANSWER)
+            raise UserError(NO_GOLD_ANSWER)
         cost = round_cost(len(pool))
         if ctx.budget < cost:
-            raise ValueError(
+            raise UserError(
                 f"context.budget={ctx.budget} is too small for one debate round of "
                 f"{len(pool)} agents: it needs {cost} generations (answers plus the largest "
                 "possible round of feedback and reflections)"
