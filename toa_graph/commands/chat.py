@@ -48,7 +48,7 @@ HELP = DESCRIPTION.split("Commands inside the chat:\n", 1)[1].split("\n\n", 1)[0
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import method_choices, set_help
+    from toa_graph.commands import budget_help, method_choices, set_help
 
     p = sub.add_parser(
         "chat",
@@ -60,9 +60,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--method", default=None, choices=method_choices(), help="default: the config's, else toa"
     )
-    p.add_argument(
-        "--budget", type=int, default=None, help="generations per answer (default: the config's)"
-    )
+    p.add_argument("--budget", type=int, default=None, help=budget_help("answer"))
     p.add_argument("--agents", default=None, help="comma-separated agent names (default: all)")
     p.add_argument(
         "--set",
@@ -157,12 +155,15 @@ class ChatSession:
         elif name == "set":
             try:
                 update = parse_knobs([arg])
-                from toa_graph.context import SamplingContext
+                from toa_graph.context import KNOBS, SamplingContext
 
+                unknown = sorted(set(update) - set(KNOBS))
+                if unknown:
+                    raise UserError(f"no knob(s) {unknown}; knobs: {', '.join(KNOBS)}")
                 SamplingContext(**{**self.knobs, **update})
                 self.knobs.update(update)
                 print(f"{', '.join(f'{k}={v}' for k, v in update.items())}")
-            except (SystemExit, TypeError, ValueError) as exc:
+            except UserError as exc:
                 print(f"/set: {exc}")
         elif name == "reset":
             self.history.clear()
@@ -217,12 +218,17 @@ class _ProgressLine:
 
 
 def chat(args: argparse.Namespace) -> int:
-    from toa_graph.commands import parse_knobs, project_config
-    from toa_graph.context import SamplingContext
+    from toa_graph.commands import budget_setting, parse_knobs, project_config
+    from toa_graph.context import KNOBS, SamplingContext
     from toa_graph.rewards import build_reward
 
+    budget_setting(args.budget)  # a bad flag fails before any server starts
+    given = parse_knobs(args.set)
+    unknown = sorted(set(given) - set(KNOBS))
+    if unknown:
+        raise UserError(f"--set: no knob(s) {unknown}; knobs: {', '.join(KNOBS)}")
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        knobs = {**cfg.method.context, **parse_knobs(args.set)}
+        knobs = {**cfg.method.context, **given}
         if args.budget is not None:
             knobs["budget"] = args.budget
         SamplingContext(**knobs)  # bad knobs fail now, not at the first message

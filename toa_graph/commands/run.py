@@ -22,7 +22,7 @@ CPU build on 127.0.0.1 (started for this run and stopped after it, unless
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import method_choices, set_help
+    from toa_graph.commands import budget_help, method_choices, set_help
 
     p = sub.add_parser(
         "run",
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
         "--budget",
         type=int,
         default=None,
-        help="generations to spend (default: the config's, else 8)",
+        help=budget_help("prompt"),
     )
     p.add_argument(
         "--reference", default=None, help="gold answer / reference translation for the reward"
@@ -62,15 +62,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.commands import method_settings, parse_knobs, project_config
+    from toa_graph.commands import budget_setting, method_settings, parse_knobs, project_config
     from toa_graph.registry import compile_method, method_context
     from toa_graph.rewards import build_reward
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     knobs = parse_knobs(args.set)
+    budget_setting(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         method, context, options = method_settings(cfg, args.method, knobs)
-        context["budget"] = args.budget or context.get("budget") or 8
+        context["budget"] = budget_setting(args.budget, context)
         ctx = method_context(method, context)  # a bad knob: UserError (exit 2)
         reward = build_reward(cfg.reward, agents=cfg.agents)
         graph = compile_method(method, agents=cfg.agents, reward=reward, options=options)

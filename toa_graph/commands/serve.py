@@ -33,7 +33,7 @@ Without --config the embedded default is started (and stopped at exit). Examples
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import method_choices, set_help
+    from toa_graph.commands import budget_help, method_choices, set_help
 
     p = sub.add_parser(
         "serve",
@@ -56,7 +56,7 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="env var holding the bearer token clients must send (default: no auth)",
     )
-    p.add_argument("--budget", type=int, default=None, help="default budget per request")
+    p.add_argument("--budget", type=int, default=None, help=budget_help("request"))
     p.add_argument(
         "--set",
         action="append",
@@ -103,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
         raise UserError(
             f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})"
         ) from exc
-    from toa_graph.commands import parse_knobs, project_config
+    from toa_graph.commands import budget_setting, parse_knobs, project_config
     from toa_graph.rewards import build_reward
 
     api_key = None
@@ -117,6 +117,7 @@ def serve(args: argparse.Namespace) -> int:
             "port can spend your endpoints' compute",
             file=sys.stderr,
         )
+    budget_setting(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         knobs = {**cfg.method.context, **parse_knobs(args.set)}
         if args.budget is not None:

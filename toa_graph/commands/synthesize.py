@@ -79,6 +79,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _add_data_args(g: Any, methods: list[str]) -> None:
+    from toa_graph.commands import budget_help
+
     g.add_argument(
         "--method", default=None, choices=methods, help="default: the config's, else toa"
     )
@@ -104,7 +106,7 @@ def _add_data_args(g: Any, methods: list[str]) -> None:
         "--budget",
         type=int,
         default=None,
-        help="generations per prompt (default: the config's, else 8)",
+        help=budget_help("prompt"),
     )
 
 
@@ -297,12 +299,14 @@ def _input_source(args: argparse.Namespace) -> Any:
 
 
 def _check_args(args: argparse.Namespace) -> tuple[dict[str, str], tuple[int, int] | None]:
+    from toa_graph.commands import budget_setting
     from toa_graph.synthesis import OutputLock, parse_field_map, parse_shard
 
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
     if args.ray_workers < 1:
         raise UserError("--ray-workers must be >= 1")
+    budget_setting(args.budget)  # --budget 0: an error before any server starts
     if args.estimate is not None and args.estimate < 1:
         raise UserError("--estimate K needs K >= 1")
     try:
@@ -319,12 +323,12 @@ def _method_context(
     args: argparse.Namespace, cfg: Any, knobs: dict[str, Any]
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The method, its knobs and its options (checked against the registry)."""
-    from toa_graph.commands import method_settings
+    from toa_graph.commands import budget_setting, method_settings
     from toa_graph.registry import method_context
 
     try:
         method, context, options = method_settings(cfg, args.method, knobs)
-        context["budget"] = args.budget or context.get("budget") or 8
+        context["budget"] = budget_setting(args.budget, context)
         method_context(method, context)
     except ValueError as exc:
         raise UserError(f"bad context knobs: {exc}") from exc
