@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import re
 import shlex
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,10 +38,11 @@ is printed at the start and the end, and the export command at the end. Examples
       --input prompts.jsonl --output runs/uf --budget 40 --concurrency 64
   toa-graph synthesize --input wmt22.de_en.500.jsonl --field-map reference=en --limit 50
 
-Before a long job, --estimate [K] runs the first K prompts (default 8) for real in a
-temporary directory and prints the generations and tokens per agent (the reward
-model's own calls not included) and the wall time extrapolated to the whole input at
---concurrency; nothing is written to the output.
+Before a long job, --estimate [K] runs the first K prompts (default 8) for real and
+prints the generations and tokens per agent (the reward model's own calls not included)
+and the wall time extrapolated to the whole input at --concurrency. Those K prompts are
+kept in the output: the real run (the same command without --estimate) resumes after
+them.
 
 One process drives ~100-250 requests/s (about 4-5 ms of Python per generation). Past
 that, run N processes with --shard 0/N .. --shard N-1/N, each with its own --output, and
@@ -119,9 +119,9 @@ def _add_run_args(g: Any, knobs_help: str) -> None:
         const=ESTIMATE_PROMPTS,
         default=None,
         metavar="K",
-        help=f"run only K prompts (default {ESTIMATE_PROMPTS}) in a temporary directory and "
-        "print tokens per agent and wall time extrapolated to the whole input (at "
-        "--concurrency, times --ray-workers with --ray); the output is not touched",
+        help=f"run only K prompts (default {ESTIMATE_PROMPTS}) and print tokens per agent and "
+        "wall time extrapolated to the whole input (at --concurrency, times --ray-workers "
+        "with --ray); the K prompts are kept in the output and the real run resumes after them",
     )
     g.add_argument("--limit", type=int, default=None, help="only the first K usable prompts")
     g.add_argument(
@@ -314,7 +314,7 @@ def _check_args(args: argparse.Namespace) -> tuple[dict[str, str], tuple[int, in
         shard = parse_shard(args.shard)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    if args.output and Path(args.output).is_dir() and args.estimate is None:
+    if args.output and Path(args.output).is_dir():
         OutputLock(Path(args.output)).acquire().release()  # fail before starting any server
     return field_map, shard
 
@@ -364,8 +364,8 @@ def estimate(
     input_path: Any,
     shard: tuple[int, int] | None,
 ) -> int:
-    """``--estimate K``: run K prompts for real in a temporary directory, print the
-    extrapolation to the whole input; the run's output is not touched."""
+    """``--estimate K``: run K prompts for real into the run's output (kept: the real run
+    resumes after them) and print the extrapolation to the whole input."""
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import read_records, run_synthesis
     from toa_graph.synthesis.estimate import extrapolate, format_estimate
@@ -377,9 +377,10 @@ def estimate(
         raise UserError(f"no usable prompts in {input_path}")
     reward = build_reward(cfg.reward, agents=cfg.agents)
     opts = {**common, "limit": None}
-    with tempfile.TemporaryDirectory(prefix="toa-graph-estimate-") as tmp:
-        summary = asyncio.run(run_synthesis(items, tmp, reward=reward, **opts))
-        records = list(read_records(tmp))
+    output = _output(args, common["method"], shard)
+    summary = asyncio.run(run_synthesis(items, output, reward=reward, **opts))
+    ids = {it.id for it in items}
+    records = [r for r in read_records(output) if r.get("id") in ids]
     in_flight = args.concurrency * (args.ray_workers if args.ray is not None else 1)
     est = extrapolate(
         records,
@@ -389,8 +390,16 @@ def estimate(
         failed=summary.failed,
     )
     print(format_estimate(est))
-    print(f"\nrun it: {rerun_command(args, None)}")
+    print(f"\nkept: {len(records)} prompt(s) in {output}; the run resumes after them")
+    print(f"run it: {rerun_command(args, output)}")
     return 0 if records else 1
+
+
+def _output(args: argparse.Namespace, method: str, shard: tuple[int, int] | None) -> Path:
+    """``--output``, else ``runs/METHOD/INPUT-NAME`` (see :func:`default_output`)."""
+    if args.output:
+        return Path(args.output)
+    return default_output(method, args.input or str(EXAMPLES), shard)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -420,11 +429,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.estimate is not None:
             return estimate(args, cfg, common, input_path, shard)
-        output = (
-            Path(args.output)
-            if args.output
-            else default_output(method, args.input or str(EXAMPLES), shard)
-        )
+        output = _output(args, method, shard)
         print(f"output: {output}\nresume with: {rerun_command(args, output)}", flush=True)
         summary, ray_line = _execute(args, cfg, common, input_path, output, shard)
     if summary.rows:
