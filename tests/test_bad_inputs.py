@@ -155,3 +155,34 @@ def test_the_server_answers_an_error_raised_in_the_graph_with_a_400() -> None:
     body = ei.value.body
     assert isinstance(body, dict) and "too small for one debate round" in body["message"]
     assert "\n" not in body["message"]
+
+
+async def test_a_debate_prompt_that_cannot_be_judged_is_recorded_as_skipped_once(
+    tmp_path: Path,
+) -> None:
+    """In a synthesis run, a prompt debate cannot judge (no gold answer, no threshold) is
+    a record marked ``skipped`` with the reason, spends nothing, is not a failure, and the
+    next run does not try it again; the judged prompt runs as usual."""
+    import json
+
+    from tests.fakes import fake_agents, hash_reward
+    from toa_graph.commands.synthesize import format_summary
+    from toa_graph.synthesis import run_synthesis
+    from toa_graph.synthesis.inputs import PromptItem
+
+    items = [
+        PromptItem(id="open", prompt="Tell me a story", reference=None, fields={}, line=1),
+        PromptItem(id="math", prompt="7?", reference="7", fields={}, line=2),
+    ]
+    agents = fake_agents(("a", "b"))
+    opts = {"method": "debate", "reward": hash_reward, "context": {"budget": 16}}
+    s1 = await run_synthesis(items, tmp_path, agents=agents, progress=False, **opts)  # type: ignore[arg-type]
+    records = {
+        r["id"]: r for r in map(json.loads, (tmp_path / "records.jsonl").read_text().splitlines())
+    }
+    assert set(records) == {"open", "math"} and s1.failed == 0 and s1.done == 1
+    assert records["open"]["skipped"] == NO_GOLD_ANSWER and records["open"]["samples"] == []
+    assert records["math"]["samples"] and "skipped" not in records["math"]
+    assert "1 prompt(s) the method cannot run, recorded as skipped" in format_summary(s1)
+    s2 = await run_synthesis(items, tmp_path, agents=agents, progress=False, **opts)  # type: ignore[arg-type]
+    assert s2.done == 0 and s2.skipped == 2 and s2.failed == 0

@@ -14,7 +14,7 @@ commands validate their arguments and raise instead of printing.
 
 from __future__ import annotations
 
-__all__ = ["RunError", "ToaGraphError", "UserError", "one_line"]
+__all__ = ["PromptSkipped", "RunError", "ToaGraphError", "UserError", "one_line"]
 
 
 class ToaGraphError(Exception):
@@ -29,6 +29,12 @@ class UserError(ToaGraphError, ValueError):
     """Bad input or configuration; the message names the file, flag or field to fix."""
 
     exit_code = 2
+
+
+class PromptSkipped(UserError):
+    """A method cannot run this prompt (e.g. debate on a prompt it cannot judge), found
+    before anything was spent. Alone it is a user error; in a synthesis run the prompt is
+    recorded as skipped with this reason and not retried on the next run."""
 
 
 class RunError(ToaGraphError, RuntimeError):

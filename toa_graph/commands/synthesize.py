@@ -222,6 +222,14 @@ def format_summary(s: Any) -> str:
         reasons = Counter(r.error[:160] for r in getattr(s, "rows", []) if r.error)
         for reason, n in reasons.most_common(3):
             parts.append(f"  {n} x {reason}")
+    unrunnable = getattr(s, "unrunnable", None) or {}
+    if unrunnable:
+        n_skipped = sum(unrunnable.values())
+        parts.append(
+            f"{n_skipped} prompt(s) the method cannot run, recorded as skipped (not retried):"
+        )
+        for reason, n in Counter(unrunnable).most_common(3):
+            parts.append(f"  {n} x {reason}")
     if s.torn_bytes_repaired:
         parts.append(
             f"cut a torn last line ({s.torn_bytes_repaired} bytes) left by an interrupted run"

@@ -57,7 +57,7 @@ from toa_graph.answers import (
 )
 from toa_graph.answers import answers_match as _answers_match
 from toa_graph.context import SamplingContext
-from toa_graph.errors import UserError
+from toa_graph.errors import PromptSkipped, UserError
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
     answer_prompt_text,
@@ -236,7 +236,7 @@ def create_debate_graph(
         prompt = validate_prompt(state["prompt"])
         golds = reference_list(state.get("reference")) or None
         if not can_judge(state.get("reference"), ctx.correct_threshold):
-            raise UserError(NO_GOLD_ANSWER)
+            raise PromptSkipped(NO_GOLD_ANSWER)
         cost = round_cost(len(pool))
         if ctx.budget < cost:
             raise UserError(

@@ -224,8 +224,9 @@ class RunDirectory:
         self._writer.append(record)
         self.done_ids.add(rid)
         reward = self.summary.add_record(record, row=self.collect_rows)
-        self.run_rewards.append(reward)
-        self.all_rewards.append(reward)
+        if reward is not None:
+            self.run_rewards.append(reward)
+            self.all_rewards.append(reward)
         self._tick()
         return True
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from toa_graph.errors import PromptSkipped
 from toa_graph.rewards.base import reward_counters
 from toa_graph.synthesis.inputs import PromptItem, parse_field_map
 from toa_graph.synthesis.records import build_record, config_digest
@@ -162,6 +163,16 @@ async def run_prompts(
             raise
         except TimeoutError:
             fail(item, f"timed out after {timeout} s", t0)
+            return
+        except PromptSkipped as exc:  # nothing spent; a rerun would be skipped the same way
+            logger.info("prompt %s skipped: %s", item.id, exc)
+            out = {"samples": [], "best": None, "skipped": str(exc)}
+            wall = time.perf_counter() - t0
+            sink.record(
+                build_record(
+                    item, out, method=config.method, digest=digest, context=ctx, wall_s=wall
+                )
+            )
             return
         except Exception as exc:
             from toa_graph.agents import describe_error

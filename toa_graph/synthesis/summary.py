@@ -44,15 +44,22 @@ class SynthesisSummary:
     bytes_written: int = 0
     torn_bytes_repaired: int = 0
     digest_mismatch: bool = False
+    unrunnable: dict[str, int] = field(default_factory=dict)
+    """Prompts the method cannot run, by reason (recorded as ``skipped``, not retried)."""
     """The output already holds records made with another config/method/context."""
     reward_counters: dict[str, int] | None = None
     """The reward's own counters (its optional ``counters()``, e.g. how often a judge fell
     back to text parsing), summed over every process that scored; ``None`` when it has none."""
     rows: list[PromptResult] = field(default_factory=list)
 
-    def add_record(self, record: Mapping[str, Any], *, row: bool) -> float:
-        """Count one written record (and its table row); return its best reward."""
+    def add_record(self, record: Mapping[str, Any], *, row: bool) -> float | None:
+        """Count one written record (and its table row); return its best reward (``None``
+        for a prompt the method could not run: a ``skipped`` record)."""
         totals, best = record["totals"], record["best"]
+        if record.get("skipped"):
+            reason = str(record["skipped"])[:160]
+            self.unrunnable[reason] = self.unrunnable.get(reason, 0) + 1
+            return None
         reward = float(best["reward"])
         self.done += 1
         self.generations += totals["generations"]
