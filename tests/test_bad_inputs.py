@@ -186,3 +186,27 @@ async def test_a_debate_prompt_that_cannot_be_judged_is_recorded_as_skipped_once
     assert "1 prompt(s) the method cannot run, recorded as skipped" in format_summary(s1)
     s2 = await run_synthesis(items, tmp_path, agents=agents, progress=False, **opts)  # type: ignore[arg-type]
     assert s2.done == 0 and s2.skipped == 2 and s2.failed == 0
+
+
+async def test_an_export_over_two_runs_of_the_same_prompts_says_what_it_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.fakes import fake_agents, hash_reward
+    from toa_graph.synthesis import run_synthesis
+    from toa_graph.synthesis.inputs import PromptItem
+
+    items = [
+        PromptItem(id=f"q{i}", prompt=f"question {i}", reference=None, fields={}, line=i + 1)
+        for i in range(3)
+    ]
+    for method in ("toa", "random"):
+        await run_synthesis(
+            items, tmp_path / method, method=method, agents=fake_agents(), reward=hash_reward,
+            context={"budget": 4}, progress=False,
+        )  # fmt: skip
+    argv = ["export", "sft", "--input", str(tmp_path / "toa"), str(tmp_path / "random"),
+            "--output", str(tmp_path / "sft.jsonl")]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 rows from 3 records" in out
+    assert f"3 left out of {tmp_path / 'random'}: id already read from {tmp_path / 'toa'}" in out

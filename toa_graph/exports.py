@@ -412,16 +412,25 @@ def write_rows(
     return n
 
 
-def read_record_files(paths: Sequence[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
-    """Records from several files or output directories, each id once (first wins), so
-    shards of one job can be exported together."""
+def read_record_files(
+    paths: Sequence[str | os.PathLike[str]], stats: ExportStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """Records from several files or output directories, each id once (the first input
+    wins), so shards of one job can be exported together. Every record left out is counted
+    in ``stats`` with where its id was read first (two runs over the same prompts keep only
+    the first run's records: export them one by one to keep both)."""
     from toa_graph.synthesis import read_records
 
-    seen: set[str] = set()
+    first: dict[str, str] = {}
     for path in paths:
         for rec in read_records(path):
             rid = str(rec["id"])
-            if rid in seen:
+            if rid in first:
+                if stats is not None:
+                    stats.skip(
+                        f"left out of {path}: id already read from {first[rid]} (the first "
+                        "input wins; export each run alone to keep both)"
+                    )
                 continue
-            seen.add(rid)
+            first[rid] = str(path)
             yield rec

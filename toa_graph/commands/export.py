@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     stats = ExportStats()
     facts = CardFacts()
-    rows = list(_rows(args, facts.observe(read_record_files(args.input)), stats))
+    rows = list(_rows(args, facts.observe(read_record_files(args.input, stats)), stats))
     if not rows:
         raise UserError(
             f"{args.kind}: no rows ({stats.describe()}); nothing was written"
