@@ -210,3 +210,23 @@ async def test_an_export_over_two_runs_of_the_same_prompts_says_what_it_left_out
     out = capsys.readouterr().out
     assert "3 rows from 3 records" in out
     assert f"3 left out of {tmp_path / 'random'}: id already read from {tmp_path / 'toa'}" in out
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [("/set bogus=1", "/set: no knob(s) ['bogus']"), ("/set budget=0", "/set: context.budget"),
+     ("/set alpha", "/set: --set expects KNOB=VALUE")],
+)  # fmt: skip
+def test_chat_set_of_a_bad_knob_is_one_line(
+    line: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.fakes import fake_agents, hash_reward
+    from toa_graph.commands.chat import ChatSession
+    from toa_graph.rewards import as_reward_model
+
+    agents = fake_agents()
+    session = ChatSession(dict(agents), as_reward_model(hash_reward), "toa", {}, list(agents))
+    assert session.command(line) is True
+    out = [x for x in capsys.readouterr().out.splitlines() if x.strip()]
+    assert len(out) == 1 and out[0].startswith(says), out
+    assert session.knobs == {}
