@@ -152,6 +152,16 @@ def test_the_server_answers_an_error_raised_in_the_graph_with_a_400() -> None:
                 messages=[{"role": "user", "content": "7?"}],
                 extra_body={"budget": 1, "reference": "7"},
             )
+        # streamed, the headers are sent before the graph starts: the error is the stream's
+        stream = client.chat.completions.create(
+            model="debate",
+            messages=[{"role": "user", "content": "7?"}],
+            extra_body={"budget": 1, "reference": "7"},
+            stream=True,
+        )
+        with pytest.raises(openai.APIError, match="too small for one debate round") as streamed:
+            list(stream)
+        assert "invalid_request_error" in str(streamed.value.body)
     body = ei.value.body
     assert isinstance(body, dict) and "too small for one debate round" in body["message"]
     assert "\n" not in body["message"]
