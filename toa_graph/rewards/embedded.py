@@ -122,7 +122,7 @@ class EmbeddedReward:
         return self._math
 
     def kind_for(self, references: Sequence[str] | None) -> str:
-        refs = [r for r in (references or []) if str(r).strip()]
+        refs = reference_list(references)
         if not refs:
             return "judge"
         if self.math is not None and all(looks_like_math_answer(str(r)) for r in refs):
