@@ -80,9 +80,7 @@ def test_each_spec_is_complete_and_its_knobs_belong_to_the_compat_context():
     assert lines["every method"].startswith("budget=16, agent=None")
     assert lines["toa"].startswith("alpha=0.01, tau=0.1") and "budget" not in lines["toa"]
     assert lines["moa"] == "layers=4, num_references=None, config options: aggregator"
-    assert lines["debate"] == (
-        "rounds=3, task=None, correct_threshold=None"
-    )
+    assert lines["debate"] == ("rounds=3, task=None, correct_threshold=None")
     assert "random" not in lines  # nothing beyond the shared knobs
 
 
