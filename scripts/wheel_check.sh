@@ -13,7 +13,12 @@ trap 'rm -rf "$work"' EXIT
 # the files git would commit (tracked + new, not ignored), links kept as links
 mkdir -p "$work/src"
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$work/src"
-.venv/bin/pip wheel --quiet --no-deps --no-build-isolation -w "$work/dist" "$work/src" >/dev/null
+# .venv's own setuptools when it is new enough for pyproject.toml (no download), else pip's
+# isolated build (fetches setuptools once; pip caches it)
+isolation="--no-build-isolation"
+.venv/bin/python -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' \
+  2>/dev/null || isolation=""
+.venv/bin/pip wheel --quiet --no-deps $isolation -w "$work/dist" "$work/src" >/dev/null
 wheel="$(ls "$work"/dist/toa_graph-*.whl)"
 
 # a fresh venv whose only toa_graph is the wheel's; .venv's site-packages come after its
