@@ -1,4 +1,7 @@
-"""Debate & Reflect (D&R: rounds, feedback and reflections, one shared prompt), for LangGraph Studio."""
+"""debate: Debate & Reflect: agents debate; correct ones give feedback, others reflect. For
+LangGraph Studio. Generated from the method registry by `python -m toa_graph.studio
+--write`.
+"""
 
 from toa_graph.studio import studio_graph
 

@@ -1,4 +1,6 @@
-"""PRS (sample half the budget from one agent, refine the best with the other half), for LangGraph Studio."""
+"""prs: Preference-guided reflective sampling: sample, pick the best, refine it. For LangGraph
+Studio. Generated from the method registry by `python -m toa_graph.studio --write`.
+"""
 
 from toa_graph.studio import studio_graph
 

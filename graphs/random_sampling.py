@@ -1,4 +1,6 @@
-"""Random sampling (one agent, best of budget by reward), for LangGraph Studio."""
+"""random: Best of N samples from one agent. For LangGraph Studio. Generated from the method
+registry by `python -m toa_graph.studio --write`.
+"""
 
 from toa_graph.studio import studio_graph
 

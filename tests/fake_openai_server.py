@@ -15,6 +15,19 @@ plus a pseudo-random amount of filler, so rewards based on the text vary. ``k`` 
 requests; with ``--deterministic`` it is instead a hash of the request (model, messages,
 temperature, choice index), so a reply depends only on the request, not on the order the
 server saw requests in (several processes get the same answers as one).
+
+A request with ``"fake_reasoning": SHAPE`` (an agent's ``extra_body``) is answered as a
+reasoning model would: the same answer, with a thinking trace (:func:`fake_trace`) in
+SHAPE: ``tags`` (``<think>`` in the content), ``open-tag-missing`` (content starts inside
+the thinking, as R1 distills), ``reasoning_content``, ``reasoning``, ``reasoning_details``
+(OpenRouter), or ``cutoff-tags`` / ``cutoff-field`` (the tokens ran out inside the
+thinking: ``finish_reason: length``, no answer). Field shapes count the trace's words as
+``completion_tokens_details.reasoning_tokens``; tag shapes send no count (vLLM without a
+reasoning parser).
+
+A request's ``max_tokens`` (or ``max_completion_tokens``) caps the words of a plain
+answer (``finish_reason: length``), as a real server stops at its token limit; the usage
+counts words (prompt: the messages' words, never more than their bytes).
 """
 
 from __future__ import annotations
@@ -133,6 +146,39 @@ def completion_body(
     }
 
 
+def fake_trace(answer: str) -> str:
+    """The thinking trace a reasoning reply carries before ``answer``."""
+    return f"Let me think. The question wants a short reply, so I will say: {answer}"
+
+
+def reasoning_choice(shape: str, answer: str) -> tuple[dict[str, Any], str, int]:
+    """(message, finish_reason, reasoning tokens) of a reply with a trace in ``shape``."""
+    trace = fake_trace(answer)
+    words = len(trace.split())
+    message: dict[str, Any] = {"role": "assistant", "content": answer}
+    if shape == "tags":
+        message["content"] = f"<think>\n{trace}\n</think>\n\n{answer}"
+        return message, "stop", 0
+    if shape == "open-tag-missing":
+        message["content"] = f"{trace}\n</think>\n\n{answer}"
+        return message, "stop", 0
+    if shape == "cutoff-tags":
+        message["content"] = f"<think>\n{trace[:30]}"
+        return message, "length", 0
+    if shape == "cutoff-field":
+        message.update(content=None, reasoning_content=trace[:30])
+        return message, "length", len(trace[:30].split())
+    if shape == "reasoning_details":
+        message["reasoning_details"] = [
+            {"type": "reasoning.text", "text": trace, "format": "unknown", "index": 0}
+        ]
+    elif shape in ("reasoning_content", "reasoning"):
+        message[shape] = trace
+    else:
+        raise ValueError(f"unknown fake_reasoning shape {shape!r}")
+    return message, "stop", words
+
+
 def make_app(
     delay_s: float, capacity: int, *, deterministic: bool = False
 ) -> tuple[Starlette, Stats]:
@@ -170,8 +216,9 @@ def make_app(
                 stats.choices += n
         last = _text_of(messages[-1].get("content")) if messages else ""
         prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
         choices = []
-        completion_tokens = 0
+        completion_tokens = reasoning_tokens = 0
         for i in range(n):
             counter["k"] += 1
             k = counter["k"]
@@ -181,20 +228,24 @@ def make_app(
             h = int(hashlib.sha256(f"{model}|{last}|{k}".encode()).hexdigest()[:8], 16)
             filler = " ".join(FILLER[: h % len(FILLER)])
             text = f"{model} answer {k}: {last[-40:]} {filler}".strip()
+            finish = "stop"
+            if cap and not body.get("fake_reasoning") and len(text.split()) > cap:
+                text, finish = " ".join(text.split()[:cap]), "length"  # as a server stops
             completion_tokens += len(text.split())
+            message = {"role": "assistant", "content": text}
+            if shape := body.get("fake_reasoning"):
+                message, finish, thought = reasoning_choice(shape, text)
+                completion_tokens += thought or len(fake_trace(text).split())
+                reasoning_tokens += thought
             choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
+                {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
             )
-        return JSONResponse(
-            completion_body(
-                f"chatcmpl-{counter['k']}", model, choices, prompt_tokens, completion_tokens
-            )
+        out = completion_body(
+            f"chatcmpl-{counter['k']}", model, choices, prompt_tokens, completion_tokens
         )
+        if reasoning_tokens:
+            out["usage"]["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        return JSONResponse(out)
 
     async def get_stats(request: Request) -> JSONResponse:
         return JSONResponse(stats.to_json())

@@ -44,9 +44,9 @@ def _config(path: Path, *urls: str) -> str:
 
 # (argv with {cfg}/{down}/{tmp} placeholders, what the one line says)
 CASES: dict[str, tuple[list[str], str]] = {
-    "unknown agent (raised in the graph)": (
+    "unknown agent": (
         ["run", "hi", "--config", "{cfg}", "--method", "random", "--set", "agent=zzz"],
-        "context.agent 'zzz' is not one of the agents",
+        "context.agent: 'zzz' is not one of the agents",
     ),
     "budget 0 (run)": (
         ["run", "hi", "--config", "{cfg}", "--budget", "0"],
@@ -131,12 +131,13 @@ def test_verbose_adds_the_traceback(
     cfg = _config(tmp_path / "cfg.yaml", endpoint)
     assert cli.main(["run", "hi", "--config", cfg, "--set", "agent=zzz", "--method", "random", "-v"]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("context.agent 'zzz'")
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("context.agent: 'zzz'")
 
 
-def test_the_server_answers_an_error_raised_in_the_graph_with_a_400() -> None:
-    """Debate's budget below one round is found by the graph as it starts (before any
-    generation): the server answers 400 with its one line, not a 500."""
+def test_the_server_answers_a_run_the_method_cannot_start_with_a_400() -> None:
+    """Debate's budget below one round is found by the method's input pre-check before any
+    generation, for a plain and a streamed request alike: the server answers 400 with its
+    one line, not a 500."""
     import openai
 
     from tests.fakes import fake_agents, hash_reward
@@ -146,25 +147,18 @@ def test_the_server_answers_an_error_raised_in_the_graph_with_a_400() -> None:
     app = build_app(fake_agents(("a", "b", "c")), hash_reward)
     with _Server(app) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-        with pytest.raises(openai.BadRequestError) as ei:
-            client.chat.completions.create(
-                model="debate",
-                messages=[{"role": "user", "content": "7?"}],
-                extra_body={"budget": 1, "reference": "7"},
-            )
-        # streamed, the headers are sent before the graph starts: the error is the stream's
-        stream = client.chat.completions.create(
-            model="debate",
-            messages=[{"role": "user", "content": "7?"}],
-            extra_body={"budget": 1, "reference": "7"},
-            stream=True,
-        )
-        with pytest.raises(openai.APIError, match="too small for one debate round") as streamed:
-            list(stream)
-        assert "invalid_request_error" in str(streamed.value.body)
-    body = ei.value.body
-    assert isinstance(body, dict) and "too small for one debate round" in body["message"]
-    assert "\n" not in body["message"]
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as ei:
+                out = client.chat.completions.create(
+                    model="debate",
+                    messages=[{"role": "user", "content": "7?"}],
+                    extra_body={"budget": 1, "reference": "7"},
+                    stream=stream,
+                )
+                list(out) if stream else None  # type: ignore[call-overload]
+            body = ei.value.body
+            assert isinstance(body, dict) and "too small for one debate round" in body["message"]
+            assert "\n" not in body["message"]
 
 
 async def test_a_debate_prompt_that_cannot_be_judged_is_recorded_as_skipped_once(
@@ -224,7 +218,7 @@ async def test_an_export_over_two_runs_of_the_same_prompts_says_what_it_left_out
 
 @pytest.mark.parametrize(
     ("line", "says"),
-    [("/set bogus=1", "/set: no knob(s) ['bogus']"), ("/set budget=0", "/set: context.budget"),
+    [("/set bogus=1", "/set: no knob(s) ['bogus']"), ("/set budget=0", "/set: method 'toa': context.budget"),
      ("/set alpha", "/set: --set expects KNOB=VALUE")],
 )  # fmt: skip
 def test_chat_set_of_a_bad_knob_is_one_line(

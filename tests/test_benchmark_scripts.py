@@ -123,3 +123,16 @@ def test_runner_rss_benchmark_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "10 prompts done: RSS" in proc.stdout and "30 prompts done: RSS" in proc.stdout
     assert "30 prompts (0 failed)" in proc.stdout
+
+
+def test_search_overhead_benchmark_smoke():
+    pytest.importorskip("treequest")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "search_overhead.py"),
+         "--plays", "6", "--repeats", "1"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] == ["6"]]
+    assert [r[1] for r in rows] == ["toa", "abmcts", "abmcts/toa"]
+    assert all(float(x) > 0 for r in rows[:2] for x in r[2:5])

@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from tests.fakes import fake_agents, length_reward
 from toa_graph.commands.compare import aggregate, format_table, run_compare
 from toa_graph.methods import METHODS
@@ -149,3 +151,58 @@ def test_compare_cli_simulate(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "TRUE quality" in text and "compare_tokens.png" in text
     assert (tmp_path / "s" / "compare_tokens.png").exists()
+
+
+def test_compare_all_runs_every_registry_method_and_the_self_moa_variants(
+    tmp_path: Path, capsys
+) -> None:
+    from toa_graph.cli import main
+    from toa_graph.commands.compare import compare_entries, entry_method
+
+    entries = compare_entries()
+    assert entries[: len(METHODS)] == list(METHODS) and "abmcts" in entries
+    assert entry_method("self_moa_seq", {"agent": "x"}) == (
+        "moa", {"agent": "x", "proposers": "self", "seq_window": 3}
+    )  # fmt: skip
+    rc = main(
+        ["compare", "--simulate", "--methods", "all", "--budgets", "16", "--limit", "2",
+         "--output", str(tmp_path / "s"), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0  # debate too: judged by reward on the simulated prompts
+    with (tmp_path / "s" / "compare.csv").open() as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert list(rows) == entries
+    assert all(float(r["mean_generations"]) == 16 for m, r in rows.items() if m != "debate")
+    assert all(float(r["mean_tokens"]) > 0 for r in rows.values())
+    recs = [json.loads(x) for x in (tmp_path / "s" / "self_moa" / "budget-16" / "records.jsonl")
+            .read_text().splitlines()]  # fmt: skip
+    assert all({s["agent"] for s in r["samples"]} == {recs[0]["samples"][0]["agent"]} for r in recs)
+    assert "self_moa_seq" in capsys.readouterr().out
+
+
+async def test_compare_on_the_simulated_agents_plots_reward_against_cost_for_every_method(
+    tmp_path: Path,
+) -> None:
+    from toa_graph.commands.compare import run_simulated
+    from toa_graph.simulate import SimWorld, sim_prices
+
+    methods = ["toa", "moa", "seq_refine", "ensemble", "prs", "random"]
+    out = tmp_path / "sim"
+    rows = await run_simulated(out, methods=methods, budgets=[5, 10], prompts=3, progress=False)
+    assert (out / "compare_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (out / "compare.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert {r["method"] for r in table} == set(methods)
+    for r in table:  # every cell has a cost, and more generations cost more
+        assert float(r["mean_cost"]) > 0
+    for m in methods:
+        small, large = (r["mean_cost"] for r in rows if r["method"] == m)
+        assert large > small, m
+    # random asks only the first (dearest) agent: its cost is its tokens at that price
+    records = [json.loads(x) for x in (out / "random" / "budget-5" / "records.jsonl").open()]
+    p = sim_prices(SimWorld())["sim-a"]
+    for rec in records:
+        u = rec["totals"]["tokens"]
+        bill = (u["input_tokens"] * p.input + u["output_tokens"] * p.output) / 1e6
+        assert rec["totals"]["cost"] == pytest.approx(bill, rel=1e-12)
+    assert "mean cost per prompt" in format_table(rows)

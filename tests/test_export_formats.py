@@ -114,7 +114,13 @@ def test_split_rows_is_seeded_and_disjoint() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "arxiv"), [("toa", "2412.17061"), ("moa", "2406.04692"), ("debate", "2506.03541")]
+    ("method", "arxiv"),
+    [
+        ("toa", "2412.17061"),
+        ("moa", "2406.04692"),
+        ("debate", "2506.03541"),
+        ("abmcts", "2503.04412"),
+    ],
 )
 def test_card_names_how_the_data_was_made(method: str, arxiv: str) -> None:
     import yaml

@@ -1,8 +1,9 @@
 """No import cycle between the modules of toa_graph/.
 
-Every ``import`` of a ``toa_graph`` module counts, at module level or inside a function
-(a lazy import still ties the two modules together), except imports made only for type
-checking (``if TYPE_CHECKING:``), which never run.
+Every ``import`` of a ``toa_graph`` module counts: at module level, inside a function (a
+lazy import still ties the two modules together) and under ``if TYPE_CHECKING:`` (a
+type-only import never runs, but the two modules still depend on each other's names, and
+mypy, documentation builders or a ``typing.get_type_hints`` call do run it).
 """
 
 from __future__ import annotations
@@ -18,13 +19,6 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
     """The toa_graph modules ``module`` imports (a ``from pkg import name`` counts as an
     import of ``pkg.name`` when that is a module, else of ``pkg``)."""
@@ -32,10 +26,6 @@ def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> 
     base = module if is_package else module.rpartition(".")[0]
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.split(".")[0] == "toa_graph")
         elif isinstance(node, ast.ImportFrom):
@@ -95,13 +85,15 @@ def test_find_cycle_reports_a_cycle_and_accepts_a_tree() -> None:
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_import_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
+def test_import_graph_sees_lazy_and_type_checking_imports() -> None:
     graph = import_graph()
     # rewards.hf builds the fused decoder lazily, inside HFScorer.__init__
     assert "toa_graph.rewards.fused" in graph["toa_graph.rewards.hf"]
-    # ... and imports it for annotations under TYPE_CHECKING only: no edge back needed
-    assert "toa_graph.rewards.hf" not in graph["toa_graph.rewards.fused"]
     assert "toa_graph.process" in graph["toa_graph.launch"]
+    # agents.providers imports AgentConfig for annotations only (under TYPE_CHECKING)
+    assert "toa_graph.config" in graph["toa_graph.agents.providers"]
+    # ... so the config must not import the agents package, lazily or not
+    assert not any(m.startswith("toa_graph.agents") for m in graph["toa_graph.config"])
 
 
 def test_no_import_cycle_between_toa_graph_modules() -> None:

@@ -14,10 +14,13 @@ import pytest
 from tests.fakes import CONTRACT_KEYS, FakeAgent, fake_agents, hash_reward
 from toa_graph import METHODS, best_sample
 from toa_graph.methods.prs import prs_split
+from toa_graph.registry import METHOD_SPECS
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-BASELINES = ["random", "prs", "ensemble", "seq_refine", "moa"]
-ALL = [*BASELINES, "debate"]
+# every registered method but TOA (tests/test_toa_graph.py); debate spends at most its
+# budget, the others exactly
+ALL = [m for m in METHOD_SPECS if m != "toa"]
+BASELINES = [m for m in ALL if m != "debate"]
 
 
 async def run(
@@ -48,6 +51,7 @@ def by_agent_reward(prompt: Any, responses: list[str]) -> list[float]:
 
 
 def test_registry():
+    assert {"random", "prs", "ensemble", "seq_refine", "moa", "debate"} <= set(ALL)
     assert set(ALL) | {"toa"} <= set(METHODS)
     for name in ALL:
         builder = METHODS[name](agents=fake_agents(), reward=hash_reward)

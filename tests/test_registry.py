@@ -14,6 +14,7 @@ import pytest
 
 from tests.fakes import FakeAgent, fake_agents, hash_reward
 from toa_graph import METHODS, SamplingContext
+from toa_graph.builtin_methods import BUILTIN_METHODS
 from toa_graph.config import REWARD_KINDS, ConfigError, MethodConfig, load_config
 from toa_graph.context import BaseContext, DebateContext, MoaContext, ToaContext
 from toa_graph.errors import UserError
@@ -69,7 +70,7 @@ def test_langgraph_json_graphs_modules_config_and_methods_agree():
 
 def test_each_spec_is_complete_and_its_knobs_belong_to_the_compat_context():
     all_knobs = {f.name for f in dataclasses.fields(SamplingContext)}
-    for spec in METHOD_SPECS.values():
+    for spec in BUILTIN_METHODS:  # SamplingContext: the built-in methods' knobs in one
         assert issubclass(spec.context, BaseContext) and spec.description and spec.reference
         assert set(spec.knobs) <= all_knobs
         assert issubclass(SamplingContext, spec.context)  # a dict context works for all
@@ -79,8 +80,14 @@ def test_each_spec_is_complete_and_its_knobs_belong_to_the_compat_context():
     lines = dict(line.split(": ", 1) for line in helptext.splitlines())
     assert lines["every method"].startswith("budget=16, agent=None")
     assert lines["toa"].startswith("alpha=0.01, tau=0.1") and "budget" not in lines["toa"]
-    assert lines["moa"] == "layers=4, num_references=None, config options: aggregator"
-    assert lines["debate"] == ("rounds=3, task=None, correct_threshold=None")
+    assert lines["moa"] == (
+        "layers=4, num_references=None, proposers='all', seq_window=None, "
+        "config options: aggregator"
+    )
+    assert lines["abmcts"] == (
+        "tau=0.1, score_transform='sigmoid', plays_per_step=1, config options: algorithm"
+    )
+    assert lines["debate"] == "rounds=3, task=None, correct_threshold=None"
     assert "random" not in lines  # nothing beyond the shared knobs
 
 
@@ -239,10 +246,10 @@ def test_reward_kinds_are_derived_from_the_config_union():
     from toa_graph.distributed import REMOTE_REWARD_KINDS
 
     assert set(REWARD_KINDS) == {
-        "hf", "vllm", "judge", "comet", "math", "reference", "python", "embedded",
+        "hf", "vllm", "judge", "comet", "math", "reference", "python", "embedded", "remote",
     }  # fmt: skip
     assert set(REWARD_KINDS) == _KIND_TAGS
-    assert remote_reward_kinds() == REMOTE_REWARD_KINDS == {"vllm", "judge"}
+    assert remote_reward_kinds() == REMOTE_REWARD_KINDS == {"vllm", "judge", "remote"}
     for kind, cls in REWARD_KINDS.items():
         if kind == "python":
             assert cls.implementation is None

@@ -123,6 +123,19 @@ def _comet(mp: pytest.MonkeyPatch) -> RewardModel:
     return build_reward(RewardAdapter.validate_python(cfg))
 
 
+def _remote(mp: pytest.MonkeyPatch) -> RewardModel:
+    from toa_graph.rewards import remote
+
+    async def post(client: Any, url: str, items: list[dict[str, Any]], **kw: Any) -> Any:
+        scores = [_score(it["response"]) for it in items]  # the serve-reward request
+        return {"scores": scores, "errors": [None] * len(items), "batch_sizes": [len(items)]}
+
+    mp.setattr(remote, "post_items", post)
+    return build_reward(
+        RewardAdapter.validate_python({"kind": "remote", "url": "http://127.0.0.1:9"})
+    )
+
+
 BUILDERS: dict[str, Callable[[pytest.MonkeyPatch], RewardModel]] = {
     "callable": _callable,
     "python": _python,
@@ -133,6 +146,7 @@ BUILDERS: dict[str, Callable[[pytest.MonkeyPatch], RewardModel]] = {
     "vllm": _vllm,
     "hf": _hf,
     "comet": _comet,
+    "remote": _remote,
 }
 
 

@@ -141,6 +141,16 @@ def test_every_method_serves(client: openai.OpenAI, method: str) -> None:
     assert resp.choices[0].message.content
 
 
+def test_self_moa_seq_serves(client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(
+        model="moa",
+        messages=[{"role": "user", "content": "Name a prime number."}],
+        extra_body={"budget": 7, "context": {"proposers": "self", "seq_window": 2}},
+    )
+    extra = resp.model_extra["x_toa"]
+    assert extra["method"] == "moa" and extra["samples"] == 7 and resp.choices[0].message.content
+
+
 def test_debate_with_a_gold_answer_needs_no_threshold(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(
         model="debate",
@@ -218,6 +228,15 @@ def test_missing_or_wrong_token_is_401(server: _Server) -> None:
         ({"extra_body": {"context": {"tau": -1}}}, 400, "context"),
         ({"extra_body": {"context": {"agent": "zed"}}}, 400, "context.agent"),
         ({"temperature": 5}, 400, "temperature"),
+        ({"model": "moa", "extra_body": {"context": {"seq_window": 1}}}, 400, "context"),
+        ({"model": "moa", "extra_body": {"context": {"proposers": "best"}}}, 400, "context"),
+        (
+            {"model": "moa", "extra_body": {"context": {"proposers": "self", "agent": "zed"}}},
+            400,
+            "context.agent",
+        ),
+        ({"model": "abmcts", "extra_body": {"context": {"score_transform": "x"}}}, 400, "context"),
+        ({"model": "abmcts", "extra_body": {"options": {"algorithm": "mcts"}}}, 400, "options"),
         ({"model": "debate"}, 400, "context.correct_threshold"),  # open prompt, no threshold
         ({"model": "debate", "extra_body": {"reference": "  "}}, 400, "context.correct_threshold"),
     ],
@@ -327,3 +346,28 @@ def test_sse_wire_format(server: _Server) -> None:
     for ln in lines[:-1]:
         assert ln.startswith("data: ")
         json.loads(ln[len("data: ") :])
+
+
+def test_usage_carries_the_cost_and_an_unpriced_money_budget_is_400(
+    client: openai.OpenAI,
+) -> None:
+    from toa_graph.agents import AgentPool
+    from toa_graph.cost import Prices
+
+    # the module's server has no prices: a money budget cannot be kept, refused up front
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(
+            model="toa", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"context": {"max_cost_per_prompt": 1.0, "max_tokens": 8}},
+        )  # fmt: skip
+    assert "max_cost_per_prompt needs prices" in ei.value.body["message"]  # type: ignore[index]
+    price = Prices(input=2.0, output=8.0)
+    pool = AgentPool(fake_agents(("a", "b")), prices={"a": price, "b": price})
+    with _Server(build_app(pool, hash_reward, methods=["toa"])) as s:
+        c = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0)
+        resp = c.chat.completions.create(
+            model="toa", messages=[{"role": "user", "content": "hi"}], extra_body={"budget": 4}
+        )
+    usage = resp.usage.model_dump()  # type: ignore[union-attr]
+    bill = (usage["prompt_tokens"] * 2.0 + usage["completion_tokens"] * 8.0) / 1e6
+    assert usage["completion_tokens"] > 0 and usage["cost"] == pytest.approx(bill, rel=1e-12)

@@ -126,3 +126,33 @@ def test_default_output_and_the_printed_resume_command_resumes(
     again = capsys.readouterr().out
     assert "2 done, 3 skipped (already done)" in again
     assert records.read_text().count("\n") == 5
+
+
+def test_estimate_extrapolates_cost_where_agents_have_prices() -> None:
+    priced = {**_sample("a", 10, 5), "cost": 0.25}
+    records = [{"samples": [priced, _sample("b", 20, 7)], "totals": {"wall_s": 1.0}}]
+    est = extrapolate(records, total_prompts=8, concurrency=4, sample_wall_s=1.0)
+    a, b = est.agents
+    assert (a.projected_cost, b.projected_cost) == (2.0, None)
+    table = format_estimate(est)
+    assert re.search(r"^a\s+8\s+80\s+40\s+2$", table, re.M), table
+    assert re.search(r"^total\s+.*\s2$", table, re.M) and "count as 0" in table
+
+
+def test_limit_flags_reach_the_run_and_an_unkeepable_one_exits_2(
+    job: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, inp = job
+    base = ["synthesize", "--config", str(cfg), "--input", str(inp), "--budget", "30",
+            "--no-progress", "--limit", "2"]  # fmt: skip
+    # the config's agents have no prices and no max_tokens: refused before any request
+    assert cli.main([*base, "--max-cost-per-prompt", "0.01", "--output", "x"]) == 2
+    assert "max_cost_per_prompt needs prices" in capsys.readouterr().err
+    assert not (Path.cwd() / "x").exists()
+    argv = [*base, "--max-tokens-per-prompt", "400", "--set", "max_tokens=4", "--output", "y"]
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in (Path.cwd() / "y" / "records.jsonl").open()]
+    for rec in records:
+        assert rec["stopped_by"] == "max_tokens_per_prompt" and rec["context"]["max_tokens"] == 4
+        assert rec["totals"]["tokens"]["total_tokens"] <= 400 and len(rec["samples"]) < 30
+        assert rec["totals"]["cost"] is None and set(rec["totals"]["by_agent"]) <= {"alpha", "beta"}

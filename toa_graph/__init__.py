@@ -1,10 +1,12 @@
-"""toa_graph: multi-agent sampling on LangGraph (TOA, MoA, debate and baselines)."""
+"""toa_graph: multi-agent sampling on LangGraph (TOA, AB-MCTS, MoA, debate and baselines)."""
 
 from toa_graph.agents import AgentPool
 from toa_graph.config import AgentConfig, ProjectConfig, load_config
 from toa_graph.context import SamplingContext
+from toa_graph.method_spec import MethodSpec
 from toa_graph.methods import (
     METHODS,
+    create_abmcts_graph,
     create_debate_graph,
     create_ensemble_graph,
     create_moa_graph,
@@ -14,6 +16,7 @@ from toa_graph.methods import (
     create_toa_graph,
     debate_tdpo_pairs,
 )
+from toa_graph.registry import RunSettings, compile_method, load_plugins, register_method
 from toa_graph.rewards.base import CallableReward, RewardError, RewardModel, as_reward_model
 from toa_graph.state import Sample, SamplingInput, SamplingOutput, SamplingState, best_sample
 
@@ -24,9 +27,11 @@ __all__ = [
     "AgentConfig",
     "AgentPool",
     "CallableReward",
+    "MethodSpec",
     "ProjectConfig",
     "RewardError",
     "RewardModel",
+    "RunSettings",
     "Sample",
     "SamplingContext",
     "SamplingInput",
@@ -35,6 +40,8 @@ __all__ = [
     "__version__",
     "as_reward_model",
     "best_sample",
+    "compile_method",
+    "create_abmcts_graph",
     "create_debate_graph",
     "create_ensemble_graph",
     "create_moa_graph",
@@ -44,4 +51,7 @@ __all__ = [
     "create_toa_graph",
     "debate_tdpo_pairs",
     "load_config",
+    "register_method",
 ]
+
+load_plugins(strict=False)  # methods of $TOA_GRAPH_METHODS and toa_graph.methods entry points

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 COMMANDS = [
     "run", "synthesize", "export", "train", "evaluate", "compare", "serve", "chat", "launch",
-    "embedded",
+    "embedded", "serve_reward",
 ]  # fmt: skip
 """Sub-command modules under toa_graph.commands, in --help order."""
 

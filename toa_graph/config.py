@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from toa_graph.config_paths import configs_dir, shipped_path
+from toa_graph.cost import Prices, check_limits
 from toa_graph.errors import UserError
-from toa_graph.registry import METHOD_SPECS, method_context, method_options
+from toa_graph.provider_table import PROVIDERS
+from toa_graph.reasoning import reasoning_clash, settings_of
+from toa_graph.registry import (
+    METHOD_SPECS,
+    check_agent_options,
+    method_context,
+    method_options,
+)
+from toa_graph.yaml_lines import line_index
 
 __all__ = [
     "REWARD_KINDS",
@@ -40,6 +51,7 @@ __all__ = [
     "ReferenceRewardConfig",
     "RewardConfig",
     "VLLMRewardConfig",
+    "configs_dir",
     "load_config",
 ]
 
@@ -110,6 +122,17 @@ class AgentConfig(_Strict):
         description="Extra constructor arguments of the provider's chat model (providers "
         "other than openai), e.g. {num_ctx: 8192} for ollama.",
     )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    """Reasoning models: how hard to think (``reasoning_effort`` of OpenAI-compatible APIs,
+    Gemini's ``thinking_level``, ollama's ``reasoning``). None: not sent."""
+    thinking_budget: int | None = Field(default=None, ge=0)
+    """Most tokens to think (vLLM ``thinking_token_budget``, Anthropic ``budget_tokens``,
+    Gemini ``thinking_budget``); ``max_tokens`` covers thinking plus answer."""
+    enable_thinking: bool | None = None
+    """Hybrid models: think or not (vLLM / SGLang ``chat_template_kwargs.enable_thinking``,
+    Anthropic ``thinking``, Gemini, ollama)."""
+    price_per_million: Prices | None = None
+    """Money per million tokens ``{input, output[, reasoning]}`` (:mod:`toa_graph.cost`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -122,8 +145,6 @@ class AgentConfig(_Strict):
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
-        from toa_graph.agents.providers import PROVIDERS
-
         if v != "openai" and v not in PROVIDERS:
             raise ValueError(
                 f"unknown provider {v!r}; use openai (OpenAI-compatible) or one of: "
@@ -154,6 +175,12 @@ class AgentConfig(_Strict):
                 f"extra_body is for OpenAI-compatible endpoints; with provider "
                 f"{self.provider!r} use client_options"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _reasoning_once(self) -> AgentConfig:
+        given = "extra_body" if self.provider == "openai" else "client_options"
+        reasoning_clash(self.provider, settings_of(self), given, getattr(self, given))
         return self
 
     @property
@@ -285,6 +312,20 @@ class EmbeddedRewardConfig(_RewardConfig):
     """Agent (by name) used as judge when the prompt carries no reference; default: first."""
 
 
+class RemoteRewardConfig(_RewardConfig):
+    """A running ``toa-graph serve-reward`` (one loaded model shared by runs and workers)."""
+
+    kind: Literal["remote"]
+    implementation: ClassVar[str | None] = "toa_graph.rewards.remote:RemoteReward"
+    remote: ClassVar[bool] = True
+    url: str
+    """The server's base URL, e.g. ``http://127.0.0.1:8700``."""
+    api_key_env: str | None = None
+    """Env var holding the server's bearer token."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+
+
 # The one list of reward kinds: the config union below. The kind tags, implementations and
 # remote kinds are all derived from it (REWARD_KINDS).
 RewardConfig = Annotated[
@@ -295,7 +336,8 @@ RewardConfig = Annotated[
     | MathRewardConfig
     | ReferenceRewardConfig
     | PythonRewardConfig
-    | EmbeddedRewardConfig,
+    | EmbeddedRewardConfig
+    | RemoteRewardConfig,
     Field(discriminator="kind"),
 ]
 
@@ -311,21 +353,25 @@ def remote_reward_kinds() -> frozenset[str]:
     return frozenset(k for k, cls in REWARD_KINDS.items() if cls.remote)
 
 
-if TYPE_CHECKING:
-    MethodName = str
-else:
-    MethodName = Literal[tuple(METHOD_SPECS)]
-
-
 class MethodConfig(_Strict):
     """Default method, its per-run knobs and its options, checked against the registry
     (:mod:`toa_graph.registry`): a knob or option the method does not have is an error."""
 
-    name: MethodName = "toa"
+    name: str = "toa"
+    """A registered method (built in, or added by a plugin before the config loads)."""
     context: dict[str, Any] = Field(default_factory=dict)
     """Knobs of the method's context class, e.g. ``budget``, ``alpha`` (TOA), ``rounds``."""
     options: dict[str, Any] = Field(default_factory=dict)
-    """Factory options, e.g. MoA's ``aggregator``, none for debate."""
+    """Factory options, e.g. MoA's ``aggregator``."""
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in METHOD_SPECS:
+            raise ValueError(
+                f"unknown method {v!r}; methods: {', '.join(repr(m) for m in METHOD_SPECS)}"
+            )
+        return v
 
     @field_validator("context")
     @classmethod
@@ -354,12 +400,12 @@ class ProjectConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {dupes}")
-        agent_fields = METHOD_SPECS[self.method.name].options.agent_fields()
-        for key, value in self.method.options.items():
-            if key in agent_fields and value is not None and value not in names:
-                raise ValueError(
-                    f"method.options.{key}: {value!r} is not one of the agents {names}"
-                )
+        agent = self.method.context.get("agent")  # Self-MoA's proposer, random's agent, ...
+        if agent is not None and agent not in names:
+            raise ValueError(f"method.context.agent: {agent!r} is not one of the agents {names}")
+        check_agent_options(self.method.name, self.method.options, names, "method.options")
+        check_limits({a.name: (a.price_per_million, a.max_tokens) for a in self.agents},
+                     self.method.context)  # fmt: skip
         return self
 
     def agent(self, name: str) -> AgentConfig:
@@ -370,31 +416,6 @@ class ProjectConfig(_Strict):
 
 
 # ---------------------------------------------------------------- loading
-
-
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each YAML node path (keys and list indices) to its 1-based line."""
-    index: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return index
-
-    def walk(node: Any, path: tuple[Any, ...]) -> None:
-        index[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = k.value
-                index[(*path, key)] = k.start_mark.line + 1
-                walk(v, (*path, key))
-                index[(*path, key)] = k.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, (*path, i))
-
-    if root is not None:
-        walk(root, ())
-    return index
 
 
 def _format_errors(
@@ -438,16 +459,6 @@ def _read_yaml(path: Path) -> tuple[Any, str]:
         raise ConfigError(f"{where}: YAML syntax error: {getattr(exc, 'problem', exc)}") from exc
 
 
-def shipped_path(path: Path) -> Path:
-    """``path`` itself when it exists; else, for ``model_configs/NAME`` (the paths the docs
-    use), the shipped copy of ``NAME`` (so they work from an installed wheel too)."""
-    parts = path.parts
-    if path.exists() or path.is_absolute() or len(parts) < 2 or parts[0] != "model_configs":
-        return path
-    shipped = configs_dir().joinpath(*parts[1:])
-    return shipped if shipped.is_file() else path
-
-
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     """Load and validate a config file. ``reward:`` may name another YAML file (relative path)
     whose ``reward:`` section is used, so reward models are shared between configs."""
@@ -455,7 +466,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     data, text = _read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping with 'agents' and 'reward' at the top")
-    lines = _line_index(text)
+    lines = line_index(text)
     reward = data.get("reward")
     if isinstance(reward, str):
         rpath = (p.parent / reward).resolve()
@@ -466,7 +477,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
             data = {**data, "reward": RewardAdapter.validate_python(rdata["reward"])}
         except ValidationError as exc:
             raise ConfigError(
-                _format_errors(str(rpath), exc, _line_index(rtext), prefix=("reward",))
+                _format_errors(str(rpath), exc, line_index(rtext), prefix=("reward",))
             ) from exc
     try:
         cfg = ProjectConfig.model_validate({**data, "source": str(p)})
@@ -475,19 +486,4 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     return cfg
 
 
-def _reward_adapter() -> Any:
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(RewardConfig)
-
-
-RewardAdapter = _reward_adapter()
-
-
-def configs_dir() -> Path:
-    """The shipped ``model_configs/`` directory, read through :mod:`importlib.resources`:
-    ``toa_graph/model_configs`` inside an installed wheel; in a checkout that path is a link
-    to the repository's ``model_configs/``."""
-    from importlib.resources import files
-
-    return Path(str(files("toa_graph") / "model_configs"))  # a folder on disk, not a zip
+RewardAdapter: TypeAdapter[Any] = TypeAdapter(RewardConfig)

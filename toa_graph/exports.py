@@ -19,6 +19,12 @@
 * T-DPO (``tdpo``): per debate round, correct x incorrect answer pairs with the prompt that
   round was really generated from (long debate prompts chunked to ``max_prompt_tokens``).
 
+Reasoning models (SFT and DPO kinds): a sample's thinking trace goes with its answer by
+default (``reasoning="keep"``), where TRL and current chat templates read it: the
+assistant turn's ``reasoning_content`` field (``reasoning_format="field"``) or ``<think>``
+tags before the answer in its ``content`` (``"tags"``); ``reasoning="drop"`` exports the
+final answers alone.
+
 Every builder is a pure function of records; :func:`write_rows` writes JSONL or Parquet
 that ``datasets.load_dataset("json" | "parquet", data_files=...)`` loads; an export with no
 rows raises :class:`EmptyExportError` and writes nothing.
@@ -37,6 +43,7 @@ from typing import Any, cast
 
 from toa_graph import text
 from toa_graph.errors import UserError
+from toa_graph.reasoning import with_reasoning
 from toa_graph.state import ranked
 
 __all__ = [
@@ -73,6 +80,10 @@ class ExportStats:
     written: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     """Reason -> count of records that gave no row."""
+    with_reasoning: int = 0
+    """Rows whose assistant turns carry a thinking trace (SFT and DPO kinds)."""
+    one_sided_reasoning: int = 0
+    """DPO pairs where only one side has a trace (kept; the dataset card says how many)."""
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
@@ -82,6 +93,36 @@ class ExportStats:
         if self.skipped:
             parts.append("skipped: " + ", ".join(f"{n} {r}" for r, n in self.skipped.most_common()))
         return "; ".join(parts)
+
+
+REASONING_FORMATS = ("field", "tags")
+"""Where a kept trace goes: the turn's ``reasoning_content`` field, or ``<think>`` tags."""
+
+
+def assistant_turn(
+    sample: Mapping[str, Any], reasoning: str = "keep", reasoning_format: str = "field"
+) -> dict[str, str]:
+    """A sample as an assistant turn: its answer, with its trace unless dropped.
+
+    >>> assistant_turn({"text": "4", "reasoning": "2+2"})
+    {'role': 'assistant', 'content': '4', 'reasoning_content': '2+2'}
+    >>> assistant_turn({"text": "4", "reasoning": "2+2"}, "keep", "tags")["content"]
+    '<think>\\n2+2\\n</think>\\n\\n4'
+    """
+    if reasoning not in ("keep", "drop") or reasoning_format not in REASONING_FORMATS:
+        raise ValueError(f"reasoning must be keep or drop and its format field or tags, got "
+                         f"{reasoning!r} / {reasoning_format!r}")  # fmt: skip
+    trace = sample.get("reasoning") if reasoning == "keep" else None
+    if trace and reasoning_format == "tags":
+        return {"role": "assistant", "content": with_reasoning(sample["text"], trace)}
+    turn = {"role": "assistant", "content": sample["text"]}
+    if trace:
+        turn["reasoning_content"] = trace
+    return turn
+
+
+def _has_trace(turns: Sequence[Mapping[str, Any]]) -> bool:
+    return any(t.get("reasoning_content") or t["content"].startswith("<think>") for t in turns)
 
 
 def prompt_messages(prompt: Any) -> list[dict[str, str]]:
@@ -117,8 +158,15 @@ def default_rejected_rank(n: int) -> int:
 # ---------------------------------------------------------------- SFT
 
 
-def sft_example(record: Mapping[str, Any], *, keep_id: bool = False) -> dict[str, Any] | None:
-    """``{"messages": prompt turns + best answer}``; ``None`` when there is no usable best."""
+def sft_example(
+    record: Mapping[str, Any],
+    *,
+    keep_id: bool = False,
+    reasoning: str = "keep",
+    reasoning_format: str = "field",
+) -> dict[str, Any] | None:
+    """``{"messages": prompt turns + best answer}`` (with its trace: :func:`assistant_turn`);
+    ``None`` when there is no usable best."""
     best = record.get("best")
     if not isinstance(best, Mapping) or not _usable(best):
         ranked = ranked_samples(record)
@@ -128,7 +176,7 @@ def sft_example(record: Mapping[str, Any], *, keep_id: bool = False) -> dict[str
     row: dict[str, Any] = {
         "messages": [
             *prompt_messages(record["prompt"]),
-            {"role": "assistant", "content": best["text"]},
+            assistant_turn(best, reasoning, reasoning_format),
         ]
     }
     if keep_id:
@@ -137,16 +185,24 @@ def sft_example(record: Mapping[str, Any], *, keep_id: bool = False) -> dict[str
 
 
 def sft_rows(
-    records: Iterable[Mapping[str, Any]], *, keep_id: bool = False, stats: ExportStats | None = None
+    records: Iterable[Mapping[str, Any]],
+    *,
+    keep_id: bool = False,
+    stats: ExportStats | None = None,
+    reasoning: str = "keep",
+    reasoning_format: str = "field",
 ) -> Iterator[dict[str, Any]]:
     stats = stats if stats is not None else ExportStats()
     for rec in records:
         stats.records += 1
-        row = sft_example(rec, keep_id=keep_id)
+        row = sft_example(
+            rec, keep_id=keep_id, reasoning=reasoning, reasoning_format=reasoning_format
+        )
         if row is None:
             stats.skip("without a usable best response")
             continue
         stats.written += 1
+        stats.with_reasoning += _has_trace(row["messages"][-1:])
         yield row
 
 
@@ -159,10 +215,13 @@ def dpo_pair(
     rejected_rank: int | None = None,
     min_gap: float | None = None,
     keep_id: bool = False,
+    reasoning: str = "keep",
+    reasoning_format: str = "field",
 ) -> tuple[dict[str, Any] | None, str | None]:
     """``(row, None)`` or ``(None, reason)``. Chosen: rank 1; rejected: rank ``rejected_rank``
     (1-based; default :func:`default_rejected_rank`; clamped to the last usable sample), or
-    the first sample after it with a reward strictly below the chosen one's when it ties."""
+    the first sample after it with a reward strictly below the chosen one's when it ties.
+    Each side keeps its own trace unless ``reasoning="drop"`` (:func:`assistant_turn`)."""
     ranked = ranked_samples(record)
     if len(ranked) < 2:
         return None, "with fewer than 2 usable samples"
@@ -185,8 +244,8 @@ def dpo_pair(
         return None, "with identical chosen/rejected text"
     row: dict[str, Any] = {
         "prompt": prompt_messages(record["prompt"]),
-        "chosen": [{"role": "assistant", "content": chosen["text"]}],
-        "rejected": [{"role": "assistant", "content": rejected["text"]}],
+        "chosen": [assistant_turn(chosen, reasoning, reasoning_format)],
+        "rejected": [assistant_turn(rejected, reasoning, reasoning_format)],
         "score_chosen": float(chosen["reward"]),
         "score_rejected": float(rejected["reward"]),
     }
@@ -202,15 +261,23 @@ def dpo_rows(
     min_gap: float | None = None,
     keep_id: bool = False,
     stats: ExportStats | None = None,
+    reasoning: str = "keep",
+    reasoning_format: str = "field",
 ) -> Iterator[dict[str, Any]]:
     stats = stats if stats is not None else ExportStats()
     for rec in records:
         stats.records += 1
-        row, reason = dpo_pair(rec, rejected_rank=rejected_rank, min_gap=min_gap, keep_id=keep_id)
+        row, reason = dpo_pair(
+            rec, rejected_rank=rejected_rank, min_gap=min_gap, keep_id=keep_id,
+            reasoning=reasoning, reasoning_format=reasoning_format,
+        )  # fmt: skip
         if row is None:
             stats.skip(reason or "unknown")
             continue
         stats.written += 1
+        sides = _has_trace(row["chosen"]), _has_trace(row["rejected"])
+        stats.with_reasoning += any(sides)
+        stats.one_sided_reasoning += sides[0] != sides[1]
         yield row
 
 
@@ -416,21 +483,18 @@ def read_record_files(
     paths: Sequence[str | os.PathLike[str]], stats: ExportStats | None = None
 ) -> Iterator[dict[str, Any]]:
     """Records from several files or output directories, each id once (the first input
-    wins), so shards of one job can be exported together. Every record left out is counted
-    in ``stats`` with where its id was read first (two runs over the same prompts keep only
-    the first run's records: export them one by one to keep both)."""
+    wins, so shards of one job export together); a record left out is counted in ``stats``
+    (two runs over the same prompts: export them one by one to keep both)."""
     from toa_graph.synthesis import read_records
 
     first: dict[str, str] = {}
     for path in paths:
         for rec in read_records(path):
-            rid = str(rec["id"])
-            if rid in first:
-                if stats is not None:
-                    stats.skip(
-                        f"left out of {path}: id already read from {first[rid]} (the first "
-                        "input wins; export each run alone to keep both)"
-                    )
-                continue
-            first[rid] = str(path)
-            yield rec
+            if (rid := str(rec["id"])) not in first:
+                first[rid] = str(path)
+                yield rec
+            elif stats is not None:
+                stats.skip(
+                    f"left out of {path}: id already read from {first[rid]} (the first "
+                    "input wins; export each run alone to keep both)"
+                )

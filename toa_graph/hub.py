@@ -8,6 +8,7 @@ from the records while they stream into an export; :func:`dataset_card` and
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,35 +16,40 @@ from typing import Any
 
 import yaml
 
+from toa_graph.export_kinds import EXPORTS
+
 __all__ = ["CITATIONS", "CardFacts", "dataset_card", "push_dataset", "split_rows"]
 
-_TOA = """@misc{ye2024multiagentsampling,
-  title={Multi-Agent Sampling: Scaling Inference Compute for Data Synthesis with Tree Search-Based Agentic Collaboration},
-  author={Hai Ye and Mingbao Lin and Hwee Tou Ng and Shuicheng Yan},
-  year={2024},
-  eprint={2412.17061},
-  archivePrefix={arXiv},
-  primaryClass={cs.CL},
-  url={https://arxiv.org/abs/2412.17061}
-}"""
-_MOA = """@article{wang2024mixture,
-  title={Mixture-of-Agents Enhances Large Language Model Capabilities},
-  author={Wang, Junlin and Wang, Jue and Athiwaratkun, Ben and Zhang, Ce and Zou, James},
-  journal={arXiv preprint arXiv:2406.04692},
-  year={2024}
-}"""
-_DR = """@article{zhou2025debate,
-  title={Debate, Reflect, and Distill: Multi-Agent Feedback with Tree-Structured Preference Optimization for Efficient Language Model Enhancement},
-  author={Zhou, Xiaofeng and Huang, Heyan and Liao, Lizi},
-  journal={arXiv preprint arXiv:2506.03541},
-  year={2025}
-}"""
 
-CITATIONS: dict[str, str] = {"toa": _TOA, "moa": _MOA, "debate": _DR}
-"""Method -> BibTeX of its paper. The baselines (random, prs, ensemble, seq_refine) follow
-the TOA paper's implementations, so they cite it."""
+class _Citations(Mapping[str, str]):
+    """Method -> BibTeX of its paper, read from the registry (each spec's ``citation``)."""
 
-_ARXIV = {"toa": "2412.17061", "moa": "2406.04692", "debate": "2506.03541"}
+    def __getitem__(self, method: str) -> str:
+        from toa_graph.registry import METHOD_SPECS, method_citation
+
+        if method not in METHOD_SPECS:
+            raise KeyError(method)
+        return method_citation(method)
+
+    def __iter__(self) -> Iterator[str]:
+        from toa_graph.registry import METHOD_SPECS
+
+        return iter(METHOD_SPECS)
+
+    def __len__(self) -> int:
+        from toa_graph.registry import METHOD_SPECS
+
+        return len(METHOD_SPECS)
+
+
+CITATIONS: Mapping[str, str] = _Citations()
+"""Method -> BibTeX of its paper (the baselines, random, prs, ensemble and seq_refine,
+follow the TOA paper's implementations, so they cite it)."""
+
+
+def _arxiv(bibtex: str) -> str | None:
+    found = re.search(r"(\d{4}\.\d{4,5})", bibtex)
+    return found.group(1) if found else None
 
 
 @dataclass
@@ -81,9 +87,11 @@ def dataset_card(
     *,
     reward: str | None = None,
     repo: str | None = None,
+    reasoning: Mapping[str, Any] | None = None,
 ) -> str:
     """A dataset card (``README.md``): YAML header, what the rows are, how they were made,
-    and the citation of each method's paper."""
+    and the citation of each method's paper. ``reasoning``: how thinking traces were
+    exported (``format``, rows ``with_trace``, DPO pairs ``one_sided``), for SFT and DPO."""
     methods = sorted(facts.methods)
     meta: dict[str, Any] = {
         "tags": ["synthetic", "toa-graph", kind],
@@ -100,13 +108,19 @@ def dataset_card(
             "rows": dict(counts),
         },
     }
-    arxiv = sorted({_ARXIV.get(m, _ARXIV["toa"]) for m in methods})
+    if reasoning is not None:
+        meta["toa_graph"]["reasoning"] = dict(reasoning)
+    from toa_graph.registry import method_citation
+
+    arxiv = sorted({a for m in methods if (a := _arxiv(method_citation(m)))})
     if arxiv:
         meta["arxiv"] = _one_or_list(arxiv)
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     title = repo or f"toa-graph {kind} export"
     split_lines = "\n".join(f"| {name} | {n} |" for name, n in counts.items())
-    cites = "\n\n".join(dict.fromkeys(CITATIONS.get(m, _TOA) for m in methods))
+    cites = "\n\n".join(dict.fromkeys(method_citation(m) for m in methods))
+    export = EXPORTS.get(kind)
+    row_format = f"Rows: {export.row_format}.\nTrain: {export.training}.\n" if export else ""
     return f"""---
 {header}---
 
@@ -116,7 +130,8 @@ def dataset_card(
 agents {", ".join(f"`{a}`" for a in sorted(facts.agents)) or "unknown"},
 reward `{meta["toa_graph"]["reward"]}`, budget {meta["toa_graph"]["budget"]}
 (config digest {meta["toa_graph"]["config_digest"]}), from {facts.records} prompt records.
-
+{_reasoning_line(reasoning)}
+{row_format}
 | split | rows |
 |---|---|
 {split_lines}
@@ -132,6 +147,22 @@ ds = load_dataset("{repo or "PATH"}")
 {cites}
 ```
 """
+
+
+def _reasoning_line(reasoning: Mapping[str, Any] | None) -> str:
+    if reasoning is None:
+        return ""
+    where = {
+        "field": "in each assistant turn's `reasoning_content` field",
+        "tags": "as `<think>...</think>` before the answer in each assistant turn's `content`",
+        "drop": "dropped: assistant turns hold the final answers only",
+    }[str(reasoning["format"])]
+    line = (
+        f"\nThinking traces of reasoning models: {where}; {reasoning['with_trace']} rows carry one"
+    )
+    if reasoning.get("one_sided") is not None:
+        line += f", {reasoning['one_sided']} pairs have a trace on one side only (kept)"
+    return line + ".\n"
 
 
 def _size_category(n: int) -> str:

@@ -17,9 +17,12 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Overwrite
 
 from toa_graph.agents import AgentPool, Generation, describe_error
-from toa_graph.context import GraphContext, SamplingContext, graph_context_class, read_context
+from toa_graph.context import SamplingContext
+from toa_graph.context_reader import ContextReader
+from toa_graph.cost import has_limits, usage_cost
 from toa_graph.errors import UserError
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
+from toa_graph.reasoning import with_reasoning
 from toa_graph.rewards.base import RewardModel, check_scores, reference_list
 from toa_graph.state import (
     Prompt,
@@ -112,6 +115,13 @@ def aggregate_messages(
     return [{"role": "system", "content": aggregate}, *msgs]
 
 
+def shown_text(sample: Mapping[str, Any], with_trace: bool = False) -> str:
+    """What of ``sample`` another agent's prompt (or the reward) sees: the final answer;
+    ``with_trace`` (``show_reasoning`` / ``score_reasoning``): its thinking trace too."""
+    text = str(sample.get("text") or "")
+    return with_reasoning(text, sample.get("reasoning")) if with_trace else text
+
+
 # ---------------------------------------------------------------- samples
 
 
@@ -140,6 +150,8 @@ def make_sample(
         "stage": "generate" if gen.error else None,
         "scored": scored,
     }
+    if gen.reasoning:
+        sample["reasoning"] = gen.reasoning
     sample.update(extra)  # type: ignore[typeddict-item]
     return sample
 
@@ -164,10 +176,14 @@ async def generate_samples(
         max_tokens=ctx.max_tokens,
         n=len(sample_ids),
     )
-    return [
+    samples = [
         make_sample(g, sample_id=sid, agent=agent, kind=kind, parent=parent, layer=layer, **extra)
         for g, sid in zip(gens, sample_ids, strict=True)
     ]
+    if (prices := pool.prices(agent)) is not None:
+        for s in samples:  # the ledger: each sample's usage at its agent's prices
+            s["cost"] = float(usage_cost(s["usage"], prices))
+    return samples
 
 
 async def generate_sample(
@@ -204,8 +220,11 @@ async def score_samples(
     prompt: Prompt,
     reference: str | list[str] | None,
     samples: Sequence[Sample],
+    *,
+    score_reasoning: bool = False,
 ) -> list[Sample]:
     """Score every sample that has text, in one reward call; returns new sample dicts.
+    The reward sees each final answer (with ``score_reasoning``, its trace too).
 
     The call is made once: retrying is the reward client's job (its
     :class:`~toa_graph.retry.RetryPolicy`), so retries never stack. A failed call (an
@@ -216,7 +235,7 @@ async def score_samples(
     todo = [i for i, s in enumerate(out) if not s.get("error")]
     if not todo:
         return out  # type: ignore[return-value]
-    responses = [out[i]["text"] for i in todo]
+    responses = [shown_text(out[i], score_reasoning) for i in todo]
     refs = reference_list(reference) or None
     try:
         result = await reward.ascore(prompt, responses, refs)
@@ -243,10 +262,13 @@ def _reward_failed(sample: dict[str, Any], error: str) -> None:
 
 
 def total_usage(samples: Sequence[Sample]) -> dict[str, int]:
-    totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    """Token totals; ``reasoning_tokens`` (part of ``output_tokens``) when any model reasoned."""
+    totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "reasoning_tokens": 0}
     for s in samples:
         for k in totals:
             totals[k] += int(s["usage"].get(k, 0))  # type: ignore[call-overload]
+    if not totals["reasoning_tokens"]:
+        del totals["reasoning_tokens"]
     return totals
 
 
@@ -257,59 +279,21 @@ FINISH: Final = "finish"
 """Last node of every method graph: where a method goes once its run is done (not ``END``)."""
 
 
-class ContextReader:
-    """How a method graph reads its knobs from the run's context, whatever that is.
-
-    ``METHODS[name](..., defaults={...})`` makes one per graph: ``defaults`` are checked
-    against the method's knobs (a :class:`~toa_graph.errors.UserError` listing them) and
-    become the field defaults of the graph's context schema (:attr:`schema`), so a dict
-    passed to ``ainvoke(context=...)`` is coerced by LangGraph once per run with them.
-    Called from a node, the reader returns that object as is; any other context (none,
-    the parent app's dataclass, pydantic model or dict, one of our context classes) is
-    read for the knobs it has and sets, the rest from the factory's defaults
-    (:func:`~toa_graph.context.read_context`).
-    """
-
-    def __init__(self, method: str | None = None, defaults: Mapping[str, Any] | None = None):
-        self.method = method
-        self.defaults = dict(defaults or {})
-        if self.defaults:
-            from toa_graph.registry import method_context
-
-            if method is None:
-                raise ValueError("factory defaults need the method's name to be checked")
-            method_context(method, self.defaults)  # unknown or bad knobs: UserError
-        name = f"{''.join(p.title() for p in (method or '').split('_'))}GraphContext"
-        self.schema = graph_context_class(self.defaults, name)
-        self._plain = self.schema is GraphContext
-        self._empty = self.schema()
-
-    def __call__(self, runtime: Any) -> SamplingContext:
-        ctx = getattr(runtime, "context", None)
-        if type(ctx) is self.schema:  # this graph's own schema: coerced by LangGraph
-            return ctx
-        if ctx is None:
-            return self._empty
-        if self._plain and isinstance(ctx, SamplingContext):  # complete, nothing to fill
-            return ctx
-        return read_context(ctx, self.schema)
-
-
 def method_builder(
     first: str, context: ContextReader | None = None
-) -> StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]:
+) -> StateGraph[SamplingState, Any, SamplingInput, SamplingOutput]:
     """A builder with the shared contract whose runs begin with :func:`start_run`, then
     ``first``, and end at :data:`FINISH` (where a run given ``messages`` answers there);
     ``context`` is the graph's :class:`ContextReader` (its schema is the context schema)."""
     reader = context or ContextReader()
-    builder: StateGraph[SamplingState, SamplingContext, SamplingInput, SamplingOutput]
+    builder: StateGraph[SamplingState, Any, SamplingInput, SamplingOutput]
     builder = StateGraph(
         SamplingState,
         context_schema=reader.schema,
         input_schema=SamplingInput,
         output_schema=SamplingOutput,
     )
-    builder.add_node("start", start_run)
+    builder.add_node("start", _checked_start(reader))
     builder.add_node(FINISH, _finish_run(reader.method))
     builder.add_edge(START, "start")
     builder.add_edge("start", first)
@@ -317,13 +301,21 @@ def method_builder(
     return builder
 
 
-async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, Any]:
+async def score_inbox(
+    reward: RewardModel, state: SamplingState, ctx: SamplingContext | None = None
+) -> dict[str, Any]:
     """The reward step of every method: score this step's generations (the ``inbox``) in
     generation order with one reward call, append them to ``samples`` and update ``best``
     over the whole run. Samples that are not answers (``scored=False``) stay unscored."""
     turns = in_generation_order(state.get("inbox") or [])
     answers = [s for s in turns if s.get("scored", True)]
-    scored = await score_samples(reward, state["prompt"], state.get("reference"), answers)
+    scored = await score_samples(
+        reward,
+        state["prompt"],
+        state.get("reference"),
+        answers,
+        score_reasoning=bool(ctx and ctx.score_reasoning),
+    )
     by_id = {s["id"]: s for s in scored}
     new = [by_id.get(s["id"], s) for s in turns]
     # ``best`` is already the best of the earlier samples (ties to the earliest), so the
@@ -334,6 +326,23 @@ async def score_inbox(reward: RewardModel, state: SamplingState) -> dict[str, An
         "samples": new,
         "best": best_sample([best, *new] if best is not None else new),
     }
+
+
+def _checked_start(reader: ContextReader) -> Any:
+    """:func:`start_run`, then the method's input pre-check (the one the server runs before
+    it answers a request), when the method has one."""
+    check = reader.check
+    if check is None:
+        return start_run
+
+    def start(state: SamplingState, runtime: Any) -> dict[str, Any]:
+        update = start_run(state)
+        run_input = {"prompt": update.get("prompt", state.get("prompt"))}
+        run_input["reference"] = state.get("reference")
+        check(run_input, reader(runtime), reader.agents)
+        return update
+
+    return start
 
 
 def start_run(state: SamplingState) -> dict[str, Any]:
@@ -357,9 +366,12 @@ def start_run(state: SamplingState) -> dict[str, Any]:
         "best": None,
         "tree": None,
         "plays": [],
+        "search": None,
         "round": 0,
         "from_messages": from_messages,
     }
+    if state.get("stopped_by") is not None:  # an earlier run's on this thread
+        update["stopped_by"] = None
     if from_messages:
         update["prompt"] = prompt
         given = state.get("messages")
@@ -390,9 +402,25 @@ def _finish_run(method: str | None) -> Any:
             "agent": best["agent"],
             "reward": best["reward"],
         }
-        return {"messages": [AIMessage(content=best["text"], response_metadata=meta)]}
+        trace = {"reasoning_content": best["reasoning"]} if best.get("reasoning") else {}
+        answer = AIMessage(content=best["text"], additional_kwargs=trace, response_metadata=meta)
+        return {"messages": [answer]}
 
     return finish
+
+
+def another_wave(state: SamplingState, update: Mapping[str, Any], ctx: SamplingContext) -> bool:
+    """Whether a method that answers in waves under a token / money limit (random,
+    ensemble) sends another: a limit is set, budget is left and no limit stopped it yet
+    (``update``: this reward step's, whose ``samples`` are not in ``state`` yet)."""
+    done = len(state.get("samples") or []) + len(update["samples"])
+    return has_limits(ctx) and done < ctx.budget and not state.get("stopped_by")
+
+
+def stopped(knob: str | None) -> dict[str, Any]:
+    """The state update saying which limit ended the run (none when ``knob`` is ``None``,
+    so runs without limits carry no ``stopped_by``)."""
+    return {"stopped_by": knob} if knob else {}
 
 
 def sample_id(index: int) -> str:

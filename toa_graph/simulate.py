@@ -13,6 +13,8 @@ deterministic by seed. The world (ours, not from any paper):
 * The reward model sees ``quality + N(0, reward_sd)``, a fixed draw per answer.
 * Tokens: the question costs ``question_tokens``; each answer ``a.tokens`` (+-20%); an
   answer shown in a prompt costs its own tokens again.
+* Prices (``a.price``, per million input / output tokens, made up): the stronger agents
+  cost more, as hosted models do (:func:`sim_prices`).
 
 Every answer carries its true quality in a tag, ``[[sim q=0.612345 tok=301 id=...]]``,
 so :func:`true_quality` can grade the best answer of any method. Randomness comes from
@@ -39,6 +41,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
+from toa_graph.cost import Prices
+
 __all__ = [
     "DEFAULT_AGENTS",
     "SimAgent",
@@ -46,6 +50,7 @@ __all__ = [
     "SimReward",
     "SimWorld",
     "sim_agents",
+    "sim_prices",
     "sim_prompts",
     "true_quality",
 ]
@@ -64,14 +69,15 @@ class SimAgentSpec:
     refine_rate: float  # how far one refinement moves towards its ceiling (0..1)
     refine_lift: float  # its ceiling above its own fresh skill
     tokens: int  # typical answer length
+    price: tuple[float, float] = (1.0, 4.0)  # per million input / output tokens
 
 
 DEFAULT_AGENTS: tuple[SimAgentSpec, ...] = (
-    SimAgentSpec("sim-a", skill=0.60, sample_sd=0.10, refine_rate=0.45, refine_lift=0.15, tokens=320),
-    SimAgentSpec("sim-b", skill=0.57, sample_sd=0.12, refine_rate=0.60, refine_lift=0.20, tokens=280),
-    SimAgentSpec("sim-c", skill=0.52, sample_sd=0.15, refine_rate=0.30, refine_lift=0.05, tokens=420),
-    SimAgentSpec("sim-d", skill=0.48, sample_sd=0.10, refine_rate=0.70, refine_lift=0.25, tokens=250),
-    SimAgentSpec("sim-e", skill=0.42, sample_sd=0.20, refine_rate=0.20, refine_lift=0.00, tokens=360),
+    SimAgentSpec("sim-a", skill=0.60, sample_sd=0.10, refine_rate=0.45, refine_lift=0.15, tokens=320, price=(3.0, 12.0)),
+    SimAgentSpec("sim-b", skill=0.57, sample_sd=0.12, refine_rate=0.60, refine_lift=0.20, tokens=280, price=(1.0, 4.0)),
+    SimAgentSpec("sim-c", skill=0.52, sample_sd=0.15, refine_rate=0.30, refine_lift=0.05, tokens=420, price=(0.5, 2.0)),
+    SimAgentSpec("sim-d", skill=0.48, sample_sd=0.10, refine_rate=0.70, refine_lift=0.25, tokens=250, price=(0.2, 0.8)),
+    SimAgentSpec("sim-e", skill=0.42, sample_sd=0.20, refine_rate=0.20, refine_lift=0.00, tokens=360, price=(0.1, 0.4)),
 )  # fmt: skip
 
 
@@ -208,6 +214,11 @@ class SimReward:
 
     def __call__(self, prompt: Any, responses: Sequence[str]) -> list[float]:
         return [self.world.reward(r) for r in responses]
+
+
+def sim_prices(world: SimWorld) -> dict[str, Prices]:
+    """Each simulated agent's made-up ``price_per_million`` (for an AgentPool's ``prices``)."""
+    return {s.name: Prices(input=s.price[0], output=s.price[1]) for s in world.agents}
 
 
 def sim_agents(world: SimWorld, *, latency_s: float = 0.0) -> dict[str, SimAgent]:

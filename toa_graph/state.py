@@ -33,9 +33,13 @@ class Usage(TypedDict):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    reasoning_tokens: NotRequired[int]
+    """Tokens the model spent thinking (part of ``output_tokens``): the provider's count,
+    else estimated from the trace's length. Absent when the model did not reason."""
     estimated: NotRequired[bool]
-    """True when one request returned several samples (``n`` > 1) and the request's usage
-    was spread over them: the per-sample split is an estimate, the sum is exact."""
+    """True when a figure is an estimate: one request returned several samples (``n`` > 1)
+    and the request's usage was spread over them (the sum is exact), or
+    ``reasoning_tokens`` was counted from the trace's length."""
 
 
 class Sample(TypedDict):
@@ -61,6 +65,9 @@ class Sample(TypedDict):
     scored: bool
     """Whether the sample is an answer the reward model scores (``False`` for turns that
     are not answers, e.g. a debate critic's feedback)."""
+    reasoning: NotRequired[str]
+    """The model's thinking trace before its answer (``text`` is the answer alone); absent
+    when the model gave none."""
     references: NotRequired[list[str]]
     """Ids of every sample shown to the agent (MoA aggregation, debate turns)."""
     round: NotRequired[int]
@@ -77,6 +84,8 @@ class Sample(TypedDict):
     """Sequential refine: the chain this step belongs to."""
     stack: NotRequired[int]
     """MoA: the stack this answer belongs to."""
+    cost: NotRequired[float]
+    """Its ``usage`` at its agent's ``price_per_million``; absent when the agent has none."""
 
 
 MessageList = NewType("MessageList", list[AnyMessage])
@@ -107,6 +116,9 @@ class SamplingOutput(TypedDict, total=False):
     """MoA with a final aggregator: the aggregator's answer (the best-rewarded of the stacks')."""
     messages: Messages
     """Given ``messages``: them with the best answer appended as an ``AIMessage``."""
+    stopped_by: str | None
+    """The limit that ended the search early (``max_tokens_per_prompt`` or
+    ``max_cost_per_prompt``); ``None`` when the method ran its plan within the budget."""
 
 
 def add_samples(left: list[Sample] | None, right: list[Sample] | None) -> list[Sample]:
@@ -127,9 +139,14 @@ class SamplingState(TypedDict, total=False):
     inbox: Annotated[list[Sample], operator.add]
     """Generations of the current step, waiting to be scored (cleared by the reward step)."""
     plays: list[dict[str, Any]]
-    """Plays chosen by the controller for the current step (TOA)."""
+    """Plays chosen by the controller for the current step (TOA, AB-MCTS)."""
+    search: str | None
+    """AB-MCTS: the library's algorithm state and this prompt's numpy RNG state, pickled
+    and base64-encoded (LangGraph's serializer cannot store the algorithm's objects)."""
     round: int
     """Current round / layer / step counter for iterative methods."""
+    stopped_by: str | None
+    """The limit that ended the search early (see :class:`SamplingOutput`)."""
     messages: Messages
     from_messages: bool
     """This run's ``prompt`` was read from ``messages`` (and its answer goes back there).

@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
+from langchain_core.messages import BaseMessage, convert_to_messages
 
 from toa_graph.agents.client import (
     Generation,
     build_chat_model,
     empty_usage,
+    generation_of,
     health_check,
     split_shared_usage,
-    text_of,
-    usage_of,
 )
 from toa_graph.agents.errors import (
     EMPTY_RESPONSE,
@@ -34,6 +33,7 @@ from toa_graph.agents.limits import AgentLimits
 from toa_graph.agents.providers import check_provider
 from toa_graph.agents.replicas import ClientSet, Replica, ReplicaSet
 from toa_graph.config import AgentConfig
+from toa_graph.cost import Prices
 from toa_graph.retry import RetryPolicy
 
 __all__ = ["AgentLike", "AgentPool", "AgentsLike", "as_agent_pool"]
@@ -78,6 +78,8 @@ class AgentPool:
         limit_share: this pool's share of each agent's ``requests_per_second`` and
             ``max_concurrency`` (a Ray worker of N uses ``1/N``). The limits hold across
             every graph run, task and event loop using this pool.
+        prices: name -> :class:`~toa_graph.cost.Prices` for agents given as chat models
+            (an AgentConfig's own ``price_per_million`` wins).
     """
 
     def __init__(
@@ -89,7 +91,9 @@ class AgentPool:
         probe_timeout_s: float = 5.0,
         retry_backoff_s: float = 0.5,
         limit_share: float = 1.0,
+        prices: Mapping[str, Prices] | None = None,
     ) -> None:
+        self._prices = dict(prices or {})
         if not 0 < limit_share <= 1:
             raise ValueError(f"limit_share must be in (0, 1], got {limit_share}")
         self.limit_share = float(limit_share)
@@ -161,6 +165,21 @@ class AgentPool:
         """The request limits of agent ``name`` in this pool (already scaled by
         ``limit_share``; inactive when its config sets none)."""
         return self._agent(name).limits
+
+    def prices(self, name: str) -> Prices | None:
+        """Agent ``name``'s prices (``None``: its generations carry no cost)."""
+        cfg = self._agent(name).config
+        if cfg is not None and cfg.price_per_million is not None:
+            return cfg.price_per_million
+        return self._prices.get(name)
+
+    def max_tokens(self, name: str) -> int | None:
+        """Agent ``name``'s own ``max_tokens`` (its config's, or its chat model's)."""
+        agent = self._agent(name)
+        value = (
+            agent.config.max_tokens if agent.config else getattr(agent.model, "max_tokens", None)
+        )
+        return value if isinstance(value, int) else None
 
     def system_prompt(self, name: str) -> str | None:
         cfg = self._agent(name).config
@@ -358,10 +377,7 @@ class AgentPool:
                 result_gens = await self._request_n(client, chat, kwargs, n, start)
             else:
                 msg = await client.ainvoke(chat, **kwargs)
-                latency = time.perf_counter() - start
-                text = text_of(msg)
-                error = None if text.strip() else EMPTY_RESPONSE
-                result_gens = [Generation(text, usage_of(msg), latency, error)]
+                result_gens = [generation_of(msg, time.perf_counter() - start)]
             if replica is not None:
                 replica.requests += 1
             return result_gens
@@ -383,11 +399,8 @@ class AgentPool:
         latency = time.perf_counter() - start
         out = []
         for g in gens:
-            msg = getattr(g, "message", None)
-            usage = usage_of(msg) if isinstance(msg, AIMessage) else empty_usage()
-            text = text_of(msg or g)
-            err = None if text.strip() else EMPTY_RESPONSE
-            out.append(Generation(text, usage, latency / len(gens), err))
+            finish = (g.generation_info or {}).get("finish_reason")
+            out.append(generation_of(getattr(g, "message", g), latency / len(gens), finish))
         if not out:
             raise RuntimeError("the endpoint returned no choices")
         split_shared_usage(out, result.llm_output)

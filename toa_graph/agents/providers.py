@@ -14,6 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from toa_graph.errors import UserError
+from toa_graph.provider_table import PROVIDERS
+from toa_graph.reasoning import reasoning_request, set_path, settings_of
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -27,28 +29,6 @@ __all__ = [
     "check_provider",
     "install_hint",
 ]
-
-PROVIDERS: dict[str, tuple[str, str | None]] = {
-    "anthropic": ("langchain_anthropic", "anthropic"),
-    "google_genai": ("langchain_google_genai", "google"),
-    "ollama": ("langchain_ollama", "ollama"),
-    "mistralai": ("langchain_mistralai", "mistralai"),
-    "groq": ("langchain_groq", "groq"),
-    "azure_openai": ("langchain_openai", None),
-    "bedrock": ("langchain_aws", None),
-    "bedrock_converse": ("langchain_aws", None),
-    "cohere": ("langchain_cohere", None),
-    "deepseek": ("langchain_deepseek", None),
-    "fireworks": ("langchain_fireworks", None),
-    "google_vertexai": ("langchain_google_vertexai", None),
-    "huggingface": ("langchain_huggingface", None),
-    "nvidia": ("langchain_nvidia_ai_endpoints", None),
-    "openrouter": ("langchain_openrouter", None),
-    "perplexity": ("langchain_perplexity", None),
-    "together": ("langchain_together", None),
-    "xai": ("langchain_xai", None),
-}
-"""provider -> (the LangChain integration module, toa-graph's pip extra for it, if any)."""
 
 _RENAMES: dict[str, dict[str, str | None]] = {
     # ChatOllama: no timeout / retries / key fields; the timeout goes to its httpx client
@@ -103,6 +83,8 @@ def provider_kwargs(cfg: AgentConfig, url: str) -> dict[str, Any]:
         out.pop("timeout", None)
         out["client_kwargs"] = {"timeout": cfg.timeout_s}
     out.update(cfg.client_options)
+    for path, value in reasoning_request(cfg.provider, **settings_of(cfg)).items():
+        set_path(out, path, value)  # the config refuses one set in client_options too
     return out
 
 

@@ -2,40 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from toa_graph.context import DEFAULT_BUDGET
 from toa_graph.errors import UserError
 
 if TYPE_CHECKING:
     from toa_graph.config import ProjectConfig
+    from toa_graph.registry import RunSettings
 
 
 BUDGET_HELP = "generations per {what} (default: the config's, else {default})"
 """The --budget help of every command (one default: context.DEFAULT_BUDGET)."""
 
 
-def budget_help(what: str) -> str:
-    from toa_graph.context import DEFAULT_BUDGET
-
+def budget_help_text(what: str = "prompt") -> str:
     return BUDGET_HELP.format(what=what, default=DEFAULT_BUDGET)
 
 
-def budget_setting(flag: int | None, context: Mapping[str, Any] | None = None) -> int:
-    """The budget of a run: ``--budget``, else the config's, else
-    :data:`~toa_graph.context.DEFAULT_BUDGET`; below 1 it is a :class:`UserError` (call it
-    before starting anything, with ``context`` omitted, to check the flag alone)."""
-    from toa_graph.context import DEFAULT_BUDGET
-
-    budget = flag if flag is not None else (context or {}).get("budget") or DEFAULT_BUDGET
-    if int(budget) < 1:
-        raise UserError(f"--budget must be >= 1, got {budget}")
-    return int(budget)
+def check_budget_flag(flag: int | None) -> None:
+    """``--budget`` below 1 is a :class:`UserError` (call it before starting anything)."""
+    if flag is not None and int(flag) < 1:
+        raise UserError(f"--budget must be >= 1, got {flag}")
 
 
-def parse_knobs(items: list[str]) -> dict[str, Any]:
+def _parse_set(items: list[str]) -> dict[str, Any]:
     """``["alpha=0.05", "plays_per_step=4"]`` -> ``{"alpha": 0.05, "plays_per_step": 4}``."""
     out: dict[str, Any] = {}
     for item in items:
@@ -46,6 +41,37 @@ def parse_knobs(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             out[key.strip()] = raw
+    return out
+
+
+def add_limit_flags(p: Any) -> None:
+    """``--max-tokens-per-prompt`` / ``--max-cost-per-prompt``: the limit knobs as flags."""
+    p.add_argument(
+        "--max-tokens-per-prompt",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most tokens (prompt + completion) one prompt may spend; a step that could "
+        "pass it is not started (needs each agent's max_tokens)",
+    )
+    p.add_argument(
+        "--max-cost-per-prompt",
+        type=float,
+        default=None,
+        metavar="X",
+        help="most money one prompt may spend, at the agents' price_per_million (every "
+        "agent needs prices); a step that could pass it is not started",
+    )
+
+
+def parse_knobs(items: list[str], args: Any = None) -> dict[str, Any]:
+    """The ``--set`` knobs, and the limit flags of ``args`` (:func:`add_limit_flags`)."""
+    from toa_graph.cost import LIMIT_KNOBS
+
+    out = _parse_set(items)
+    for knob in LIMIT_KNOBS:
+        if getattr(args, knob, None) is not None:
+            out[knob] = getattr(args, knob)
     return out
 
 
@@ -123,19 +149,46 @@ def method_choices() -> list[str]:
     return method_names()
 
 
-def method_settings(
-    cfg: ProjectConfig, method: str | None, knobs: dict[str, Any]
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The method to run with its knobs and options: the config's ``method:`` section (its
-    knobs that the chosen method has; its options when it is the same method), then the
-    ``--set`` knobs, checked now: :class:`~toa_graph.errors.UserError` for a knob the
-    method lacks (listing its knobs) or a bad value."""
-    from toa_graph.registry import get_method, method_context
+def settings_parser(
+    *,
+    method_help: str | None = "default: the config's, else toa",
+    budget_help: str | None = BUDGET_HELP.format(what="prompt", default=DEFAULT_BUDGET),
+    set_what: str = "context knobs",
+    keep_help: str = "leave embedded servers running for later runs",
+) -> argparse.ArgumentParser:
+    """The options every command that runs a method shares, declared once: ``--config``,
+    ``--method``, ``--budget`` (each left out when its help is ``None``), ``--set``, the
+    limit flags (:func:`add_limit_flags`) and ``--keep-servers``. Pass it as
+    ``parents=[...]`` to ``add_parser``; read the options back with :func:`run_settings`."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("method and config")
+    g.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
+    if method_help is not None:
+        g.add_argument("--method", default=None, choices=method_choices(), help=method_help)
+    if budget_help is not None:
+        g.add_argument("--budget", type=int, default=None, help=budget_help)
+    g.add_argument(
+        "--set", action="append", default=[], metavar="KNOB=VALUE", help=set_help(set_what)
+    )
+    add_limit_flags(g)
+    g.add_argument("--keep-servers", action="store_true", help=keep_help)
+    return p
 
-    name = method or cfg.method.name
-    spec = get_method(name)
-    context = {k: v for k, v in cfg.method.context.items() if k in spec.knobs}
-    context.update(knobs)
-    method_context(name, context)
-    options = dict(cfg.method.options) if name == cfg.method.name else {}
-    return name, context, options
+
+def run_settings(
+    args: argparse.Namespace, cfg: ProjectConfig, *, default_budget: int | None = None
+) -> RunSettings:
+    """The run's settings from the shared options (:func:`settings_parser`) and the config,
+    resolved once (:meth:`~toa_graph.registry.RunSettings.resolve`): a knob or option the
+    method lacks, or a bad value, is a :class:`~toa_graph.errors.UserError`; so is
+    ``--budget`` below 1 (:func:`check_budget_flag`)."""
+    from toa_graph.registry import RunSettings
+
+    check_budget_flag(getattr(args, "budget", None))
+    return RunSettings.resolve(
+        cfg,
+        method=getattr(args, "method", None),
+        knobs=parse_knobs(args.set, args),
+        budget=getattr(args, "budget", None),
+        default_budget=default_budget,
+    )

@@ -48,30 +48,22 @@ HELP = DESCRIPTION.split("Commands inside the chat:\n", 1)[1].split("\n\n", 1)[0
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import budget_help, method_choices, set_help
+    from toa_graph.commands import budget_help_text, settings_parser
 
     p = sub.add_parser(
         "chat",
         help="interactive multi-turn chat; each answer is the best of a search",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[
+            settings_parser(
+                budget_help=budget_help_text("answer"),
+                set_what="a context knob (repeatable)",
+                keep_help="leave embedded servers running at exit",
+            )
+        ],
     )
-    p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
-    p.add_argument(
-        "--method", default=None, choices=method_choices(), help="default: the config's, else toa"
-    )
-    p.add_argument("--budget", type=int, default=None, help=budget_help("answer"))
     p.add_argument("--agents", default=None, help="comma-separated agent names (default: all)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KNOB=VALUE",
-        help=set_help("a context knob (repeatable)"),
-    )
-    p.add_argument(
-        "--keep-servers", action="store_true", help="leave embedded servers running at exit"
-    )
     p.set_defaults(func=chat)
 
 
@@ -102,20 +94,22 @@ class ChatSession:
             )  # fmt: skip
         return self._graphs[key]
 
-    def context(self) -> Any:
-        from toa_graph.context import SamplingContext
+    def context(self, knobs: dict[str, Any] | None = None) -> Any:
+        """The current method's context from the session's knobs (those it has), or from
+        ``knobs``; an agent left out of ``/agents`` falls back to the default."""
+        from toa_graph.registry import RunSettings
 
-        knobs = dict(self.knobs)
-        if knobs.get("agent") not in (None, *self.agents):
-            knobs.pop("agent")
-        return SamplingContext(**knobs)
+        mine = RunSettings.own_knobs(self.method, self.knobs if knobs is None else knobs)
+        if mine.get("agent") not in (None, *self.agents):
+            mine.pop("agent")
+        return RunSettings.resolve(method=self.method, knobs=mine).context
 
     # ------------------------------------------------------------------ commands
 
     def command(self, line: str) -> bool:
         """Handle a ``/command``; False to quit."""
         from toa_graph.commands import parse_knobs
-        from toa_graph.registry import method_names
+        from toa_graph.registry import METHOD_SPECS, knobs_help, method_names
 
         name, _, arg = line[1:].strip().partition(" ")
         arg = arg.strip()
@@ -155,15 +149,14 @@ class ChatSession:
         elif name == "set":
             try:
                 update = parse_knobs([arg])
-                from toa_graph.context import KNOBS, SamplingContext
-
-                unknown = sorted(set(update) - set(KNOBS))
-                if unknown:
-                    raise UserError(f"no knob(s) {unknown}; knobs: {', '.join(KNOBS)}")
-                SamplingContext(**{**self.knobs, **update})
+                stray = [k for k in update if not any(k in m.knobs for m in METHOD_SPECS.values())]
+                if stray:
+                    knobs = " | ".join(knobs_help().splitlines())
+                    raise UserError(f"no knob(s) {stray} in any method; knobs: {knobs}")
+                self.context({**self.knobs, **update})  # a bad value for this method
                 self.knobs.update(update)
                 print(f"{', '.join(f'{k}={v}' for k, v in update.items())}")
-            except UserError as exc:
+            except (TypeError, ValueError) as exc:  # UserError: a ValueError
                 print(f"/set: {exc}")
         elif name == "reset":
             self.history.clear()
@@ -218,20 +211,13 @@ class _ProgressLine:
 
 
 def chat(args: argparse.Namespace) -> int:
-    from toa_graph.commands import budget_setting, parse_knobs, project_config
-    from toa_graph.context import KNOBS, SamplingContext
+    from toa_graph.commands import check_budget_flag, project_config, run_settings
     from toa_graph.rewards import build_reward
 
-    budget_setting(args.budget)  # a bad flag fails before any server starts
-    given = parse_knobs(args.set)
-    unknown = sorted(set(given) - set(KNOBS))
-    if unknown:
-        raise UserError(f"--set: no knob(s) {unknown}; knobs: {', '.join(KNOBS)}")
+    check_budget_flag(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        knobs = {**cfg.method.context, **given}
-        if args.budget is not None:
-            knobs["budget"] = args.budget
-        SamplingContext(**knobs)  # bad knobs fail now, not at the first message
+        settings = run_settings(args, cfg)  # bad knobs fail now, not at the first message
+        knobs = {**cfg.method.context, **settings.knobs}  # other methods' knobs: for /method
         names = [a.name for a in cfg.agents]
         agents = names
         if args.agents:
@@ -242,7 +228,7 @@ def chat(args: argparse.Namespace) -> int:
         session = ChatSession(
             all_agents={a.name: a for a in cfg.agents},
             reward=build_reward(cfg.reward, agents=cfg.agents),
-            method=args.method or cfg.method.name,
+            method=settings.method,
             knobs=knobs,
             agents=[n for n in names if n in agents],
             options={cfg.method.name: dict(cfg.method.options)},

@@ -2,9 +2,10 @@
 
 Writes, under OUTPUT/: ``<method>/budget-<B>/records.jsonl`` (each cell is a resumable
 synthesis run), ``compare.csv`` (one row per method and budget), ``compare.png`` (mean
-best reward vs. generations per prompt) and ``compare_tokens.png`` (mean best reward vs.
-tokens per prompt), one line per method: the TOA paper's two equal-compute views, for the
-user's own models and reward. ``--simulate`` runs it on the in-process simulated
+best reward vs. generations per prompt), ``compare_tokens.png`` (mean best reward vs.
+tokens per prompt) and, when the agents have prices, ``compare_cost.png`` (mean best
+reward vs. cost per prompt), one line per method: the TOA paper's two equal-compute views
+and the money view, for the user's own models and reward. ``--simulate`` runs it on the in-process simulated
 benchmark (:mod:`toa_graph.simulate`) and adds the best answers' true quality.
 """
 
@@ -26,8 +27,9 @@ Run each method at each budget on the same prompts and compare mean best reward 
 equal compute, as the TOA paper does: against generations per prompt (the budget) and
 against tokens per prompt (prompt + completion, as the agents report them). Each
 (method, budget) cell is a resumable synthesis run under OUTPUT/<method>/budget-<B>/.
-Prints a table; writes OUTPUT/compare.csv, OUTPUT/compare.png (reward vs. generations)
-and OUTPUT/compare_tokens.png (reward vs. tokens). Example:
+Prints a table; writes OUTPUT/compare.csv, OUTPUT/compare.png (reward vs. generations),
+OUTPUT/compare_tokens.png (reward vs. tokens) and, when every agent has a
+price_per_million, OUTPUT/compare_cost.png (reward vs. cost). Example:
 
   toa-graph compare --methods toa,moa,random --budgets 4,8,16,32 \\
       --config model_configs/synthesis-4x8b.yaml --input prompts.jsonl --output runs/cmp --limit 100
@@ -35,10 +37,15 @@ and OUTPUT/compare_tokens.png (reward vs. tokens). Example:
 --simulate needs no models or servers: five simulated agents with hidden skills and a
 noisy simulated reward model (toa_graph.simulate; deterministic by --sim-seed) answer
 --limit simulated prompts (default 100); the table and CSV add each method's mean TRUE
-quality of its best answer. Example:
+quality of its best answer (the simulated agents have made-up prices, so the cost view is
+drawn too). Example:
 
   toa-graph compare --simulate --methods toa,random,prs,ensemble,seq_refine \\
       --budgets 10,20,40,80,160 --limit 100 --output runs/sim
+
+--methods all runs every method, AB-MCTS included, plus self_moa and self_moa_seq (MoA
+with proposers=self, and seq_window=3: Self-MoA and Self-MoA-Seq over the first agent, or
+--set agent=NAME).
 """
 
 CSV_FIELDS = [
@@ -49,6 +56,7 @@ CSV_FIELDS = [
     "stderr",
     "mean_generations",
     "mean_tokens",
+    "mean_cost",
     "mean_wall_s",
     "failed",
     "mean_true_quality",
@@ -57,15 +65,28 @@ CSV_FIELDS = [
 
 
 def add_parser(sub: Any) -> None:
+    from toa_graph.commands import settings_parser
+
     p = sub.add_parser(
         "compare",
         help="methods x budgets on the same prompts: table, CSV and reward-vs-budget plot",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[
+            settings_parser(
+                method_help=None,
+                budget_help=None,
+                set_what="context knobs for every run (each method takes those it has)",
+            )
+        ],
     )
-    p.add_argument("--methods", default="toa", help="comma-separated method names (default: toa)")
+    p.add_argument(
+        "--methods",
+        default="toa",
+        help="comma-separated method names, self_moa / self_moa_seq (MoA with proposers=self, "
+        "seq_window=3), or 'all' (default: toa)",
+    )
     p.add_argument("--budgets", default="4,8,16,32", help="comma-separated generations per prompt")
-    p.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
     p.add_argument("--input", default=None, help="prompt file (default: the shipped examples)")
     p.add_argument("--output", required=True, help="output directory (reuse it to resume)")
     p.add_argument("--limit", type=int, default=None, help="only the first K usable prompts")
@@ -81,13 +102,6 @@ def add_parser(sub: Any) -> None:
         help="read prompt/reference/id from other input fields, e.g. reference=en",
     )
     p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KNOB=VALUE",
-        help="context knobs for every run",
-    )
-    p.add_argument(
         "--simulate",
         action="store_true",
         help="use the simulated agents and reward (no models, no servers; see above)",
@@ -96,10 +110,28 @@ def add_parser(sub: Any) -> None:
         "--sim-seed", type=int, default=0, help="--simulate: the hidden world's seed (default 0)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
-    )
     p.set_defaults(func=run)
+
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "self_moa": ("moa", {"proposers": "self"}),
+    "self_moa_seq": ("moa", {"proposers": "self", "seq_window": 3}),
+}
+"""Compare entries that are a registry method with knobs (Self-MoA is MoA's ``proposers``
+option): name -> (method, knobs added to each of its cells' context)."""
+
+
+def compare_entries() -> list[str]:
+    """Every method in the registry, then the variants: what ``--methods all`` runs."""
+    from toa_graph.registry import method_names
+
+    return [*method_names(), *VARIANTS]
+
+
+def entry_method(name: str, context: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The registry method of a compare entry and its cells' context."""
+    method, knobs = VARIANTS.get(name, (name, {}))
+    return method, {**(context or {}), **knobs}
 
 
 def parse_list(text: str, kind: type = str) -> list[Any]:
@@ -145,6 +177,8 @@ def aggregate(
         vals = [f(r) for r in records]
         return sum(vals) / len(vals) if vals else float("nan")
 
+    costs = [float(c) for r in records if (c := r["totals"].get("cost")) is not None]
+
     return {
         "method": method,
         "budget": budget,
@@ -153,6 +187,7 @@ def aggregate(
         "stderr": stderr,
         "mean_generations": avg(lambda r: r["totals"]["generations"]),
         "mean_tokens": avg(lambda r: r["totals"]["tokens"]["total_tokens"]),
+        "mean_cost": sum(costs) / len(costs) if costs else None,
         "mean_wall_s": avg(lambda r: r["totals"]["wall_s"]),
         "failed": failed,
         "mean_true_quality": true_mean,
@@ -171,6 +206,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> None:
 PLOT_AXES = {
     "budget": ("budget", "generations per prompt (budget)", "compare.png"),
     "tokens": ("mean_tokens", "tokens per prompt (prompt + completion)", "compare_tokens.png"),
+    "cost": ("mean_cost", "cost per prompt (at the agents' prices)", "compare_cost.png"),
 }
 """x axis name -> (row field, axis label, file name under OUTPUT/)."""
 
@@ -182,8 +218,8 @@ def plot(
     title: str = "",
     x: str = "budget",
 ) -> Any:
-    """Mean best reward vs. ``x`` ("budget": generations, "tokens": tokens per prompt), log2
-    x axis, one line per method, stderr bars.
+    """Mean best reward vs. ``x`` ("budget": generations, "tokens": tokens per prompt,
+    "cost": cost per prompt), log2 x axis, one line per method, stderr bars.
 
     Draws on a standalone Agg figure (no pyplot, so a notebook's backend is left alone);
     saves it to ``path`` when given and returns the ``matplotlib.figure.Figure``.
@@ -200,7 +236,7 @@ def plot(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         pts = sorted(
-            (r for r in rows if r["method"] == m and not math.isnan(float(r[field]))),
+            (r for r in rows if r["method"] == m and _number(r.get(field))),
             key=lambda r: float(r[field]),
         )
         xs = [float(r[field]) for r in pts]
@@ -212,20 +248,34 @@ def plot(
         if budgets and min(budgets) > 0:
             ax.set_xscale("log", base=2)
             ax.set_xticks(budgets, [str(b) for b in budgets])
-    elif any(float(r[field]) > 0 for r in rows):
+    elif any(_number(r.get(field)) and float(r[field]) > 0 for r in rows):
         ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean best reward")
-    ax.set_title(title or f"reward vs. {'budget' if x == 'budget' else 'tokens'}")
+    ax.set_title(title or f"reward vs. {x}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", ncol=2 if len(methods) > 6 else 1)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path)
     return fig
 
 
+def _number(v: Any) -> bool:
+    return v is not None and not math.isnan(float(v))
+
+
+def plot_axes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The plots a comparison draws: the cost view only when every cell that ran has a
+    cost (a cell that could not run, such as debate below one round, has neither)."""
+    ran = [r for r in rows if _number(r.get("mean_best_reward"))]
+    priced = bool(ran) and all(_number(r.get("mean_cost")) for r in ran)
+    return [x for x in PLOT_AXES if x != "cost" or priced]
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    from toa_graph.cost import money
+
     methods = list(dict.fromkeys(r["method"] for r in rows))
     budgets = sorted({r["budget"] for r in rows})
     cell = {(r["method"], r["budget"]): r for r in rows}
@@ -245,6 +295,11 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for m in methods:
         toks = [cell.get((m, b), {}).get("mean_tokens", float("nan")) for b in budgets]
         lines.append(f"{m:<12}" + "".join(f"{t:>18.0f}" for t in toks))
+    if "cost" in plot_axes(rows):
+        lines += ["", "mean cost per prompt by budget", head, "-" * len(head)]
+        for m in methods:
+            costs = [cell.get((m, b), {}).get("mean_cost") for b in budgets]
+            lines.append(f"{m:<12}" + "".join(f"{money(c):>18}" for c in costs))
     if any(r.get("mean_true_quality") is not None for r in rows):
         lines += ["", "mean TRUE quality of the best answer (+- stderr) by budget", head]
         lines.append("-" * len(head))
@@ -280,26 +335,42 @@ async def run_compare(
     reward_digest: Any = None,
     agents_factory: Callable[[], Any] | None = None,
     grade: Callable[[str], float | None] | None = None,
+    config: Any = None,
+    method_defaults: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (method, budget) cell, then write compare.csv and both plots.
+    """Run every (method, budget) cell, then write compare.csv and the plots.
 
-    ``agents_factory``, when given, builds the agents anew for each cell (stateful agents,
-    e.g. the simulated ones, then give every cell the same start); ``grade`` adds the true
-    quality of the best answers to the rows.
+    Each cell's settings are resolved once (:meth:`~toa_graph.registry.RunSettings.resolve`):
+    ``config``'s method section, then ``method_defaults`` (method -> knobs one method needs
+    that ``context`` does not set), then the ``context`` knobs the method has, then a
+    variant's knobs (:data:`VARIANTS`), then the budget. ``agents_factory``, when given,
+    builds the agents anew for each cell (stateful agents, e.g. the simulated ones, then
+    give every cell the same start); ``grade`` adds the true quality of the best answers
+    to the rows.
     """
+    from toa_graph.registry import RunSettings
     from toa_graph.synthesis import config_digest, read_records, run_synthesis
 
+    _check_knobs([entry_method(m)[0] for m in methods], context or {})
     rows = []
     for method in methods:
         for budget in budgets:
-            ctx = {**(context or {}), "budget": int(budget)}
+            name, variant = entry_method(method)
+            knobs = {
+                **(method_defaults or {}).get(name, {}),
+                **RunSettings.own_knobs(name, context or {}),
+                **variant,
+            }
+            cell = RunSettings.resolve(config, method=name, knobs=knobs, budget=int(budget))
             out = cell_dir(output, method, budget)
             cell_agents = agents_factory() if agents_factory is not None else agents
             summary = await run_synthesis(
-                input, out, method=method, agents=cell_agents, reward=reward, context=ctx,
-                concurrency=concurrency, limit=limit, field_map=field_map, progress=progress,
+                input, out, method=name, agents=cell_agents, reward=reward, context=cell.knobs,
+                method_options=cell.options, concurrency=concurrency, limit=limit,
+                field_map=field_map, progress=progress,
                 digest=config_digest(
-                    method=method, context=ctx, agents=agents_digest or agents, reward=reward_digest or reward
+                    method=name, context=cell.knobs, agents=agents_digest or agents,
+                    reward=reward_digest or reward, options=cell.options,
                 ),
                 collect_rows=False,
             )  # fmt: skip
@@ -311,9 +382,24 @@ async def run_compare(
             )
     Path(output).mkdir(parents=True, exist_ok=True)
     write_csv(rows, Path(output) / "compare.csv")
-    for x, (_, _, name) in PLOT_AXES.items():
-        plot(rows, Path(output) / name, x=x)
+    for x in plot_axes(rows):
+        plot(rows, Path(output) / PLOT_AXES[x][2], x=x)
     return rows
+
+
+def _check_knobs(methods: Sequence[str], knobs: Mapping[str, Any]) -> None:
+    """A ``--set`` knob that none of the compared methods has is a typo, not a no-op."""
+    from toa_graph.registry import get_method
+
+    stray = sorted(set(knobs).difference(*(get_method(m).knobs for m in methods)))
+    if stray:
+        raise UserError(
+            f"context knob(s) {stray} belong to none of the methods {', '.join(methods)}"
+        )
+
+
+SIM_DEBATE = {"correct_threshold": 0.8}
+"""The simulated prompts have no gold answer: debate judges by reward (our extension)."""
 
 
 async def run_simulated(
@@ -330,7 +416,15 @@ async def run_simulated(
     """:func:`run_compare` on the simulated benchmark (:mod:`toa_graph.simulate`)."""
     import json
 
-    from toa_graph.simulate import SimReward, SimWorld, sim_agents, sim_prompts, true_quality
+    from toa_graph.agents import AgentPool
+    from toa_graph.simulate import (
+        SimReward,
+        SimWorld,
+        sim_agents,
+        sim_prices,
+        sim_prompts,
+        true_quality,
+    )
 
     world = SimWorld(seed=seed)
     Path(output).mkdir(parents=True, exist_ok=True)
@@ -340,32 +434,32 @@ async def run_simulated(
         inp, output, methods=methods, budgets=budgets, agents=sim_agents(world),
         reward=SimReward(world), context=context, concurrency=concurrency, progress=progress,
         agents_digest={"simulated": seed}, reward_digest={"simulated": seed},
-        agents_factory=lambda: sim_agents(world), grade=true_quality,
+        agents_factory=lambda: AgentPool(sim_agents(world), prices=sim_prices(world)),
+        grade=true_quality, method_defaults={"debate": SIM_DEBATE},
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import parse_knobs, project_config
-    from toa_graph.commands.synthesize import EXAMPLES
-    from toa_graph.registry import method_names
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis import parse_field_map
+    from toa_graph.synthesis.plan import EXAMPLES
 
     try:
-        methods = parse_list(args.methods)
+        methods = compare_entries() if args.methods == "all" else parse_list(args.methods)
         budgets = parse_list(args.budgets, int)
         field_map = parse_field_map(args.field_map)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    unknown = [m for m in methods if m not in method_names()]
+    unknown = [m for m in methods if m not in compare_entries()]
     if unknown:
-        raise UserError(f"unknown methods {unknown}; available: {', '.join(method_names())}")
+        raise UserError(f"unknown methods {unknown}; available: {', '.join(compare_entries())}")
     if any(b < 1 for b in budgets):
         raise UserError("budgets must be >= 1")
     input_path = Path(args.input) if args.input else EXAMPLES
     if not input_path.exists():
         raise UserError(f"input file not found: {input_path}")
-    knobs = parse_knobs(args.set)
+    knobs = parse_knobs(args.set, args)
     if args.simulate:
         rows = asyncio.run(
             run_simulated(
@@ -376,13 +470,13 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         return _report(rows, args.output)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        context = {**cfg.method.context, **knobs}
         reward = build_reward(cfg.reward, agents=cfg.agents)
         rows = asyncio.run(
             run_compare(
                 input_path, args.output, methods=methods, budgets=budgets, agents=cfg.agents,
-                reward=reward, context=context, concurrency=args.concurrency, limit=args.limit,
+                reward=reward, context=knobs, concurrency=args.concurrency, limit=args.limit,
                 field_map=field_map, progress=not args.no_progress, reward_digest=cfg.reward,
+                config=cfg,
             )
         )  # fmt: skip
     return _report(rows, args.output)
@@ -391,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(rows: Sequence[Mapping[str, Any]], output: str) -> int:
     print(format_table(rows))
     out = Path(output)
-    plots = " and ".join(str(out / name) for _, _, name in PLOT_AXES.values())
+    plots = " and ".join(str(out / PLOT_AXES[x][2]) for x in plot_axes(rows))
     print(f"\nwrote {out / 'compare.csv'}, {plots}")
     failed = sum(r["failed"] for r in rows)
     if failed:

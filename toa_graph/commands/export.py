@@ -8,26 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from toa_graph.errors import UserError
+from toa_graph.export_kinds import EXPORTS, describe_exports, reasoning_kinds
 
 DESCRIPTION = """\
 Turn synthesis records into training data (JSONL or Parquet; loads with
-datasets.load_dataset("json"|"parquet", data_files=FILE) and is accepted as is by
-TRL's SFTTrainer / DPOTrainer):
+datasets.load_dataset("json"|"parquet", data_files=FILE)); each kind's row format and
+how to train on it:
 
-  sft   {"messages": [prompt turns..., {"role": "assistant", "content": best}]}
-  sft-completion  {"prompt": [turns], "completion": [assistant turn]}: SFTTrainer trains on
-        the completion only by default
-  kto   {"prompt", "completion", "label"}: the dpo pair unpaired (chosen True, rejected False)
-  rm    {"prompt", "chosen", "rejected", "margin"}: reward-model pairs, margin = reward gap
-  samples  {"prompt", "completions": [{"model", "text", "reward"}]}: every scored sample
-  dpo   {"prompt": [turns], "chosen": [assistant turn], "rejected": [assistant turn],
-         "score_chosen", "score_rejected"}: best vs. the k-th ranked response
-        (default k = round(30/160 * n) of n usable samples, the paper's 30th of 160)
-  dr-sft  Debate & Reflect SFT (records of --method debate): every correct answer of
-          any round, {"messages": [answer-template prompt, answer]}
-  tdpo    Debate & Reflect T-DPO (records of --method debate): per round, every correct x
-          incorrect answer pair, prompt = what that round's debaters were sent (debate
-          prompts over --max-prompt-tokens are split into chunks that fit)
+{kinds}
 
 --input takes record files or synthesis output directories (several: shards of one
 job; each id is exported once). Examples:
@@ -37,19 +25,23 @@ job; each id is exported once). Examples:
   toa-graph export tdpo --input runs/gsm8k --output tdpo.jsonl --max-prompt-tokens 1000
   toa-graph export dpo --input runs/uf --push-to-hub me/uf-dpo --private --test-size 0.05
 
+Reasoning models (sft, dpo): each answer's thinking trace is kept by default, in the
+assistant turn's "reasoning_content" field (--reasoning-format tags: <think>...</think>
+before the answer in "content"); --reasoning drop exports the final answers only.
+
 A dataset card (README.md: method, agents, reward, budget, config digest, rows per split,
-the method's citation) is written next to the output (OUTPUT-STEM.README.md) and pushed
+how thinking traces were exported, the method's citation) is written next to the output (OUTPUT-STEM.README.md) and pushed
 with --push-to-hub. An export with no rows writes nothing and exits with status 2.
 """
 
-KINDS = ("sft", "sft-completion", "dpo", "kto", "rm", "samples", "dr-sft", "tdpo")
+KINDS = tuple(EXPORTS)
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="records -> SFT / DPO / D&R SFT / T-DPO training data",
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(kinds=describe_exports()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("kind", choices=KINDS, help="dataset kind (see above)")
@@ -87,6 +79,15 @@ def add_parser(sub: Any) -> None:
         "--tokenizer", default=None, metavar="NAME",
         help="tdpo: count tokens with this Hugging Face tokenizer (default: ~4 chars a token)",
     )  # fmt: skip
+    p.add_argument(
+        "--reasoning", choices=["keep", "drop"], default=None,
+        help="sft/dpo: keep each answer's thinking trace (default) or drop it",
+    )  # fmt: skip
+    p.add_argument(
+        "--reasoning-format", choices=["field", "tags"], default=None,
+        help="sft/dpo, kept traces: the turn's reasoning_content field (default) or "
+        "<think> tags in its content",
+    )  # fmt: skip
     p.add_argument("--keep-id", action="store_true", help="add the prompt id as an 'id' column")
     p.add_argument(
         "--push-to-hub", default=None, metavar="REPO",
@@ -122,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--test-size: {exc}") from exc
     counts = {name: len(part) for name, part in splits.items()}
-    card = dataset_card(args.kind, facts, counts, reward=args.reward, repo=args.push_to_hub)
+    card = dataset_card(
+        args.kind, facts, counts, reward=args.reward, repo=args.push_to_hub,
+        reasoning=_reasoning_facts(args, stats),
+    )  # fmt: skip
     written: list[str] = []
     if args.output:
         out = Path(args.output)
@@ -155,32 +159,35 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError(f"--test-size must be between 0 and 1, got {args.test_size}")
     if args.private and not args.push_to_hub:
         raise UserError("--private only applies with --push-to-hub")
+    kinds = reasoning_kinds()
+    if args.kind not in kinds and (args.reasoning or args.reasoning_format):
+        raise UserError(f"--reasoning / --reasoning-format apply to {' and '.join(kinds)} exports")
+
+
+def _reasoning_facts(args: argparse.Namespace, stats: Any) -> dict[str, Any] | None:
+    """What the dataset card says about thinking traces (sft and dpo; nothing when no row
+    has one and no flag asked for a format)."""
+    asked = args.reasoning is not None or args.reasoning_format is not None
+    if args.kind not in reasoning_kinds() or not (stats.with_reasoning or asked):
+        return None
+    fmt = "drop" if args.reasoning == "drop" else args.reasoning_format or "field"
+    facts = {"format": fmt, "with_trace": stats.with_reasoning}
+    return {**facts, "one_sided": stats.one_sided_reasoning} if args.kind == "dpo" else facts
 
 
 def _rows(args: argparse.Namespace, records: Any, stats: Any) -> Iterator[dict[str, Any]]:
-    from toa_graph import exports as ex
-
-    pairs = {"rejected_rank": args.rejected_rank, "min_gap": args.min_gap}
-    if args.kind == "sft":
-        return ex.sft_rows(records, keep_id=args.keep_id, stats=stats)
-    if args.kind == "sft-completion":
-        return ex.sft_completion_rows(records, keep_id=args.keep_id, stats=stats)
-    if args.kind == "dpo":
-        return ex.dpo_rows(records, **pairs, keep_id=args.keep_id, stats=stats)
-    if args.kind == "kto":
-        return ex.kto_rows(records, **pairs, keep_id=args.keep_id, stats=stats)
-    if args.kind == "rm":
-        return ex.rm_rows(records, **pairs, keep_id=args.keep_id, stats=stats)
-    if args.kind == "samples":
-        return ex.samples_rows(records, keep_id=args.keep_id, stats=stats)
-    if args.kind == "dr-sft":
-        return ex.dr_sft_rows(records, stats=stats)
-    return ex.tdpo_rows(
-        records,
-        max_prompt_tokens=args.max_prompt_tokens,
-        count_tokens=_token_counter(args.tokenizer),
-        stats=stats,
-    )
+    kind = EXPORTS[args.kind]
+    flags = {
+        "rejected_rank": args.rejected_rank,
+        "min_gap": args.min_gap,
+        "keep_id": args.keep_id,
+        "max_prompt_tokens": args.max_prompt_tokens,
+        "reasoning": args.reasoning or "keep",
+        "reasoning_format": args.reasoning_format or "field",
+    }
+    if "count_tokens" in kind.flags:
+        flags["count_tokens"] = _token_counter(args.tokenizer)
+    return kind.rows(records, flags, stats)
 
 
 def _token_counter(name: str | None) -> Any:

@@ -22,63 +22,43 @@ CPU build on 127.0.0.1 (started for this run and stopped after it, unless
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import budget_help, method_choices, set_help
+    from toa_graph.commands import budget_help_text, settings_parser
 
     p = sub.add_parser(
         "run",
         help="run one method on one prompt and print the samples",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[
+            settings_parser(
+                method_help="sampling method (default: the config's, else toa)",
+                budget_help=budget_help_text("prompt"),
+                set_what="other context knobs",
+            )
+        ],
     )
     p.add_argument("prompt", help="the user prompt (use '-' to read it from stdin)")
     p.add_argument(
-        "--method",
-        default=None,
-        choices=method_choices(),
-        help="sampling method (default: the config's, else toa)",
-    )
-    p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
-    p.add_argument(
-        "--budget",
-        type=int,
-        default=None,
-        help=budget_help("prompt"),
-    )
-    p.add_argument(
         "--reference", default=None, help="gold answer / reference translation for the reward"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KNOB=VALUE",
-        help=set_help("other context knobs"),
-    )
-    p.add_argument(
-        "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
     )
     p.add_argument("--json", action="store_true", help="print the full output as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.commands import budget_setting, method_settings, parse_knobs, project_config
-    from toa_graph.registry import compile_method, method_context
+    from toa_graph.commands import check_budget_flag, project_config, run_settings
     from toa_graph.rewards import build_reward
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    knobs = parse_knobs(args.set)
-    budget_setting(args.budget)  # a bad flag fails before any server starts
+    check_budget_flag(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        method, context, options = method_settings(cfg, args.method, knobs)
-        context["budget"] = budget_setting(args.budget, context)
-        ctx = method_context(method, context)  # a bad knob: UserError (exit 2)
+        settings = run_settings(args, cfg)  # bad knob: exit 2
         reward = build_reward(cfg.reward, agents=cfg.agents)
-        graph = compile_method(method, agents=cfg.agents, reward=reward, options=options)
+        graph = settings.compile(agents=cfg.agents, reward=reward)
         inp: dict[str, Any] = {"prompt": prompt}
         if args.reference:
             inp["reference"] = args.reference
-        out = asyncio.run(graph.ainvoke(inp, context=ctx))
+        out = asyncio.run(graph.ainvoke(inp, context=settings.context))
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0 if out.get("best") else 1

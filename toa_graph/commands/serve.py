@@ -33,20 +33,21 @@ Without --config the embedded default is started (and stopped at exit). Examples
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import budget_help, method_choices, set_help
+    from toa_graph.commands import budget_help_text, settings_parser
 
     p = sub.add_parser(
         "serve",
         help="OpenAI-compatible server (/v1/chat/completions, /v1/models)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", default=None, help="model config YAML (default: embedded)")
-    p.add_argument(
-        "--method",
-        default=None,
-        choices=method_choices(),
-        help="default method, for model 'default' (default: the config's)",
+        parents=[
+            settings_parser(
+                method_help="default method, for model 'default' (default: the config's)",
+                budget_help=budget_help_text("request"),
+                set_what="default context knobs (each method takes those it has)",
+                keep_help="leave embedded servers running at exit",
+            )
+        ],
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
@@ -55,14 +56,6 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="NAME",
         help="env var holding the bearer token clients must send (default: no auth)",
-    )
-    p.add_argument("--budget", type=int, default=None, help=budget_help("request"))
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KNOB=VALUE",
-        help=set_help("default context knobs (each method takes those it has)"),
     )
     p.add_argument("--max-budget", type=int, default=512, help="largest budget a request may ask")
     p.add_argument(
@@ -78,9 +71,6 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="give up on a request's method run after this long (default: no limit)",
     )
-    p.add_argument(
-        "--keep-servers", action="store_true", help="leave embedded servers running at exit"
-    )
     p.set_defaults(func=serve)
 
 
@@ -93,6 +83,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def bearer_token(api_key_env: str | None, host: str, exposes: str) -> str | None:
+    """The token ``--api-key-env`` names (an unset variable is an error); warns when
+    ``host`` is not loopback and there is no token (anyone reaching the port could
+    ``exposes``)."""
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env {api_key_env}: that env var is not set")
+    if not _is_loopback(host) and not api_key:
+        print(
+            f"warning: binding {host} without --api-key-env: anyone who can reach this "
+            f"port can {exposes}",
+            file=sys.stderr,
+        )
+    return api_key
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -103,28 +111,26 @@ def serve(args: argparse.Namespace) -> int:
         raise UserError(
             f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})"
         ) from exc
-    from toa_graph.commands import budget_setting, parse_knobs, project_config
+    from toa_graph.commands import check_budget_flag, parse_knobs, project_config
+    from toa_graph.registry import RunSettings
     from toa_graph.rewards import build_reward
 
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise UserError(f"--api-key-env {args.api_key_env}: that env var is not set")
-    if not _is_loopback(args.host) and not api_key:
-        print(
-            f"warning: binding {args.host} without --api-key-env: anyone who can reach this "
-            "port can spend your endpoints' compute",
-            file=sys.stderr,
-        )
-    budget_setting(args.budget)  # a bad flag fails before any server starts
+    api_key = bearer_token(args.api_key_env, args.host, "spend your endpoints' compute")
+    check_budget_flag(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        knobs = {**cfg.method.context, **parse_knobs(args.set)}
+        # --set knobs serve every method that has them (the server checks that each
+        # belongs to one); the default method's settings are resolved once, here
+        knobs = {**cfg.method.context, **parse_knobs(args.set, args)}
         if args.budget is not None:
             knobs["budget"] = args.budget
+        default = RunSettings.resolve(
+            cfg,
+            method=args.method,
+            knobs=RunSettings.own_knobs(args.method or cfg.method.name, knobs),
+        )
         settings = ServerSettings(
             api_key=api_key,
-            default_method=args.method or cfg.method.name,
+            default_method=default.method,
             default_context=knobs,
             default_options={cfg.method.name: dict(cfg.method.options)},
             max_budget=args.max_budget,

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shlex
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from toa_graph.errors import UserError
+from toa_graph.synthesis.plan import EXAMPLES, default_output, export_commands, input_label
+from toa_graph.synthesis.summary import format_summary, format_table
+
+__all__ = [
+    "EXAMPLES", "add_parser", "default_output", "export_commands", "format_summary",
+    "format_table", "input_label", "rerun_command", "run",
+]  # fmt: skip
 
 DESCRIPTION = """\
 Run a sampling method over every prompt of a file (JSONL, JSON array or Parquet), a
@@ -58,33 +63,26 @@ also when a worker dies and its shard is retried). --ray alone starts a local Ra
       --ray auto --ray-workers 8 --concurrency 64
 """
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "examples.jsonl"
-MAX_TABLE_ROWS = 50
 ESTIMATE_PROMPTS = 8
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import method_choices, set_help
+    from toa_graph.commands import settings_parser
 
     p = sub.add_parser(
         "synthesize",
         help="run a method over a prompt file (resumable JSONL records)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[settings_parser()],
     )
-    _add_data_args(p.add_argument_group("method and data"), method_choices())
-    _add_run_args(p.add_argument_group("the run"), set_help())
+    _add_data_args(p.add_argument_group("data"))
+    _add_run_args(p.add_argument_group("the run"))
     _add_scale_args(p.add_argument_group("scale-out"))
     p.set_defaults(func=run)
 
 
-def _add_data_args(g: Any, methods: list[str]) -> None:
-    from toa_graph.commands import budget_help
-
-    g.add_argument(
-        "--method", default=None, choices=methods, help="default: the config's, else toa"
-    )
-    g.add_argument("--config", default=None, help="model config YAML, or 'embedded' (default)")
+def _add_data_args(g: Any) -> None:
     g.add_argument(
         "--input",
         default=None,
@@ -102,15 +100,9 @@ def _add_data_args(g: Any, methods: list[str]) -> None:
         help="output directory (default: runs/METHOD/INPUT-NAME, -shardKofN with --shard); "
         "rerun with the same one to resume",
     )
-    g.add_argument(
-        "--budget",
-        type=int,
-        default=None,
-        help=budget_help("prompt"),
-    )
 
 
-def _add_run_args(g: Any, knobs_help: str) -> None:
+def _add_run_args(g: Any) -> None:
     g.add_argument("--concurrency", type=int, default=16, help="prompts in flight at once")
     g.add_argument(
         "--estimate",
@@ -133,13 +125,6 @@ def _add_run_args(g: Any, knobs_help: str) -> None:
         help="read prompt/reference/id from other input fields, e.g. reference=en",
     )
     g.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KNOB=VALUE",
-        help=knobs_help,
-    )
-    g.add_argument(
         "--shard",
         default=None,
         metavar="K/N",
@@ -155,9 +140,6 @@ def _add_run_args(g: Any, knobs_help: str) -> None:
         help="give up on a prompt after S s",
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument(
-        "--keep-servers", action="store_true", help="leave embedded servers running for later runs"
-    )
 
 
 def _add_scale_args(g: Any) -> None:
@@ -186,80 +168,6 @@ def _add_scale_args(g: Any) -> None:
     )
 
 
-def format_table(summary: Any, limit: int = MAX_TABLE_ROWS) -> str:
-    """Per-prompt rows (id, best reward, best agent, generations, tokens, seconds)."""
-    rows = summary.rows
-    header = f"{'id':<24} {'best':>8} {'best agent':<18} {'gens':>5} {'tokens':>8} {'seconds':>8}"
-    lines = [header, "-" * len(header)]
-    for r in rows[:limit]:
-        if r.error:
-            lines.append(f"{r.id[:24]:<24} {'FAILED':>8} {r.error[:60]}")
-        else:
-            lines.append(
-                f"{r.id[:24]:<24} {r.best_reward:8.3f} {(r.best_agent or '')[:18]:<18} "
-                f"{r.generations:5d} {r.tokens:8d} {r.seconds:8.2f}"
-            )
-    if len(rows) > limit:
-        lines.append(f"... {len(rows) - limit} more (see records.jsonl)")
-    return "\n".join(lines)
-
-
-def format_summary(s: Any) -> str:
-    mean = "n/a" if s.mean_best_reward is None else f"{s.mean_best_reward:.4f}"
-    parts = [
-        f"method {s.method}: {s.done} done, {s.skipped} skipped (already done), {s.failed} failed, "
-        f"{s.bad_lines} bad input lines",
-        f"mean best reward {mean} | {s.generations} generations "
-        f"({s.failed_generations} failed) | {s.tokens} tokens | {s.wall_s:.1f} s",
-        f"records: {Path(s.output_dir) / 'records.jsonl'}",
-    ]
-    if s.bad_lines:
-        parts.append(f"bad input lines: {Path(s.output_dir) / 'errors.jsonl'}")
-    if s.failed:
-        parts.append(
-            f"failed prompts (retried on the next run): {Path(s.output_dir) / 'failed.jsonl'}"
-        )
-        reasons = Counter(r.error[:160] for r in getattr(s, "rows", []) if r.error)
-        for reason, n in reasons.most_common(3):
-            parts.append(f"  {n} x {reason}")
-    unrunnable = getattr(s, "unrunnable", None) or {}
-    if unrunnable:
-        n_skipped = sum(unrunnable.values())
-        parts.append(
-            f"{n_skipped} prompt(s) the method cannot run, recorded as skipped (not retried):"
-        )
-        for reason, n in Counter(unrunnable).most_common(3):
-            parts.append(f"  {n} x {reason}")
-    if s.torn_bytes_repaired:
-        parts.append(
-            f"cut a torn last line ({s.torn_bytes_repaired} bytes) left by an interrupted run"
-        )
-    if s.digest_mismatch:
-        parts.append("warning: the output holds records made with another config/method/context")
-    return "\n".join(parts)
-
-
-def input_label(source: str) -> str:
-    """A directory-name-safe label for an input: a file's name without its suffix, or a
-    Hub id (``hf:ORG/NAME`` -> ``ORG_NAME``)."""
-    if source.startswith("hf:"):
-        text = source[3:]
-    else:
-        text = Path(source.rstrip("/")).name
-        for suffix in (".jsonl", ".json", ".parquet"):
-            text = text.removesuffix(suffix)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "input"
-
-
-def default_output(method: str, source: str, shard: tuple[int, int] | None) -> Path:
-    """``runs/METHOD/INPUT-NAME`` (``-shardKofN`` for a shard): stable, so running the
-    same command again resumes instead of starting over."""
-    name = input_label(source)
-    if shard is not None:
-        name += f"-shard{shard[0]}of{shard[1]}"
-    return Path("runs") / method / name
-
-
 def _without_estimate(words: Sequence[str]) -> list[str]:
     out: list[str] = []
     skip = False
@@ -284,16 +192,6 @@ def rerun_command(args: argparse.Namespace, output: Path | None) -> str:
     return "toa-graph " + shlex.join(words)
 
 
-def export_commands(method: str, output: Path) -> list[str]:
-    """The export commands that fit ``method``'s records."""
-    kinds = ("dr-sft", "tdpo") if method == "debate" else ("sft", "dpo")
-    return [
-        f"toa-graph export {k} --input {shlex.quote(str(output))} "
-        f"--output {shlex.quote(str(output / f'{k}.jsonl'))}"
-        for k in kinds
-    ]
-
-
 def _input_source(args: argparse.Namespace) -> Any:
     """``--input`` (a prompt file, ``hf:`` id or dataset directory) with ``--split``."""
     from toa_graph.synthesis.dataset_input import resolve_input
@@ -307,14 +205,14 @@ def _input_source(args: argparse.Namespace) -> Any:
 
 
 def _check_args(args: argparse.Namespace) -> tuple[dict[str, str], tuple[int, int] | None]:
-    from toa_graph.commands import budget_setting
+    from toa_graph.commands import check_budget_flag
     from toa_graph.synthesis import OutputLock, parse_field_map, parse_shard
 
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
     if args.ray_workers < 1:
         raise UserError("--ray-workers must be >= 1")
-    budget_setting(args.budget)  # --budget 0: an error before any server starts
+    check_budget_flag(args.budget)  # --budget 0: an error before any server starts
     if args.estimate is not None and args.estimate < 1:
         raise UserError("--estimate K needs K >= 1")
     try:
@@ -327,44 +225,6 @@ def _check_args(args: argparse.Namespace) -> tuple[dict[str, str], tuple[int, in
     return field_map, shard
 
 
-def _method_context(
-    args: argparse.Namespace, cfg: Any, knobs: dict[str, Any]
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The method, its knobs and its options (checked against the registry)."""
-    from toa_graph.commands import budget_setting, method_settings
-    from toa_graph.registry import method_context
-
-    try:
-        method, context, options = method_settings(cfg, args.method, knobs)
-        context["budget"] = budget_setting(args.budget, context)
-        method_context(method, context)
-    except ValueError as exc:
-        raise UserError(f"bad context knobs: {exc}") from exc
-    return method, context, options
-
-
-def _sample_prompts(
-    input_path: Any, field_map: dict[str, str], limit: int | None, shard: Any, k: int
-) -> tuple[list[Any], int]:
-    """The first ``k`` usable prompts of this run's share of the input, and how many
-    prompts that share holds."""
-    from toa_graph.synthesis import BadLine, in_shard, iter_source
-
-    items: list[Any] = []
-    seen = total = 0
-    for it in iter_source(input_path, field_map=field_map):
-        if isinstance(it, BadLine):
-            continue
-        if limit is not None and seen >= limit:
-            break
-        seen += 1
-        if in_shard(it.id, shard):
-            total += 1
-            if len(items) < k:
-                items.append(it)
-    return items, total
-
-
 def estimate(
     args: argparse.Namespace,
     cfg: Any,
@@ -375,32 +235,24 @@ def estimate(
     """``--estimate K``: run K prompts for real into the run's output (kept: the real run
     resumes after them) and print the extrapolation to the whole input."""
     from toa_graph.rewards import build_reward
-    from toa_graph.synthesis import read_records, run_synthesis
-    from toa_graph.synthesis.estimate import extrapolate, format_estimate
+    from toa_graph.synthesis.estimate import format_estimate
+    from toa_graph.synthesis.plan import estimate_run, sample_prompts
 
-    items, total = _sample_prompts(
-        input_path, common["field_map"], args.limit, shard, args.estimate
-    )
+    items, total = sample_prompts(input_path, common["field_map"], args.limit, shard, args.estimate)
     if not items:
         raise UserError(f"no usable prompts in {input_path}")
-    reward = build_reward(cfg.reward, agents=cfg.agents)
-    opts = {**common, "limit": None}
-    output = _output(args, common["method"], shard)
-    summary = asyncio.run(run_synthesis(items, output, reward=reward, **opts))
-    ids = {it.id for it in items}
-    records = [r for r in read_records(output) if r.get("id") in ids]
     in_flight = args.concurrency * (args.ray_workers if args.ray is not None else 1)
-    est = extrapolate(
-        records,
-        total_prompts=total,
-        concurrency=in_flight,
-        sample_wall_s=summary.wall_s,
-        failed=summary.failed,
-    )
+    output = _output(args, common["method"], shard)
+    est, n_records = asyncio.run(
+        estimate_run(
+            items, output, total_prompts=total, in_flight=in_flight,
+            reward=build_reward(cfg.reward, agents=cfg.agents), **common,
+        )
+    )  # fmt: skip
     print(format_estimate(est))
-    print(f"\nkept: {len(records)} prompt(s) in {output}; the run resumes after them")
+    print(f"\nkept: {n_records} prompt(s) in {output}; the run resumes after them")
     print(f"run it: {rerun_command(args, output)}")
-    return 0 if records else 1
+    return 0 if n_records else 1
 
 
 def _output(args: argparse.Namespace, method: str, shard: tuple[int, int] | None) -> Path:
@@ -411,22 +263,23 @@ def _output(args: argparse.Namespace, method: str, shard: tuple[int, int] | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.commands import parse_knobs, project_config
+    from toa_graph.commands import project_config, run_settings
     from toa_graph.synthesis import config_digest
 
     field_map, shard = _check_args(args)
     input_path = _input_source(args)
-    knobs = parse_knobs(args.set)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        method, context, options = _method_context(args, cfg, knobs)
+        settings = run_settings(args, cfg)
+        method = settings.method
         digest = config_digest(
-            method=method, context=context, agents=cfg.agents, reward=cfg.reward, options=options
-        )
+            method=method, context=settings.knobs, agents=cfg.agents, reward=cfg.reward,
+            options=settings.options,
+        )  # fmt: skip
         common: dict[str, Any] = {
             "method": method,
-            "method_options": options,
+            "method_options": settings.options,
             "agents": cfg.agents,
-            "context": context,
+            "context": settings.knobs,
             "concurrency": args.concurrency,
             "limit": args.limit,
             "field_map": field_map,

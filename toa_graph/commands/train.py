@@ -28,10 +28,13 @@ def add_parser(sub: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from toa_graph.export_kinds import TRAIN_KINDS, trained_by
+
     p.add_argument(
         "kind",
-        choices=["sft", "dpo", "tdpo"],
-        help="sft: SFTTrainer on chat messages; dpo / tdpo: DPOTrainer on prompt/chosen/rejected",
+        choices=TRAIN_KINDS,
+        help="sft: SFTTrainer; dpo / tdpo: DPOTrainer. Data from export "
+        + "; ".join(f"{t}: {', '.join(trained_by(t))}" for t in TRAIN_KINDS),
     )
     p.add_argument("--data", default=None, help="export file (.jsonl/.json/.parquet) or Hub id")
     p.add_argument("--split", default=None, help="Hub dataset split (default train)")

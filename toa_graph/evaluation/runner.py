@@ -23,6 +23,7 @@ from typing import Any
 from toa_graph.distill_errors import EvalError
 from toa_graph.evaluation.stats import bootstrap_ci, length_controlled_winrate
 from toa_graph.evaluation.tasks import ACCURACY_TASKS, EvalItem, EvalTask, chrf, score_accuracy
+from toa_graph.reasoning import split_message
 from toa_graph.rewards.base import RewardError, check_scores
 
 __all__ = [
@@ -121,13 +122,17 @@ async def _generate(client: Any, model: str, item: EvalItem, spec: EvalSpec) -> 
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
         )
-        text = resp.choices[0].message.content or ""
+        split = split_message(resp.choices[0].message)  # answers are read from the answer
+        text, reasoning = split.answer, split.reasoning
         tokens = resp.usage.completion_tokens if resp.usage else None
         error = None if text.strip() else "empty answer"
+        if split.unfinished and not text.strip():
+            error = "no answer after its thinking (raise --max-tokens)"
     except Exception as e:  # an item that fails counts as wrong, the run goes on
-        text, tokens, error = "", None, f"{type(e).__name__}: {e}"
+        text, reasoning, tokens, error = "", None, None, f"{type(e).__name__}: {e}"
     return {
         "output": text,
+        **({"reasoning": reasoning} if reasoning else {}),
         "completion_tokens": tokens,
         "latency_s": round(time.monotonic() - t0, 3),
         "error": error,

@@ -30,6 +30,9 @@ its worst case (:func:`~toa_graph.methods.debate_rounds.round_cost`: n answers p
 largest possible round end) fits in what is left; a budget below one round's worst case is
 an error. A failed answer counts as incorrect and gets no feedback or reflection.
 
+Under a token or money limit a step (a round's answers, or its round end) starts only
+when all its turns fit at their worst case; else the debate ends there (``stopped_by``).
+
 Without a gold answer the paper's method does not apply. Our extension: an answer is correct
 when its reward is >= ``context.correct_threshold``, and incorrect agents reflect given the
 final answer of the best-rewarded correct answer (or alone when none is correct).
@@ -57,7 +60,9 @@ from toa_graph.answers import (
 )
 from toa_graph.answers import answers_match as _answers_match
 from toa_graph.context import SamplingContext
-from toa_graph.errors import PromptSkipped, UserError
+from toa_graph.cost import has_limits, step_fits
+from toa_graph.errors import PromptSkipped
+from toa_graph.method_spec import InputRejected
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
     answer_prompt_text,
@@ -205,8 +210,30 @@ NO_GOLD_ANSWER = (
 
 def can_judge(reference: str | list[str] | None, correct_threshold: float | None) -> bool:
     """Whether a run can tell correct answers from wrong ones: it has a gold answer, or a
-    reward threshold (the server checks this before it answers a request)."""
+    reward threshold."""
     return bool(reference_list(reference)) or correct_threshold is not None
+
+
+class NotJudgeable(InputRejected, PromptSkipped):
+    """A debate prompt with no gold answer and no ``correct_threshold``: the server's 400,
+    the CLI's one line, and in ``synthesize`` a prompt recorded as skipped (not retried)."""
+
+
+def check_debate_input(run_input: Mapping[str, Any], ctx: Any, agents: Sequence[str]) -> None:
+    """The debate's input pre-check (its registry entry's ``check_input_path``), run by the
+    server before it answers a request and by the graph as the run starts: answers must
+    be judgeable (a gold answer or ``correct_threshold``) and the budget must hold one
+    round of ``agents``."""
+    if not can_judge(run_input.get("reference"), ctx.correct_threshold):
+        raise NotJudgeable(NO_GOLD_ANSWER, param="context.correct_threshold")
+    cost = round_cost(len(agents))
+    if ctx.budget < cost:
+        raise InputRejected(
+            f"context.budget={ctx.budget} is too small for one debate round of "
+            f"{len(agents)} agents: it needs {cost} generations (answers plus the largest "
+            "possible round of feedback and reflections)",
+            param="budget",
+        )
 
 
 def create_debate_graph(
@@ -227,7 +254,7 @@ def create_debate_graph(
     """
     pool = as_agent_pool(agents)
     reward_model = as_reward_model(reward, agents=agents)
-    read_context = ContextReader("debate", defaults)
+    read_context = ContextReader("debate", defaults, agents=pool.names)  # + its pre-check
 
     def moderator(
         state: SamplingState, runtime: Runtime[SamplingContext]
@@ -235,15 +262,7 @@ def create_debate_graph(
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         golds = reference_list(state.get("reference")) or None
-        if not can_judge(state.get("reference"), ctx.correct_threshold):
-            raise PromptSkipped(NO_GOLD_ANSWER)
-        cost = round_cost(len(pool))
-        if ctx.budget < cost:
-            raise UserError(
-                f"context.budget={ctx.budget} is too small for one debate round of "
-                f"{len(pool)} agents: it needs {cost} generations (answers plus the largest "
-                "possible round of feedback and reflections)"
-            )
+        cost = round_cost(len(pool))  # the budget holds one round: checked as the run starts
         question, task = question_text(prompt), ctx.task or infer_task(golds[0] if golds else None)
         samples = state.get("samples") or []
 
@@ -258,6 +277,10 @@ def create_debate_graph(
 
         def send(tasks: list[TurnTask]) -> Command[Any]:
             node = {"answer": "answer", "feedback": "feedback", "reflection": "reflect"}
+            if has_limits(ctx):  # a step starts whole or not at all
+                k, stop = step_fits(pool, ctx, samples, [_play(t) for t in tasks])
+                if k < len(tasks):
+                    return Command(update={"stopped_by": stop}, goto=FINISH)
             for i, t in enumerate(tasks):
                 t["sample_id"] = sample_id(len(samples) + i)
             return Command(goto=[Send(node[t["role"]], t) for t in tasks])
@@ -284,9 +307,12 @@ def create_debate_graph(
         own = {s["agent"]: s["id"] for s in last if has_text(s)}
         return send([make(rnd + 1, a, "answer", text, own.get(a), refs, None) for a in pool.names])
 
-    async def _turn(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+    def _play(task: TurnTask) -> tuple[str, list[dict[str, Any]]]:
         name = task["agent"]
-        msgs = user_turn_messages(task["prompt"], task["text"], pool.system_prompt(name))
+        return name, user_turn_messages(task["prompt"], task["text"], pool.system_prompt(name))
+
+    async def _turn(task: TurnTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
+        name, msgs = _play(task)
         extra: dict[str, Any] = {"round": task["round"], "role": task["role"]}
         if task["role"] == "answer":
             extra["task"] = task["task"]
@@ -311,7 +337,7 @@ def create_debate_graph(
     async def judge(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         """Score the new answers and mark each correct or not (gold, else reward threshold)."""
         ctx = read_context(runtime)
-        update = await score_inbox(reward_model, state)
+        update = await score_inbox(reward_model, state, ctx)
         golds = reference_list(state.get("reference")) or None
         new = []
         for s in update["samples"]:

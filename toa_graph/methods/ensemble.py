@@ -11,6 +11,12 @@ it, else ``k`` concurrent requests. ``reward`` scores all answers in one call.
 Budget: exactly ``budget`` generations. Ids follow agent order then choice order (agent 0
 gets ``s0 .. s{k0-1}``, agent 1 the next ``k1`` ...); all ``kind="fresh"``, ``parent=None``,
 ``layer=0``.
+
+Under a token or money limit (``max_tokens_per_prompt`` / ``max_cost_per_prompt``) the
+answers go out in waves: each wave is as many of the remaining answers (taken round-robin
+over the agents, so the split stays even) as fit the limit at their worst case given what
+the earlier waves really spent; the run stops when the next answer does not fit
+(``stopped_by``) or the budget is spent.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import has_limits, step_fits
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
     ContextReader,
+    another_wave,
     answer_messages,
-    even_split,
     generate_samples,
     method_builder,
     sample_id,
@@ -63,11 +70,22 @@ def create_ensemble_graph(
 
     def dispatch(
         state: SamplingState, runtime: Runtime[SamplingContext]
-    ) -> Command[Literal["agent"]]:
+    ) -> Command[Literal["agent", "finish"]]:
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
-        sends, start = [], 0
-        for name, k in zip(pool.names, even_split(ctx.budget, len(pool)), strict=True):
+        samples = state.get("samples") or []
+        done = len(samples)
+        # the budget round-robin over the agents: its counts are even_split(budget, n)
+        order = [pool.names[i % len(pool)] for i in range(done, ctx.budget)]
+        if has_limits(ctx):
+            msgs = {a: answer_messages(prompt, pool.system_prompt(a)) for a in set(order)}
+            k, stop = step_fits(pool, ctx, samples, [(a, msgs[a]) for a in order])
+            if k == 0:
+                return Command(update={"stopped_by": stop}, goto=FINISH)
+            order = order[:k]
+        sends, start = [], done
+        for name in pool.names:
+            k = order.count(name)
             if k:
                 ids = [sample_id(start + j) for j in range(k)]
                 sends.append(Send("agent", AgentTask(agent=name, prompt=prompt, sample_ids=ids)))
@@ -82,13 +100,18 @@ def create_ensemble_graph(
         )  # fmt: skip
         return {"inbox": samples}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["dispatch", "finish"]]:
+        ctx = read_context(runtime)
+        update = await score_inbox(reward_model, state, ctx)
+        return Command(
+            update=update, goto="dispatch" if another_wave(state, update, ctx) else FINISH
+        )
 
     builder = method_builder("dispatch", read_context)
     builder.add_node("dispatch", dispatch)
     builder.add_node("agent", cast(Any, agent))  # a Send target: takes an AgentTask
     builder.add_node("reward", reward_node)
     builder.add_edge("agent", "reward")
-    builder.add_edge("reward", FINISH)
     return builder

@@ -18,6 +18,17 @@ the budget is spent: ``budget = stacks x layers x n_agents``, the last stack cut
 budget (a partial last layer uses the first agents). The stacks run side by side: layer ``l``
 of every stack is one superstep.
 
+Self-MoA (``proposers="self"``, :mod:`toa_graph.methods.self_moa`): the proposer slots (one
+per agent) are all filled by ``context.agent`` (default: the first); a slot's own earlier
+answer is found by its position, not its agent's name. Self-MoA-Seq (``seq_window``): each
+stack is one proposer layer, then a chain of aggregations over sliding windows (by the
+``aggregator`` option, else the first slot's agent); ``final`` is the best-rewarded chain end.
+
+Under a token or money limit a layer (one superstep: that layer of every stack, or the
+final aggregators) starts only when all its calls fit at their worst case after what the
+layers before it spent; MoA cannot stop mid-layer, so it stops at the last whole layer it
+can pay for (``stopped_by``) and scores what it has.
+
 Rewards play no part inside MoA: every answer is scored once at the end and the best wins.
 
 Together-MoA option: ``aggregator="name"`` (a factory argument) makes that agent write one
@@ -41,6 +52,8 @@ from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import has_limits, step_fits
+from toa_graph.methods.self_moa import proposer_slots, seq_offsets, seq_plan, seq_windows
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
@@ -52,12 +65,14 @@ from toa_graph.sampling import (
     in_generation_order,
     method_builder,
     sample_id,
+    sample_index,
     score_inbox,
+    shown_text,
     validate_prompt,
 )
 from toa_graph.state import Prompt, Sample, SamplingState, best_sample
 
-__all__ = ["StackPlan", "create_moa_graph", "final_ids", "moa_plan"]
+__all__ = ["StackPlan", "create_moa_graph", "final_ids", "moa_plan", "seq_final_ids"]
 
 
 @dataclass(frozen=True)
@@ -119,26 +134,87 @@ class LayerTask(TypedDict):
     """``{"id", "text"}`` of every answer shown, in agent order."""
 
 
-def _latest(stack_samples: list[Sample], agent: str, before_layer: int) -> Sample | None:
-    """``agent``'s latest answer with text in a stack, below ``before_layer``."""
-    own = [
-        s
-        for s in stack_samples
-        if s["agent"] == agent and s["layer"] < before_layer and has_text(s)
-    ]
+def _by_slot(stack_samples: list[Sample], st: StackPlan, offset: int) -> dict[int, list[Sample]]:
+    """A stack's proposer answers by slot (a layer's j-th call is slot j), in layer order."""
+    slots: dict[int, list[Sample]] = {}
+    for s in stack_samples:
+        layer = s["layer"]
+        if layer < len(st.layers):
+            slot = sample_index(s["id"]) - offset - sum(st.layers[:layer])
+            slots.setdefault(slot, []).append(s)
+    return slots
+
+
+def _latest(by_slot: dict[int, list[Sample]], slot: int, before_layer: int) -> Sample | None:
+    """Slot ``slot``'s latest answer with text in a stack, below ``before_layer``."""
+    own = [s for s in by_slot.get(slot, []) if s["layer"] < before_layer and has_text(s)]
     return own[-1] if own else None
 
 
 def _shown(
-    stack_samples: list[Sample], names: list[str], layer: int, k: int | None, rng: random.Random
+    by_slot: dict[int, list[Sample]], slots: int, layer: int, k: int | None, rng: random.Random
 ) -> list[Sample]:
-    """The references at ``layer``: each agent's latest answer, in agent order, or a random
-    subset of ``k`` of them (still in agent order)."""
-    latest = [s for s in (_latest(stack_samples, a, layer) for a in names) if s is not None]
+    """The references at ``layer``: each slot's latest answer, in slot (agent) order, or a
+    random subset of ``k`` of them (still in that order)."""
+    latest = [s for s in (_latest(by_slot, j, layer) for j in range(slots)) if s is not None]
     if k is None or k >= len(latest):
         return latest
     keep = set(rng.sample(range(len(latest)), k))
     return [s for i, s in enumerate(latest) if i in keep]
+
+
+def _reference(sample: Sample) -> dict[str, Any]:
+    """A reference as a layer task carries it: id, answer and (when any) its trace,
+    shown only under ``show_reasoning``."""
+    ref = {"id": sample["id"], "text": sample["text"]}
+    if sample.get("reasoning"):
+        ref["reasoning"] = sample["reasoning"]
+    return ref
+
+
+def _layer_task(
+    agent: str, prompt: Prompt, index: int, stack: int, layer: int, final: bool,
+    parent: Sample | None, refs: list[Sample],
+) -> LayerTask:  # fmt: skip
+    return LayerTask(
+        agent=agent, prompt=prompt, sample_id=sample_id(index), stack=stack, layer=layer,
+        final=final, parent=parent["id"] if parent else None,
+        references=[_reference(s) for s in refs],
+    )  # fmt: skip
+
+
+def _seq_tasks(
+    prompt: Prompt, done: list[Sample], slots: list[str], aggregator: str, budget: int,
+    window: int, step: int,
+) -> list[LayerTask]:  # fmt: skip
+    """Self-MoA-Seq's calls of superstep ``step``: every stack's proposals (step 0), then
+    each stack's aggregation ``step - 1``: the previous aggregate and its window."""
+    plan = seq_plan(budget, len(slots), window)
+    offsets = seq_offsets(plan, window)
+    by_id = {s["id"]: s for s in done}
+    tasks = []
+    for i, p in enumerate(plan):
+        if step == 0:
+            tasks += [_layer_task(slots[j], prompt, offsets[i] + j, i, 0, False, None, [])
+                      for j in range(p)]  # fmt: skip
+            continue
+        windows = seq_windows(p, window)
+        if step > len(windows):
+            continue
+        shown = [by_id.get(sample_id(offsets[i] + j)) for j in windows[step - 1]]
+        last = by_id.get(sample_id(offsets[i] + p + step - 2)) if step > 1 else None
+        refs = [s for s in (last, *shown) if s is not None and has_text(s)]
+        parent = last if last in refs else (refs[0] if refs else None)
+        tasks.append(_layer_task(aggregator, prompt, offsets[i] + p + step - 1, i, step, True,
+                                 parent, refs))  # fmt: skip
+    return tasks
+
+
+def seq_final_ids(budget: int, slots: int, window: int) -> list[str]:
+    """Self-MoA-Seq: each stack's last aggregation (the stack's answer)."""
+    plan = seq_plan(budget, slots, window)
+    offsets = seq_offsets(plan, window)
+    return [sample_id(offsets[i + 1] - 1) for i, p in enumerate(plan) if seq_windows(p, window)]
 
 
 def create_moa_graph(
@@ -169,14 +245,18 @@ def create_moa_graph(
     def _tasks(state: SamplingState, ctx: SamplingContext, step: int) -> list[LayerTask]:
         """Every call of superstep ``step`` (proposer layer ``step``, or the aggregators)."""
         prompt = validate_prompt(state["prompt"])
-        plan = moa_plan(ctx.budget, len(pool), ctx.layers, aggregator is not None)
+        slots = proposer_slots(pool.names, ctx)
         done = in_generation_order(state.get("inbox") or [])
+        if ctx.seq_window is not None:
+            chain = aggregator or slots[0]
+            return _seq_tasks(prompt, done, slots, chain, ctx.budget, ctx.seq_window, step)
+        plan = moa_plan(ctx.budget, len(pool), ctx.layers, aggregator is not None)
         offsets = _stack_offsets(plan)
         tasks = []
         for i, st in enumerate(plan):
-            mine = [s for s in done if s.get("stack") == i]
+            by_slot = _by_slot([s for s in done if s.get("stack") == i], st, offsets[i])
             if step < len(st.layers):
-                callers, final = pool.names[: st.layers[step]], False
+                callers, final = slots[: st.layers[step]], False
                 first = offsets[i] + sum(st.layers[:step])
             elif step == len(st.layers) and st.aggregate and aggregator is not None:
                 callers, final, first = [aggregator], True, offsets[i] + sum(st.layers)
@@ -184,17 +264,12 @@ def create_moa_graph(
                 continue
             layer = step
             for j, name in enumerate(callers):
-                rng = random.Random(f"moa:{ctx.seed}:{i}:{layer}:{name}")
-                refs = _shown(mine, pool.names, layer, ctx.num_references, rng) if layer else []
-                own = None if final else _latest(mine, name, layer)
+                key = f"{name}:{j}" if ctx.proposers == "self" else name
+                rng = random.Random(f"moa:{ctx.seed}:{i}:{layer}:{key}")
+                refs = _shown(by_slot, len(slots), layer, ctx.num_references, rng) if layer else []
+                own = None if final else _latest(by_slot, j, layer)
                 parent = own if own in refs else (refs[0] if refs else None)
-                tasks.append(
-                    LayerTask(
-                        agent=name, prompt=prompt, sample_id=sample_id(first + j), stack=i,
-                        layer=layer, final=final, parent=parent["id"] if parent else None,
-                        references=[{"id": s["id"], "text": s["text"]} for s in refs],
-                    )
-                )  # fmt: skip
+                tasks.append(_layer_task(name, prompt, first + j, i, layer, final, parent, refs))
         return tasks
 
     def dispatch(
@@ -203,25 +278,39 @@ def create_moa_graph(
         ctx = read_context(runtime)
         step = state.get("round", 0)
         update: dict[str, Any] = {"round": step + 1}
-        if step == 0 and aggregator is not None:
+        if step == 0 and (aggregator is not None or ctx.seq_window is not None):
             update["final"] = None  # one fresh run per invocation, also on a reused thread
         tasks = _tasks(state, ctx, step)
         if not tasks:
             return Command(goto="reward")
+        if has_limits(ctx):
+            k, stop = step_fits(
+                pool, ctx, state.get("inbox") or [], [_play(t, ctx.show_reasoning) for t in tasks]
+            )
+            if k < len(tasks):
+                return Command(update={"stopped_by": stop}, goto="reward")
         sends = [Send("aggregate" if t["final"] else "propose", t) for t in tasks]
         return Command(update=update, goto=sends)
 
+    def _play(task: LayerTask, trace: bool) -> tuple[str, list[dict[str, Any]]]:
+        """The task's agent and the messages it sends (``trace``: ``show_reasoning``)."""
+        name, refs = task["agent"], task["references"]
+        system = pool.system_prompt(name)
+        if not refs:
+            return name, answer_messages(task["prompt"], system)
+        shown = [shown_text(r, trace) for r in refs]
+        return name, aggregate_messages(task["prompt"], shown, system)
+
     async def _answer(task: LayerTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         name, refs, ctx = task["agent"], task["references"], read_context(runtime)
-        system = pool.system_prompt(name)
         sid, layer, stack = task["sample_id"], task["layer"], task["stack"]
+        _, msgs = _play(task, ctx.show_reasoning)
         if not refs:
             sample = await generate_sample(
-                pool, name, answer_messages(task["prompt"], system), ctx,
+                pool, name, msgs, ctx,
                 sample_id=sid, kind="fresh", parent=None, layer=layer, stack=stack,
             )  # fmt: skip
         else:
-            msgs = aggregate_messages(task["prompt"], [r["text"] for r in refs], system)
             sample = await generate_sample(
                 pool, name, msgs, ctx, sample_id=sid, kind="aggregate", parent=task["parent"],
                 layer=layer, stack=stack, references=[r["id"] for r in refs],
@@ -237,12 +326,16 @@ def create_moa_graph(
     async def reward_node(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> dict[str, Any]:
-        update = await score_inbox(reward_model, state)
-        if aggregator is not None:
-            ctx = read_context(runtime)
+        ctx = read_context(runtime)
+        update = await score_inbox(reward_model, state, ctx)
+        if ctx.seq_window is not None:
+            ids = set(seq_final_ids(ctx.budget, len(pool), ctx.seq_window))
+        elif aggregator is not None:
             ids = set(final_ids(moa_plan(ctx.budget, len(pool), ctx.layers, True)))
-            finals = [s for s in update["samples"] if s["id"] in ids]
-            update["final"] = best_sample(finals) or (finals[0] if finals else None)
+        else:
+            return update
+        finals = [s for s in update["samples"] if s["id"] in ids]
+        update["final"] = best_sample(finals) or (finals[0] if finals else None)
         return update
 
     builder = method_builder("dispatch", read_context)

@@ -17,6 +17,10 @@ Budget: exactly ``budget`` generations; an odd budget gives the extra one to the
 half (budget 1 = one fresh answer, no refinement). If every fresh answer failed there is
 nothing to refine, so the second half is spent on fresh answers (``kind="fresh"``).
 If the reward failed for every fresh answer, the first one with text is refined.
+
+Under a token or money limit each half is cut to the answers that fit at their worst case
+(the refinements: after what the fresh half really spent); a cut half ends the run with
+``stopped_by``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from langgraph.types import Command
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import step_fits
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
@@ -41,7 +46,9 @@ from toa_graph.sampling import (
     refine_messages,
     sample_id,
     score_inbox,
+    shown_text,
     single_agent,
+    stopped,
     validate_prompt,
 )
 from toa_graph.state import SamplingState, ranked
@@ -74,19 +81,21 @@ def create_prs_graph(
         prompt = validate_prompt(state["prompt"])
         name = single_agent(pool, ctx)
         n_fresh, _ = prs_split(ctx.budget)
+        msgs = answer_messages(prompt, pool.system_prompt(name))
+        k, stop = step_fits(pool, ctx, [], [(name, msgs)] * n_fresh)
         samples = await generate_samples(
-            pool, name, answer_messages(prompt, pool.system_prompt(name)), ctx,
-            sample_ids=[sample_id(i) for i in range(n_fresh)],
+            pool, name, msgs, ctx, sample_ids=[sample_id(i) for i in range(k)],
             kind="fresh", parent=None, layer=0,
-        )  # fmt: skip
-        return {"inbox": samples, "round": 1}
+        ) if k else []  # fmt: skip
+        return {"inbox": samples, "round": 1, **stopped(stop)}
 
     async def reward_node(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["refine", "finish"]]:
-        update = await score_inbox(reward_model, state)
-        _, n_refine = prs_split(read_context(runtime).budget)
-        refining = state.get("round", 0) == 1 and n_refine > 0
+        ctx = read_context(runtime)
+        update = await score_inbox(reward_model, state, ctx)
+        _, n_refine = prs_split(ctx.budget)
+        refining = state.get("round", 0) == 1 and n_refine > 0 and not state.get("stopped_by")
         goto: Literal["refine", "finish"] = "refine" if refining else FINISH
         return Command(update=update, goto=goto)
 
@@ -95,20 +104,26 @@ def create_prs_graph(
         prompt = state["prompt"]
         name = single_agent(pool, ctx)
         fresh = state.get("samples") or []
-        n_fresh, n_refine = prs_split(ctx.budget)
-        ids = [sample_id(n_fresh + i) for i in range(n_refine)]
+        _, n_refine = prs_split(ctx.budget)
         parent = next((s for s in ranked(fresh) if has_text(s)), None)
         if parent is None:  # nothing to refine: spend the rest on fresh answers
             msgs = answer_messages(prompt, pool.system_prompt(name))
+        else:
+            shown = shown_text(parent, ctx.show_reasoning)
+            msgs = refine_messages(prompt, shown, pool.system_prompt(name))
+        k, stop = step_fits(pool, ctx, fresh, [(name, msgs)] * n_refine)
+        ids = [sample_id(len(fresh) + i) for i in range(k)]
+        if not k:
+            samples = []
+        elif parent is None:
             samples = await generate_samples(
                 pool, name, msgs, ctx, sample_ids=ids, kind="fresh", parent=None, layer=0
             )
         else:
-            msgs = refine_messages(prompt, parent["text"], pool.system_prompt(name))
             samples = await generate_samples(
                 pool, name, msgs, ctx, sample_ids=ids, kind="refine", parent=parent["id"], layer=1
             )
-        return {"inbox": samples, "round": 2}
+        return {"inbox": samples, "round": 2, **stopped(stop)}
 
     builder = method_builder("sample", read_context)
     builder.add_node("sample", sample)

@@ -7,22 +7,29 @@ single-agent baseline).
 one request with ``n=budget`` where the endpoint supports it, else ``budget`` concurrent
 requests. ``reward`` scores them in one call. Budget: exactly ``budget`` generations,
 ids ``s0 .. s{budget-1}``, all ``kind="fresh"``, ``parent=None``, ``layer=0``.
+
+Under a token or money limit the answers go out in waves, as in the ensemble
+(:mod:`toa_graph.methods.ensemble`): each as many as fit at their worst case after what
+the earlier waves spent, until the next one does not fit (``stopped_by``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import step_fits
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
     ContextReader,
+    another_wave,
     answer_messages,
     generate_samples,
     method_builder,
@@ -57,19 +64,26 @@ def create_random_sampling_graph(
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         name = single_agent(pool, ctx)
+        msgs = answer_messages(prompt, pool.system_prompt(name))
+        done = state.get("samples") or []
+        k, stop = step_fits(pool, ctx, done, [(name, msgs)] * (ctx.budget - len(done)))
+        if k == 0:
+            return {"stopped_by": stop}
         samples = await generate_samples(
-            pool, name, answer_messages(prompt, pool.system_prompt(name)), ctx,
-            sample_ids=[sample_id(i) for i in range(ctx.budget)],
+            pool, name, msgs, ctx, sample_ids=[sample_id(len(done) + i) for i in range(k)],
             kind="fresh", parent=None, layer=0,
         )  # fmt: skip
         return {"inbox": samples}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> Command[Literal["sample", "finish"]]:
+        ctx = read_context(runtime)
+        update = await score_inbox(reward_model, state, ctx)
+        return Command(update=update, goto="sample" if another_wave(state, update, ctx) else FINISH)
 
     builder = method_builder("sample", read_context)
     builder.add_node("sample", sample)
     builder.add_node("reward", reward_node)
     builder.add_edge("sample", "reward")
-    builder.add_edge("reward", FINISH)
     return builder

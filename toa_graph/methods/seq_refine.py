@@ -17,6 +17,12 @@ same whatever order the chains finish in.
 
 Nothing depends on rewards, so all generations are scored once at the end in one reward
 call. ``layer`` = the step within the chain, ``chain`` = the chain index.
+
+Under a token or money limit the plan is cut before any call, chain by chain and step by
+step, at the first step that does not fit at its worst case. A refine step's prompt is
+bounded by its template and question plus the previous step's ``max_tokens`` (the answer
+it shows, counted as the tokens it was written in): the chains run at once, so the
+answers' real lengths are not known when the plan is made.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing_extensions import TypedDict
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import fit, has_limits, play_bounds
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.sampling import (
     FINISH,
@@ -43,6 +50,8 @@ from toa_graph.sampling import (
     refine_messages,
     sample_id,
     score_inbox,
+    shown_text,
+    stopped,
     validate_prompt,
 )
 from toa_graph.state import Prompt, Sample, SampleKind, SamplingState
@@ -90,23 +99,50 @@ def create_seq_refine_graph(
     reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("seq_refine", defaults)
 
+    def _cut(prompt: Prompt, ctx: SamplingContext, chains: list[list[str]]) -> str | None:
+        """Cut ``chains`` (in place) at the first step that does not fit the limits."""
+        steps = [(c, j, a) for c, agents in enumerate(chains) for j, a in enumerate(agents)]
+        plays = []
+        for _, j, a in steps:  # a refine step's answer shown is added below
+            system = pool.system_prompt(a)
+            msgs = refine_messages(prompt, "", system) if j else answer_messages(prompt, system)
+            plays.append((a, msgs))
+        bounds = play_bounds(pool, ctx, plays)
+        for i, (c, j, _) in enumerate(steps):
+            if j:  # the previous step's answer, shown
+                before = chains[c][j - 1]
+                extra = ctx.max_tokens or pool.max_tokens(before) or 0
+                prices = pool.prices(steps[i][2])
+                rate = prices.input / 1_000_000 if prices else 0.0
+                bounds[i] = (bounds[i][0] + extra, bounds[i][1] + extra * rate)
+        k, stop = fit([], bounds, ctx)
+        for c, j, _ in steps[k:]:
+            del chains[c][j:]
+        chains[:] = [agents for agents in chains if agents]
+        return stop
+
     def plan(state: SamplingState, runtime: Runtime[SamplingContext]) -> Command[Any]:
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
         n = len(pool)
+        chains = [
+            agent_order(pool.names, ctx.seed, c)[:steps]
+            for c, steps in enumerate(chain_lengths(ctx.budget, n))
+        ]
+        stop = _cut(prompt, ctx, chains) if has_limits(ctx) else None
         sends = [
             Send(
                 "chain",
                 ChainTask(
                     prompt=prompt,
                     chain=c,
-                    agents=agent_order(pool.names, ctx.seed, c)[:steps],
-                    sample_ids=[sample_id(c * n + j) for j in range(steps)],
+                    agents=agents,
+                    sample_ids=[sample_id(c * n + j) for j in range(len(agents))],
                 ),
             )
-            for c, steps in enumerate(chain_lengths(ctx.budget, n))
+            for c, agents in enumerate(chains)
         ]
-        return Command(goto=sends)
+        return Command(update=stopped(stop), goto=sends or "reward")
 
     async def chain(task: ChainTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
         ctx = read_context(runtime)
@@ -118,7 +154,8 @@ def create_seq_refine_graph(
             if previous is None:
                 msgs, parent = answer_messages(prompt, system), None
             else:
-                msgs, parent = refine_messages(prompt, previous["text"], system), previous["id"]
+                shown = shown_text(previous, ctx.show_reasoning)
+                msgs, parent = refine_messages(prompt, shown, system), previous["id"]
             sample = await generate_sample(
                 pool, name, msgs, ctx, sample_id=sid, kind=kind, parent=parent, layer=step,
                 chain=task["chain"],
@@ -126,11 +163,13 @@ def create_seq_refine_graph(
             done.append(sample)
         return {"inbox": done}
 
-    async def reward_node(state: SamplingState) -> dict[str, Any]:
-        return await score_inbox(reward_model, state)
+    async def reward_node(
+        state: SamplingState, runtime: Runtime[SamplingContext]
+    ) -> dict[str, Any]:
+        return await score_inbox(reward_model, state, read_context(runtime))
 
     builder = method_builder("plan", read_context)
-    builder.add_node("plan", plan, destinations=("chain",))
+    builder.add_node("plan", plan, destinations=("chain", "reward"))
     builder.add_node("chain", cast(Any, chain))  # a Send target: takes a ChainTask
     builder.add_node("reward", reward_node)
     builder.add_edge("chain", "reward")

@@ -21,49 +21,23 @@ step's other selections).
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
-from langgraph.config import get_stream_writer
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
-from typing_extensions import TypedDict
+from langgraph.types import Command
 
 from toa_graph import mcts
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import SamplingContext
+from toa_graph.cost import has_limits
+from toa_graph.methods.plays import affordable_plays, report_step, route_plays, search_builder
 from toa_graph.rewards.base import RewardLike, as_reward_model
-from toa_graph.sampling import (
-    FINISH,
-    ContextReader,
-    answer_messages,
-    generate_sample,
-    method_builder,
-    refine_messages,
-    sample_id,
-    sample_index,
-    score_inbox,
-)
-from toa_graph.state import (
-    Prompt,
-    Sample,
-    SamplingState,
-)
+from toa_graph.sampling import FINISH, ContextReader, sample_id, score_inbox
+from toa_graph.state import Sample, SamplingState
 
 __all__ = ["create_toa_graph"]
-
-
-class PlayTask(TypedDict):
-    """What the controller sends to an ``agent`` / ``refine`` node: the step's plays of
-    that kind (one ``Send`` per kind, not per play: LangGraph's cost is per task) and,
-    for refine plays, each parent's text."""
-
-    plays: list[mcts.Play]
-    prompt: Prompt
-    parent_texts: list[str | None]
 
 
 def _params(ctx: SamplingContext) -> mcts.SearchParams:
@@ -74,19 +48,6 @@ def _params(ctx: SamplingContext) -> mcts.SearchParams:
         top_k_child=ctx.top_k_child,
         pending=cast("mcts.PendingRule", ctx.pending_value),
     )
-
-
-def _text_of(samples: list[Sample], new: list[Sample], sid: str) -> str:
-    """The text of sample ``sid`` in ``samples`` then ``new``. Samples are kept in
-    generation order, so ``s<N>`` is normally at index N (looked up directly, not by
-    building an id map each step)."""
-    i = sample_index(sid)
-    if i < len(samples) and samples[i]["id"] == sid:
-        return samples[i]["text"]
-    j = i - len(samples)
-    if 0 <= j < len(new) and new[j]["id"] == sid:
-        return new[j]["text"]
-    return next(s["text"] for s in itertools.chain(samples, new) if s["id"] == sid)
 
 
 def create_toa_graph(
@@ -124,17 +85,13 @@ def create_toa_graph(
         remaining = ctx.budget - tree["plays"]
         if remaining <= 0:
             return Command(update={"tree": tree, "plays": []}, goto=FINISH)
-        tasks: dict[str, PlayTask] = {}  # node -> its plays, in selection order
-        tree, plays = mcts.select_plays(tree, _params(ctx), min(ctx.plays_per_step, remaining))
-        for play in plays:
-            parent = play["parent_sample"]
-            node = "refine" if play["kind"] == "refine" else "agent"
-            task = tasks.setdefault(
-                node, PlayTask(plays=[], prompt=state["prompt"], parent_texts=[])
-            )
-            task["plays"].append(play)
-            task["parent_texts"].append(_text_of(samples, new or [], parent) if parent else None)
-        sends = [Send(node, task) for node, task in tasks.items()]
+        n, stop = min(ctx.plays_per_step, remaining), None
+        if has_limits(ctx):
+            n, stop = affordable_plays(pool, state["prompt"], ctx, samples, new or [], n)
+            if n == 0:
+                return Command(update={"tree": tree, "plays": [], "stopped_by": stop}, goto=FINISH)
+        tree, plays = mcts.select_plays(tree, _params(ctx), n)
+        sends = route_plays(plays, state["prompt"], samples, new or [], ctx.show_reasoning)
         return Command(update={"tree": tree, "plays": plays}, goto=sends)
 
     async def controller(
@@ -142,32 +99,6 @@ def create_toa_graph(
     ) -> Command[Literal["agent", "refine", "finish"]]:
         tree = cast("mcts.Tree | None", state.get("tree")) or mcts.new_tree(pool.names)
         return select(state, read_context(runtime), tree, state.get("samples") or [])
-
-    async def play_out(
-        play: mcts.Play, prompt: Prompt, parent_text: str | None, ctx: SamplingContext
-    ) -> Sample:
-        """One play: a fresh answer, or a refinement of ``parent_text``."""
-        system = pool.system_prompt(play["agent"])
-        if play["kind"] == "refine":
-            msgs = refine_messages(prompt, parent_text or "", system)
-        else:
-            msgs = answer_messages(prompt, system)
-        return await generate_sample(
-            pool, play["agent"], msgs, ctx,
-            sample_id=sample_id(play["index"]), kind=play["kind"],
-            parent=play["parent_sample"], layer=play["layer"],
-        )  # fmt: skip
-
-    async def generate(task: PlayTask, runtime: Runtime[SamplingContext]) -> dict[str, Any]:
-        """The ``agent`` and ``refine`` nodes: run the task's plays concurrently."""
-        ctx = read_context(runtime)
-        plays, texts, prompt = task["plays"], task["parent_texts"], task["prompt"]
-        if len(plays) == 1:
-            return {"inbox": [await play_out(plays[0], prompt, texts[0], ctx)]}
-        samples = await asyncio.gather(
-            *(play_out(p, prompt, t, ctx) for p, t in zip(plays, texts, strict=True))
-        )
-        return {"inbox": list(samples)}
 
     def backprop(
         state: SamplingState, ctx: SamplingContext, new: list[Sample], best: Sample | None
@@ -187,21 +118,7 @@ def create_toa_graph(
                 reward=sample["reward"] if ok else None,
                 params=params,
             )
-        writer = get_stream_writer()
-        writer(
-            {
-                "event": "toa_step",
-                "plays": tree["plays"],
-                "budget": ctx.budget,
-                "new": [
-                    {"id": sample_id(p["index"]), "agent": p["agent"], "kind": p["kind"],
-                     "parent": p["parent_sample"], "reward": by_id[sample_id(p["index"])]["reward"]}
-                    for p in plays
-                ],
-                "best_reward": best["reward"] if best else None,
-                "best_agent": best["agent"] if best else None,
-            }
-        )  # fmt: skip
+        report_step(tree["plays"], ctx.budget, plays, by_id, best)
         return tree
 
     async def reward_node(
@@ -210,17 +127,10 @@ def create_toa_graph(
         """Score the step's generations, back them up, and run the controller's next
         selection: one superstep instead of three (reward, backprop, controller)."""
         ctx = read_context(runtime)
-        update = await score_inbox(reward_model, state)
+        update = await score_inbox(reward_model, state, ctx)
         new: list[Sample] = update["samples"]
         tree = backprop(state, ctx, new, update["best"])
         step = select(state, ctx, tree, state.get("samples") or [], new)
         return Command(update={**update, **cast(dict[str, Any], step.update)}, goto=step.goto)
 
-    builder = method_builder("controller", read_context)
-    builder.add_node("controller", controller)
-    builder.add_node("agent", cast(Any, generate))  # Send targets: take a PlayTask
-    builder.add_node("refine", cast(Any, generate))
-    builder.add_node("reward", reward_node)
-    builder.add_edge("agent", "reward")
-    builder.add_edge("refine", "reward")
-    return builder
+    return search_builder(pool, read_context, controller, reward_node)

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toa_graph.config import AgentConfig, JudgeRewardConfig
+from toa_graph.reasoning import split_message
 from toa_graph.retry import RetryPolicy
 from toa_graph.rewards.base import RewardError, reference_list
 from toa_graph.state import Prompt
@@ -332,9 +333,10 @@ class JudgeReward:
         if not resp.choices:
             raise RewardError(f"judge {self.model}: empty reply (no choices)")
         choice = resp.choices[0]
-        text = choice.message.content or ""
+        split = split_message(choice.message)  # a judge that reasons: read its answer
+        text = split.answer
         content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
-        if content:
+        if content and split.reasoning is None:  # with a trace, logprobs start inside it
             value = expected_rating(content)
             if value is not None:
                 return value

@@ -114,6 +114,9 @@ class UsageInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cost: float | None = None
+    """Every generation of the search at the agents' ``price_per_million`` (our extension;
+    ``None`` when no agent has prices)."""
 
 
 class AssistantMessage(BaseModel):

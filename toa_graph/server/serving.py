@@ -19,9 +19,16 @@ from typing import Any
 
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import BaseContext
+from toa_graph.cost import check_limits, ledger
 from toa_graph.errors import ToaGraphError, UserError, one_line
 from toa_graph.progress import Progress, RunResult, astream_run
-from toa_graph.registry import compile_method, get_method, method_names, method_options
+from toa_graph.registry import (
+    InputRejected,
+    RunSettings,
+    compile_method,
+    get_method,
+    method_names,
+)
 from toa_graph.rewards.base import RewardLike, as_reward_model
 from toa_graph.server.protocol import (
     AssistantMessage,
@@ -136,9 +143,8 @@ class ChatServing:
         )
         if stray:
             raise ValueError(f"default context knob(s) {sorted(stray)} belong to no served method")
-        self._context(default, {}, None)
-        for m, opts in self.settings.default_options.items():
-            self._options(m, opts)
+        for m in dict.fromkeys([default, *self.settings.default_options]):
+            self._settings(m, {}, None)
         self._graphs: dict[tuple[str, str], Any] = {}
         self._slots: asyncio.Semaphore | None = None
 
@@ -154,7 +160,7 @@ class ChatServing:
         return self._graphs[key]
 
     def list_models(self) -> ModelList:
-        budget = self._context(self.settings.default_method, {}, None).budget
+        budget = self._settings(self.settings.default_method, {}, None).budget
         cards = [
             ModelCard(
                 id=m,
@@ -197,9 +203,19 @@ class ChatServing:
 
     # ------------------------------------------------------------------ requests
 
-    def _context(self, method: str, knobs: Mapping[str, Any], budget: int | None) -> BaseContext:
+    def _settings(
+        self,
+        method: str,
+        knobs: Mapping[str, Any],
+        budget: int | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> RunSettings:
+        """A request's run settings: the server's default knobs that the method has, the
+        request's knobs and budget, the method's default options then the request's,
+        resolved once (:meth:`RunSettings.resolve`); what is wrong is a 400 naming the
+        request field. The server adds its own limits: the budget cap, served agents."""
         spec = get_method(method)
-        merged = {k: v for k, v in self.settings.default_context.items() if k in spec.knobs}
+        merged = RunSettings.own_knobs(method, self.settings.default_context)
         merged.update(knobs)
         if budget is not None:
             merged["budget"] = budget
@@ -224,25 +240,14 @@ class ChatServing:
             raise ServingError(
                 400, f"unknown agent {agent!r}; agents: {self.pool.names}", param="context.agent"
             )
+        opts = {**self.settings.default_options.get(method, {}), **(options or {})}
         try:
-            return spec.context(**merged)
-        except (TypeError, ValueError) as exc:
-            raise ServingError(400, f"invalid context: {exc}", param="context") from None
-
-    def _options(self, method: str, options: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            opts = method_options(method, options)
-        except ValueError as exc:
-            raise ServingError(400, str(exc), param="options") from None
-        for key in opts.agent_fields():
-            value = getattr(opts, key)
-            if value is not None and value not in self.pool:
-                raise ServingError(
-                    400,
-                    f"options.{key}: {value!r} is not one of the agents {self.pool.names}",
-                    param=f"options.{key}",
-                )
-        return dict(options)
+            return RunSettings.resolve(
+                method=method, knobs=merged, options=opts, agents=self.pool.names
+            )
+        except InputRejected as exc:
+            message = f"invalid context: {exc}" if exc.param == "context" else str(exc)
+            raise ServingError(400, message, param=exc.param) from None
 
     def prepare(self, req: ChatCompletionRequest) -> _Run:
         """Validate a request into a run; raises :class:`ServingError` (4xx)."""
@@ -281,15 +286,18 @@ class ChatServing:
         if max_tokens is not None:
             knobs["max_tokens"] = max_tokens
         budget = req.budget if req.budget is not None else name_budget
-        context = self._context(method, knobs, budget)
-        if method == "debate":  # the graph would raise this as it starts: a 400, not a 500
-            from toa_graph.methods.debate import NO_GOLD_ANSWER, can_judge
-
-            if not can_judge(req.reference, getattr(context, "correct_threshold", None)):
-                raise ServingError(400, NO_GOLD_ANSWER, param="context.correct_threshold")
-        options = self._options(
-            method, {**self.settings.default_options.get(method, {}), **(req.options or {})}
-        )
+        run = self._settings(method, knobs, budget, req.options)
+        try:  # a limit that cannot be kept (no prices, no max_tokens): a 400 before any call
+            check_limits(
+                {a: (self.pool.prices(a), self.pool.max_tokens(a)) for a in self.pool.names},
+                run.context,
+            )
+        except ValueError as exc:
+            raise ServingError(400, str(exc), param="context") from exc
+        try:  # what the graph would raise as it starts: a 400, not a 500
+            run.spec.check_input({"reference": req.reference}, run.context, self.pool.names)
+        except InputRejected as exc:
+            raise ServingError(400, str(exc), param=exc.param or "context") from None
         prompt = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in req.messages
@@ -298,7 +306,7 @@ class ChatServing:
         if req.reference is not None:
             inp["reference"] = req.reference
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return _Run(method, req.model, inp, context, include_usage, options)
+        return _Run(method, req.model, inp, run.context, include_usage, run.options)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -344,6 +352,7 @@ class ChatServing:
             completion_tokens=sum(s["usage"]["output_tokens"] for s in samples),
         )
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        usage.cost = ledger(samples)["cost"]
         info = {
             "method": run.method,
             "best_agent": best["agent"],
@@ -352,6 +361,7 @@ class ChatServing:
             "samples": len(samples),
             "errors": len(errors),
             "budget": run.context.budget,
+            "stopped_by": output.get("stopped_by"),
             "seconds": round(seconds, 3),
         }
         logger.info(

@@ -1,4 +1,4 @@
-"""``synthesize --estimate``: extrapolate tokens per agent and wall time for a whole input
+"""``synthesize --estimate``: extrapolate tokens and cost per agent and wall time for a whole input
 from the records of a few prompts run for real. Pure arithmetic on records (no I/O)."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from toa_graph.cost import money
 
 __all__ = ["AgentEstimate", "Estimate", "extrapolate", "format_estimate"]
 
@@ -22,6 +24,9 @@ class AgentEstimate:
     projected_generations: int = 0
     projected_input_tokens: int = 0
     projected_output_tokens: int = 0
+    cost: float | None = None
+    """At the agent's prices (``None``: it has none)."""
+    projected_cost: float | None = None
 
 
 @dataclass
@@ -68,11 +73,14 @@ def extrapolate(
             a.generations += 1
             a.input_tokens += int(usage.get("input_tokens", 0))
             a.output_tokens += int(usage.get("output_tokens", 0))
+            if s.get("cost") is not None:
+                a.cost = (a.cost or 0.0) + float(s["cost"])
     scale = total_prompts / n if n else 0.0
     for a in agents.values():
         a.projected_generations = round(a.generations * scale)
         a.projected_input_tokens = round(a.input_tokens * scale)
         a.projected_output_tokens = round(a.output_tokens * scale)
+        a.projected_cost = None if a.cost is None else a.cost * scale
     mean_s = sum(float(r["totals"]["wall_s"]) for r in recs) / n if n else 0.0
     waves = math.ceil(total_prompts / concurrency)
     done = n + failed
@@ -99,7 +107,9 @@ def _duration(s: float) -> str:
 
 def format_estimate(est: Estimate) -> str:
     """The table ``synthesize --estimate`` prints."""
+    priced = any(a.projected_cost is not None for a in est.agents)
     header = f"{'agent':<20} {'generations':>12} {'input tokens':>14} {'output tokens':>14}"
+    header += f" {'cost':>12}" if priced else ""
     lines = [
         f"estimate from {est.sampled} prompts run for real "
         f"({est.failed} failed, {est.sample_wall_s:.1f} s), for all {est.total_prompts} prompts:",
@@ -110,8 +120,13 @@ def format_estimate(est: Estimate) -> str:
     for a in est.agents:
         row = (a.projected_generations, a.projected_input_tokens, a.projected_output_tokens)
         totals = [t + v for t, v in zip(totals, row, strict=True)]
-        lines.append(f"{a.agent[:20]:<20} {row[0]:>12,} {row[1]:>14,} {row[2]:>14,}")
-    lines.append(f"{'total':<20} {totals[0]:>12,} {totals[1]:>14,} {totals[2]:>14,}")
+        line = f"{a.agent[:20]:<20} {row[0]:>12,} {row[1]:>14,} {row[2]:>14,}"
+        lines.append(line + (f" {money(a.projected_cost):>12}" if priced else ""))
+    line = f"{'total':<20} {totals[0]:>12,} {totals[1]:>14,} {totals[2]:>14,}"
+    costs = [a.projected_cost for a in est.agents if a.projected_cost is not None]
+    lines.append(line + (f" {money(sum(costs)):>12}" if priced else ""))
+    if priced and len(costs) < len(est.agents):
+        lines.append("(cost: agents without price_per_million count as 0)")
     lines.append(
         f"wall time: ~{_duration(est.wall_s)} at --concurrency {est.concurrency} "
         f"(mean prompt {est.mean_prompt_s:.2f} s, if latency holds at that load); "

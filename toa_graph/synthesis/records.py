@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toa_graph.cost import ledger
 from toa_graph.sampling import total_usage
 from toa_graph.state import failure_stage
 from toa_graph.synthesis.inputs import PromptItem, content_digest
@@ -86,6 +87,7 @@ def build_record(
     best = out.get("best")
     errored = [s for s in samples if failure_stage(s) is not None]
     usage = total_usage(samples)
+    spend = ledger(samples)
     budget = context.get("budget")
     ok = len(samples) - len(errored)
     record: dict[str, Any] = {
@@ -102,6 +104,8 @@ def build_record(
             "generations": len(samples),
             "failed_generations": len(errored),
             "tokens": usage,
+            "cost": spend["cost"],
+            "by_agent": spend["by_agent"],
             "wall_s": round(wall_s, 4),
         },
         "shortfall": max(0, int(budget) - ok) if isinstance(budget, int) else None,

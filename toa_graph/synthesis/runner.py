@@ -45,7 +45,8 @@ class RunnerConfig:
     Method:
         method: a name in the method registry (:mod:`toa_graph.registry`).
         agents, reward: as taken by the method factories (configs or objects).
-        context: per-run knobs (:class:`~toa_graph.context.SamplingContext` names).
+        context: per-run knobs of the method (checked before the run: an unknown knob is
+            an error listing the method's knobs).
         method_options: the method's factory options (e.g. MoA's ``aggregator``).
         graph: a compiled graph to use instead of compiling ``method``.
         digest: config digest written in each record (default: computed from the above).
@@ -81,23 +82,38 @@ class RunnerConfig:
     collect_rows: bool = True
     fields: dict[str, str] = field(init=False, repr=False)
     """``field_map`` parsed."""
+    settings: Any = field(init=False, repr=False, default=None)
+    """The run's :class:`~toa_graph.registry.RunSettings` (``None`` with a given ``graph``):
+    ``method``, ``context`` and ``method_options`` resolved once, here, so a bad knob or
+    option fails before anything starts and every prompt runs the same typed context."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         self.context = dict(self.context or {})
         self.fields = parse_field_map(self.field_map)
+        if self.graph is None:
+            from toa_graph.registry import RunSettings
+
+            self.settings = RunSettings.resolve(
+                method=self.method, knobs=self.context, options=self.method_options
+            )
         self.digest = self.digest or config_digest(
             method=self.method, context=self.context, agents=self.agents, reward=self.reward,
             options=self.method_options,
         )  # fmt: skip
 
     def check_method(self) -> None:
-        """Raise when ``method`` is not a known method or its options are bad (before
-        anything starts); a ``UserError`` (a ``ValueError``) listing what is allowed."""
-        from toa_graph.registry import method_options
+        """Raise when ``method`` is not a known method or its knobs or options are bad
+        (before anything starts); a ``UserError`` (a ``ValueError``) listing what is
+        allowed. Done at construction; kept for callers that check explicitly."""
+        if self.graph is None and self.settings is None:  # pragma: no cover - set above
+            raise ValueError("run settings were not resolved")
 
-        method_options(self.method, self.method_options)
+    def run_context(self) -> Any:
+        """What each prompt's run gets as its context: the resolved, typed one (a given
+        ``graph``: the plain knobs, read by that graph)."""
+        return self.settings.context if self.settings is not None else dict(self.context)
 
     def compile_graph(self, agents: Any = None, reward: Any = None) -> Any:
         """``graph``, else ``method`` compiled for a bulk run (no checkpointer: see the
@@ -146,6 +162,7 @@ async def run_prompts(
     ``sink`` (one ``record`` or ``failed`` per item). The prompt loop of the
     single-process runner and of each Ray worker."""
     ctx = dict(config.context)
+    run_ctx = config.run_context()
     digest = config.digest or ""
     timeout = config.prompt_timeout_s
     queue: asyncio.Queue[PromptItem | None] = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -157,7 +174,7 @@ async def run_prompts(
         t0 = time.perf_counter()
         inp = {"prompt": item.prompt, "reference": item.reference, "id": item.id}
         try:
-            call = graph.ainvoke(inp, context=dict(ctx), config=trace_config(item, config))
+            call = graph.ainvoke(inp, context=run_ctx, config=trace_config(item, config))
             out = await (asyncio.wait_for(call, timeout) if timeout else call)
         except asyncio.CancelledError:
             raise

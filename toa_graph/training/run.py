@@ -235,6 +235,12 @@ def spec_from_recipe(
     missing = [k for k in ("kind", "data", "model", "output_dir") if not values.get(k)]
     if missing:
         raise TrainError(f"missing {missing} (give them as options or in the recipe)")
-    if values["kind"] not in ("sft", "dpo", "tdpo"):
-        raise TrainError(f"{source}: kind must be sft, dpo or tdpo, not {values['kind']!r}")
+    from toa_graph.export_kinds import EXPORTS, TRAIN_KINDS
+
+    if values["kind"] not in TRAIN_KINDS:
+        hint = EXPORTS[values["kind"]].training if values["kind"] in EXPORTS else ""
+        raise TrainError(
+            f"{source}: kind must be {', '.join(TRAIN_KINDS)}, not {values['kind']!r}"
+            + (f" ({values['kind']} data: {hint})" if hint else "")
+        )
     return TrainSpec(**values)
