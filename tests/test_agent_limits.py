@@ -152,7 +152,7 @@ async def test_a_busy_replica_spreads_its_requests_over_several_clients() -> Non
         (replica,) = pool._agent("m").replicas.replicas  # type: ignore[union-attr]
         (shards,) = replica.clients.values()
         per_client = pool_mod.REQUESTS_PER_CLIENT
-        assert len(shards.clients) == -(-150 // per_client)  # 3 at 64 per client
+        assert len(shards.clients) == -(-150 // per_client)  # 10 at 16 per client
         assert len({id(c) for c in shards.clients}) == len(shards.clients)
         assert shards.load == [0] * len(shards.clients)  # every request gave its slot back
         # a quiet agent keeps one client

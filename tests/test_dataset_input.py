@@ -172,7 +172,7 @@ def test_synthesis_over_a_hub_dataset_resumes(
     assert (second.skipped, second.done) == (3, 1)
     recs = list(read_records(tmp_path / "out"))
     assert len({r["id"] for r in recs}) == 4
-    assert [r["input"]["instruction"] for r in recs] == [r["instruction"] for r in rows]
+    assert [r["prompt"] for r in recs] == [r["instruction"] for r in rows]
 
 
 def test_synthesize_cli_rejects_a_bad_hub_id_before_starting(tmp_path: Path) -> None:

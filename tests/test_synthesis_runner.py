@@ -55,7 +55,8 @@ async def test_one_record_per_prompt(tmp_path: Path) -> None:
     assert (s.done, s.skipped, s.failed, s.bad_lines, s.inputs) == (12, 0, 0, 0, 12)
     r = recs[0]
     assert r["method"] == "toa" and r["config_digest"] == s.config_digest
-    assert r["input"]["instruction"].startswith("Question number") and r["reference"] == "42"
+    assert r["prompt"].startswith("Question number") and r["reference"] == "42"
+    assert "input" not in r  # id, instruction and answer are written once, at the top level
     assert len(r["samples"]) == 5 and r["totals"]["generations"] == 5
     assert r["totals"]["tokens"]["total_tokens"] == sum(
         x["usage"]["total_tokens"] for x in r["samples"]
@@ -283,7 +284,7 @@ async def test_caller_items_and_limit(tmp_path: Path) -> None:
         context={"budget": 2}, limit=4, progress=False,
     )  # fmt: skip
     assert s.done == 4 and s.inputs == 4
-    assert sorted(r["input"]["prompt"] for r in read_records(tmp_path / "out")) == [
+    assert sorted(r["prompt"] for r in read_records(tmp_path / "out")) == [
         f"q{i}" for i in range(4)
     ]
 

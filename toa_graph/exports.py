@@ -32,22 +32,26 @@ rows raises :class:`EmptyExportError` and writes nothing.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 from toa_graph import text
-from toa_graph.errors import UserError
+from toa_graph.export_io import (
+    PARQUET_BATCH,
+    EmptyExportError,
+    read_jsonl_rows,
+    read_record_files,
+    write_rows,
+)
 from toa_graph.reasoning import with_reasoning
 from toa_graph.state import ranked
 
 __all__ = [
     "PAPER_REJECTED_RANK",
+    "PARQUET_BATCH",
     "EmptyExportError",
     "ExportStats",
     "default_rejected_rank",
@@ -57,6 +61,8 @@ __all__ = [
     "kto_rows",
     "prompt_messages",
     "ranked_samples",
+    "read_jsonl_rows",
+    "read_record_files",
     "rm_rows",
     "samples_rows",
     "sft_completion_rows",
@@ -68,10 +74,6 @@ __all__ = [
 
 PAPER_REJECTED_RANK = (30, 160)
 """The TOA paper's DPO pairs: best of 160 responses vs. the 30th ranked."""
-
-
-class EmptyExportError(UserError):
-    """An export produced no rows (nothing was written): a 0-row file would not load."""
 
 
 @dataclass
@@ -438,63 +440,3 @@ def _debate_iter(
         for row in rows:
             stats.written += 1
             yield row
-
-
-# ---------------------------------------------------------------- writing
-
-
-def write_rows(
-    rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], *, fmt: str | None = None
-) -> int:
-    """Write rows as JSONL (default) or Parquet (``fmt="parquet"`` or a ``.parquet`` path).
-
-    The file is written next to its final name and renamed into place, so a reader never
-    sees half a dataset. Returns the number of rows; raises :class:`EmptyExportError`
-    (writing nothing) when there are none.
-    """
-    p = Path(path)
-    fmt = fmt or ("parquet" if p.suffix.lower() in (".parquet", ".pq") else "jsonl")
-    if fmt not in ("jsonl", "parquet"):
-        raise ValueError(f"format must be jsonl or parquet, got {fmt!r}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    n = 0
-    if fmt == "jsonl":
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        data = [dict(r) for r in rows]
-        n = len(data)
-        if n:
-            pq.write_table(pa.Table.from_pylist(data), tmp)
-    if not n:
-        tmp.unlink(missing_ok=True)
-        raise EmptyExportError(f"no rows to write to {p}: nothing was written")
-    os.replace(tmp, p)
-    return n
-
-
-def read_record_files(
-    paths: Sequence[str | os.PathLike[str]], stats: ExportStats | None = None
-) -> Iterator[dict[str, Any]]:
-    """Records from several files or output directories, each id once (the first input
-    wins, so shards of one job export together); a record left out is counted in ``stats``
-    (two runs over the same prompts: export them one by one to keep both)."""
-    from toa_graph.synthesis import read_records
-
-    first: dict[str, str] = {}
-    for path in paths:
-        for rec in read_records(path):
-            if (rid := str(rec["id"])) not in first:
-                first[rid] = str(path)
-                yield rec
-            elif stats is not None:
-                stats.skip(
-                    f"left out of {path}: id already read from {first[rid]} (the first "
-                    "input wins; export each run alone to keep both)"
-                )

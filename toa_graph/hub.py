@@ -7,6 +7,7 @@ from the records while they stream into an export; :func:`dataset_card` and
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections import Counter
@@ -175,26 +176,43 @@ def _size_category(n: int) -> str:
 def split_rows(
     rows: Sequence[dict[str, Any]], test_size: float | None, *, seed: int = 0
 ) -> dict[str, list[dict[str, Any]]]:
-    """``{"train": rows}``, or a seeded shuffle cut into ``train`` / ``test`` with
-    ``round(test_size * n)`` test rows (at least one, and at least one left to train on)."""
+    """``{"train": rows}``, or the rows cut into ``train`` / ``test`` by
+    :func:`split_labels` (seeded; row order kept within each part)."""
     if test_size is None:
         return {"train": list(rows)}
+    parts: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for label, row in zip(split_labels(len(rows), test_size, seed=seed), rows, strict=True):
+        parts[label].append(row)
+    return parts
+
+
+def split_labels(n: int, test_size: float, *, seed: int = 0) -> Iterator[str]:
+    """``"train"`` or ``"test"`` for each of ``n`` rows in order, with exactly
+    ``round(test_size * n)`` test rows (at least one, and at least one left to train on),
+    chosen by a seeded selection sample in one pass (no list of the rows or their order).
+    Raises ValueError at once for a bad size or fewer than 2 rows."""
     if not 0 < test_size < 1:
         raise ValueError(f"test size must be between 0 and 1, got {test_size}")
-    if len(rows) < 2:
-        raise ValueError(f"a train/test split needs at least 2 rows, got {len(rows)}")
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_test = min(len(rows) - 1, max(1, round(test_size * len(rows))))
-    test = sorted(order[:n_test])
-    train = sorted(order[n_test:])
-    return {"train": [rows[i] for i in train], "test": [rows[i] for i in test]}
+    if n < 2:
+        raise ValueError(f"a train/test split needs at least 2 rows, got {n}")
+    return _selection_sample(n, min(n - 1, max(1, round(test_size * n))), random.Random(seed))
+
+
+def _selection_sample(n: int, need: int, rng: random.Random) -> Iterator[str]:
+    for i in range(n):
+        if rng.random() * (n - i) < need:
+            need -= 1
+            yield "test"
+        else:
+            yield "train"
 
 
 def push_dataset(
-    splits: Mapping[str, list[dict[str, Any]]], repo: str, *, card: str, private: bool = False
+    splits: Mapping[str, str | os.PathLike[str]], repo: str, *, card: str, private: bool = False
 ) -> None:
-    """Create the dataset repo, upload the card, then push the splits as a ``DatasetDict``.
+    """Create the dataset repo, upload the card, then push the splits (JSONL or Parquet
+    files, read by ``datasets`` into Arrow on disk, not into Python lists) as a
+    ``DatasetDict``.
 
     The card goes first: ``push_to_hub`` keeps an existing README's text and only adds its
     ``dataset_info`` / ``configs`` to the YAML header.
@@ -202,7 +220,12 @@ def push_dataset(
     from datasets import Dataset, DatasetDict
     from huggingface_hub import HfApi
 
-    ds = DatasetDict({name: Dataset.from_list(list(rows)) for name, rows in splits.items()})
+    def load(path: str | os.PathLike[str]) -> Any:
+        if str(path).endswith((".parquet", ".pq")):
+            return Dataset.from_parquet(str(path))
+        return Dataset.from_json(str(path))
+
+    ds = DatasetDict({name: load(path) for name, path in splits.items()})
     api = HfApi()
     api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
     api.upload_file(

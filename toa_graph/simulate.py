@@ -156,6 +156,17 @@ class SimAgent(BaseChatModel):
     def _llm_type(self) -> str:
         return "toa-graph-simulated"
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """Picklable (Ray workers): the lock stays behind, a fresh one is made on load."""
+        state = dict(super().__getstate__())
+        private = dict(state.get("__pydantic_private__") or {})
+        private.pop("_lock", None)
+        return {**state, "__pydantic_private__": private}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._lock = threading.Lock()
+
     def respond(self, prompt_text: str) -> tuple[str, dict[str, int]]:
         """The answer text and token usage for a request whose messages read ``prompt_text``."""
         m = _TASK.search(prompt_text)

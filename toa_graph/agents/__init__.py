@@ -6,8 +6,8 @@ LangChain ``BaseChatModel`` (a fake in tests, or a client the caller built). Not
 created at import or construction time, so graphs built from a pool load cleanly in
 servers and pickle. A replica's clients are kept per event loop (connections belong to the
 loop that opened them), and a busy replica gets another client, with its own connection
-pool, for every ``REQUESTS_PER_CLIENT`` (64) requests in flight: one deep HTTP pool costs
-more per request than several shallow ones (``benchmarks/README.md``, issue 18).
+pool, for every ``REQUESTS_PER_CLIENT`` (16) requests in flight: one deep HTTP pool costs
+more per request than several shallow ones (``benchmarks/README.md``, issues 18 and 28).
 
 Failures never escape as exceptions: after the retries of the agent's
 :class:`~toa_graph.retry.RetryPolicy` (``max_retries + 1`` attempts, exponential backoff

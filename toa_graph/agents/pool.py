@@ -40,11 +40,13 @@ __all__ = ["AgentLike", "AgentPool", "AgentsLike", "as_agent_pool"]
 
 logger = logging.getLogger("toa_graph.agents")
 
-REQUESTS_PER_CLIENT = 64
+REQUESTS_PER_CLIENT = 16
 """Requests in flight per chat client of a replica before another client (with its own
 connection pool) is opened: httpx's pool costs more per request the more connections it
 holds (it scans them on every request event), so one busy agent (PRS: a whole run's
-requests on one agent) spreads its requests over several pools instead of one deep one."""
+requests on one agent) spreads its requests over several pools instead of one deep one.
+16 rather than 64 cut ~20% of the CPU a request at 128 in flight over 3 agents
+(benchmarks/README.md, issue 28)."""
 MAX_CLIENTS_PER_REPLICA = 16
 
 AgentLike = BaseChatModel | AgentConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,43 +107,74 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.exports import ExportStats, read_record_files, write_rows
-    from toa_graph.hub import CardFacts, dataset_card, push_dataset, split_rows
+    """Stream records -> rows -> files: no list of all rows is held. Rows go straight to
+    ``--output`` (or, with ``--test-size``, through one spool file whose row count decides
+    the split); the dataset card's counts are gathered on the way."""
+    from toa_graph.exports import ExportStats, read_record_files
+    from toa_graph.hub import CardFacts, dataset_card, push_dataset
 
     _validate(args)
     stats = ExportStats()
     facts = CardFacts()
-    rows = list(_rows(args, facts.observe(read_record_files(args.input, stats)), stats))
-    if not rows:
-        raise UserError(
-            f"{args.kind}: no rows ({stats.describe()}); nothing was written"
-            + ("" if args.push_to_hub is None else " or pushed")
-        )
-    try:
-        splits = split_rows(rows, args.test_size)
-    except ValueError as exc:
-        raise UserError(f"--test-size: {exc}") from exc
-    counts = {name: len(part) for name, part in splits.items()}
-    card = dataset_card(
-        args.kind, facts, counts, reward=args.reward, repo=args.push_to_hub,
-        reasoning=_reasoning_facts(args, stats),
-    )  # fmt: skip
-    written: list[str] = []
-    if args.output:
-        out = Path(args.output)
-        for name, part in splits.items():
-            path = out if len(splits) == 1 else out.with_name(f"{out.stem}.{name}{out.suffix}")
-            write_rows(part, path, fmt=args.format)
-            written.append(str(path))
-        card_path = out.with_name(f"{out.stem}.README.md")
-        card_path.write_text(card, encoding="utf-8")
-        written.append(str(card_path))
-    if args.push_to_hub:
-        push_dataset(splits, args.push_to_hub, card=card, private=args.private)
-        written.append(f"hf://datasets/{args.push_to_hub}")
+    rows = _rows(args, facts.observe(read_record_files(args.input, stats)), stats)
+    with tempfile.TemporaryDirectory(prefix="toa-export-") as tmp:
+        out = Path(args.output) if args.output else Path(tmp) / f"{args.kind}.jsonl"
+        files = _write_splits(args, rows, out, Path(tmp), stats)
+        counts = {name: n for name, (_, n) in files.items()}
+        card = dataset_card(
+            args.kind, facts, counts, reward=args.reward, repo=args.push_to_hub,
+            reasoning=_reasoning_facts(args, stats),
+        )  # fmt: skip
+        written: list[str] = []
+        if args.output:
+            written = [str(path) for path, _ in files.values()]
+            card_path = out.with_name(f"{out.stem}.README.md")
+            card_path.write_text(card, encoding="utf-8")
+            written.append(str(card_path))
+        if args.push_to_hub:
+            splits = {name: path for name, (path, _) in files.items()}
+            push_dataset(splits, args.push_to_hub, card=card, private=args.private)
+            written.append(f"hf://datasets/{args.push_to_hub}")
     parts = ", ".join(f"{n} {name}" for name, n in counts.items())
     print(f"{args.kind}: {stats.describe()} ({parts}) -> {', '.join(written)}")
     return 0
+
+
+def _write_splits(
+    args: argparse.Namespace, rows: Iterator[dict[str, Any]], out: Path, tmp: Path, stats: Any
+) -> dict[str, tuple[Path, int]]:
+    """Write the rows (one file, or train and test files beside ``out``); ``{split: (path,
+    rows)}``. A UserError, writing nothing, when there are no rows."""
+    from toa_graph.exports import EmptyExportError, read_jsonl_rows, write_rows
+    from toa_graph.hub import split_labels
+
+    def none() -> UserError:
+        return UserError(
+            f"{args.kind}: no rows ({stats.describe()}); nothing was written"
+            + ("" if args.push_to_hub is None else " or pushed")
+        )
+
+    if args.test_size is None:
+        try:
+            return {"train": (out, write_rows(rows, out, fmt=args.format))}
+        except EmptyExportError:
+            raise none() from None
+    spool = tmp / "rows.spool.jsonl"
+    try:
+        n = write_rows(rows, spool, fmt="jsonl")
+    except EmptyExportError:
+        raise none() from None
+    try:
+        split_labels(n, args.test_size)  # checks n and the size before any file is written
+    except ValueError as exc:
+        raise UserError(f"--test-size: {exc}") from exc
+    files: dict[str, tuple[Path, int]] = {}
+    for name in ("train", "test"):
+        labels = split_labels(n, args.test_size)
+        part = (row for row, lb in zip(read_jsonl_rows(spool), labels, strict=True) if lb == name)
+        path = out.with_name(f"{out.stem}.{name}{out.suffix}")
+        files[name] = (path, write_rows(part, path, fmt=args.format))
+    return files
 
 
 def _validate(args: argparse.Namespace) -> None:

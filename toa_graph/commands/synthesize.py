@@ -133,6 +133,11 @@ def _add_run_args(g: Any) -> None:
     )
     g.add_argument("--fsync", action="store_true", help="fsync each record (survives power loss)")
     g.add_argument(
+        "--compress", choices=["zst", "gz"], default=None,
+        help="write OUTPUT/records.jsonl.zst (needs zstandard) or .gz, streamed and resumable "
+        "(a directory that already holds records keeps its file)",
+    )  # fmt: skip
+    g.add_argument(
         "--prompt-timeout",
         type=float,
         default=None,
@@ -284,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
             "limit": args.limit,
             "field_map": field_map,
             "fsync": args.fsync,
+            "compress": args.compress,
             "progress": not args.no_progress,
             "digest": digest,
             "prompt_timeout_s": args.prompt_timeout,

@@ -61,9 +61,15 @@ class PromptItem:
     prompt: Prompt
     reference: str | list[str] | None
     fields: dict[str, Any]
-    """The input row as read (written back into the record under ``input``)."""
+    """The input row as read."""
     line: int
     """1-based line (JSONL) or row (Parquet / JSON array) number."""
+    taken: tuple[str, ...] = ()
+    """The row's fields that became ``prompt``, ``reference`` and ``id``."""
+
+    def extra_fields(self) -> dict[str, Any]:
+        """The row's other fields (written under the record's ``input``: each value once)."""
+        return {k: v for k, v in self.fields.items() if k not in self.taken}
 
 
 @dataclass(frozen=True)
@@ -203,7 +209,12 @@ def normalize_row(row: Any, *, line: int, field_map: Mapping[str, str] | None = 
         rid = str(rid)
         if not rid.strip():
             raise InputError(f"empty id (field {iname!r})")
-    return PromptItem(id=rid, prompt=prompt, reference=reference, fields=row, line=line)
+    taken = tuple(n for n in (pname, rname, iname) if n is not None)
+    if pname == "instruction" and isinstance(prompt, str) and prompt != row[pname]:
+        taken += ("input",)  # Alpaca's input was appended to the prompt
+    return PromptItem(
+        id=rid, prompt=prompt, reference=reference, fields=row, line=line, taken=taken
+    )
 
 
 def _snippet(text: str | bytes, n: int = 200) -> str:

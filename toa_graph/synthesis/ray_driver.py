@@ -203,7 +203,7 @@ class RayDriver:
         summary.output_dir = str(output_dir)
         run = RunDirectory.open(
             input, output_dir, summary, field_map=cfg.fields, limit=cfg.limit, fsync=cfg.fsync,
-            collect_rows=cfg.collect_rows,
+            collect_rows=cfg.collect_rows, compress=cfg.compress,
         )  # fmt: skip
         self.run_dir = run
         try:

@@ -2,8 +2,14 @@
 scan that finds finished ids and a torn tail (resume).
 
 A prompt's record is written in one ``write`` call only once the prompt is complete;
-resume reads the ids already in ``records.jsonl``, cuts off a torn last line left by a
-killed process, and never writes an id twice.
+resume reads the ids already in ``records.jsonl`` (or ``records.jsonl.zst`` / ``.gz``, see
+:mod:`toa_graph.synthesis.recordio`), cuts off a torn last line left by a killed process,
+and never writes an id twice.
+
+A record holds each input value once: ``id``, ``prompt`` and ``reference`` at the top
+level, and under ``input`` only the input row's other fields (omitted when there are none).
+Records written before this layout also repeat the whole row under ``input``; every reader
+uses the top-level fields, so both read the same.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +27,15 @@ from toa_graph.cost import ledger
 from toa_graph.sampling import total_usage
 from toa_graph.state import failure_stage
 from toa_graph.synthesis.inputs import PromptItem, content_digest
+from toa_graph.synthesis.recordio import RECORDS_FILE as RECORDS_FILE
+from toa_graph.synthesis.recordio import (
+    LineReader,
+    RecordFile,
+    compression_of,
+    records_file,
+)
 
 logger = logging.getLogger(__name__)
-
-RECORDS_FILE = "records.jsonl"
 
 
 def config_digest(
@@ -92,7 +103,6 @@ def build_record(
     ok = len(samples) - len(errored)
     record: dict[str, Any] = {
         "id": item.id,
-        "input": item.fields,
         "prompt": item.prompt,
         "reference": item.reference,
         "method": method,
@@ -111,6 +121,9 @@ def build_record(
         "shortfall": max(0, int(budget) - ok) if isinstance(budget, int) else None,
         "errors": sorted({str(s["error"]) for s in errored})[:10],
     }
+    extra = item.extra_fields()
+    if extra:
+        record["input"] = extra
     if out.get("tree") is not None:
         record["tree"] = out["tree"]
     # Method-specific extras (e.g. debate transcripts) pass through untouched.
@@ -141,30 +154,24 @@ def _finite(x: Any) -> Any:
 
 
 class RecordWriter:
-    """Appends whole lines to a file: one ``write`` per record, flushed at once (and fsynced
-    when ``fsync=True``). Counts the bytes it wrote."""
+    """Appends whole records to a records file (plain, or compressed by its ``.zst`` /
+    ``.gz`` suffix): one ``write`` per record, flushed at once (and fsynced when
+    ``fsync=True``). Counts the bytes that reached the file."""
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self.bytes_written = 0
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._file = RecordFile(self.path, fsync=fsync)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._file.bytes_written
 
     def append(self, record: Mapping[str, Any]) -> int:
-        data = encode_record(record)
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        if self.fsync:
-            os.fsync(self._fd)
-        self.bytes_written += len(data)
-        return len(data)
+        return self._file.write(encode_record(record))
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -198,17 +205,22 @@ def scan_records_bytes(data: bytes) -> ScanResult:
     an ``id``. Bytes after the last newline, and unparseable lines at the very end, are a
     torn tail (a killed writer); unparseable lines followed by good ones are reported.
     """
-    res = ScanResult(size=len(data))
+    return scan_record_lines(data.splitlines(keepends=True))
+
+
+def scan_record_lines(lines: Iterable[bytes]) -> ScanResult:
+    """:func:`scan_records_bytes` over a stream of lines (each with its newline)."""
+    res = ScanResult()
     pos = 0
     lineno = 0
     pending_bad: list[int] = []
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:
+    for raw in lines:
+        res.size += len(raw)
+        if not raw.endswith(b"\n"):
             break  # no newline: torn tail
         lineno += 1
-        line = data[pos:nl]
-        pos = nl + 1
+        pos += len(raw)
+        line = raw[:-1]
         if not line.strip():
             if not pending_bad:
                 res.good_end = pos
@@ -234,39 +246,68 @@ def scan_records_bytes(data: bytes) -> ScanResult:
 
 
 def repair_records(path: str | os.PathLike[str]) -> ScanResult:
-    """Scan a records file and truncate a torn tail in place (a no-op on a clean file)."""
+    """Scan a records file and cut a torn tail (a no-op on a clean file).
+
+    A plain file is truncated in place. A compressed file whose last frame a killed writer
+    left unfinished is rewritten (its intact records, into a finished frame) before the
+    next run appends a frame of its own.
+    """
     p = Path(path)
     if not p.exists():
         return ScanResult()
-    data = p.read_bytes()
-    res = scan_records_bytes(data)
+    reader = LineReader(p)
+    res = scan_record_lines(reader)
     if res.torn_bytes:
         logger.warning(
             "%s: cutting a torn tail of %d bytes (left by a killed run)", p, res.torn_bytes
         )
-        with p.open("r+b") as f:
-            f.truncate(res.good_end)
-            f.flush()
-            os.fsync(f.fileno())
+    if compression_of(p) is None:
+        if res.torn_bytes:
+            with p.open("r+b") as f:
+                f.truncate(res.good_end)
+                f.flush()
+                os.fsync(f.fileno())
+    elif res.torn_bytes or not reader.clean:
+        _rewrite_compressed(p, res.good_end)
     if res.bad_lines:
         logger.warning("%s: unreadable record lines kept in place: %s", p, res.bad_lines[:20])
     return res
 
 
+def _rewrite_compressed(path: Path, good_end: int) -> None:
+    """Rewrite a compressed records file with its first ``good_end`` decompressed bytes."""
+    logger.warning("%s: rewriting the records a killed run left in an unfinished frame", path)
+    tmp = path.with_name(f".repair-{path.name}")  # same suffix: same compression
+    tmp.unlink(missing_ok=True)
+    out = RecordFile(tmp)
+    left = good_end
+    try:
+        for line in LineReader(path):
+            if left <= 0:
+                break
+            out.write(line[:left])
+            left -= len(line)
+    finally:
+        out.close()
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield intact records (a directory means its records.jsonl); a torn tail is skipped."""
+    """Yield intact records from a records file (plain or compressed), streamed; a
+    directory means its records file. A torn tail is skipped."""
     p = Path(path)
     if p.is_dir():
-        p = p / RECORDS_FILE
-    with p.open("rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and "id" in rec:
-                yield rec
+        p = records_file(p)
+    for raw in LineReader(p):
+        if not raw.endswith(b"\n"):
+            break
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "id" in rec:
+            yield rec

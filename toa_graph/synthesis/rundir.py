@@ -2,7 +2,8 @@
 
 Layout::
 
-    records.jsonl   one JSON line per finished prompt (appended + flushed when it completes)
+    records.jsonl   one JSON line per finished prompt (appended + flushed when it completes;
+                    records.jsonl.zst / .gz with ``compress``, flushed block by block)
     errors.jsonl    input lines that could not be used: line number + reason (rewritten per run)
     failed.jsonl    prompts whose run raised or produced no usable sample (retried on resume)
     summary.json    the last run's summary
@@ -26,7 +27,8 @@ from typing import Any
 
 from toa_graph.errors import UserError
 from toa_graph.synthesis.inputs import BadLine, DatasetInput, PromptItem, walk_input
-from toa_graph.synthesis.records import RECORDS_FILE, RecordWriter, ScanResult, repair_records
+from toa_graph.synthesis.recordio import Compression, records_file
+from toa_graph.synthesis.records import RecordWriter, ScanResult, repair_records
 from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary, _tqdm
 
 logger = logging.getLogger(__name__)
@@ -100,9 +102,10 @@ class RunDirectory:
         limit: int | None,
         shard: tuple[int, int] | None,
         collect_rows: bool,
+        compress: Compression | None = None,
     ) -> None:
         self.out_dir = out_dir
-        self.records_path = out_dir / RECORDS_FILE
+        self.records_path = records_file(out_dir, compress)
         self.summary = summary
         self.lock = lock
         self.field_map = field_map
@@ -139,15 +142,17 @@ class RunDirectory:
         shard: tuple[int, int] | None = None,
         fsync: bool = False,
         collect_rows: bool = True,
+        compress: Compression | None = None,
     ) -> RunDirectory:
         """Create and lock ``output_dir`` (:class:`OutputBusyError` when another run holds
-        it), read the resume state and open the side files."""
+        it), read the resume state and open the side files. ``compress`` (``"zst"`` or
+        ``"gz"``) names a new directory's records file; one already there is kept."""
         out_dir = Path(output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(out_dir).acquire()
         run = cls(
             out_dir, summary, lock, field_map=field_map, limit=limit, shard=shard,
-            collect_rows=collect_rows,
+            collect_rows=collect_rows, compress=compress,
         )  # fmt: skip
         try:
             run._resume(input)

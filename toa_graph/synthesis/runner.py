@@ -26,6 +26,7 @@ from typing import Any
 from toa_graph.errors import PromptSkipped
 from toa_graph.rewards.base import reward_counters
 from toa_graph.synthesis.inputs import PromptItem, parse_field_map
+from toa_graph.synthesis.recordio import Compression
 from toa_graph.synthesis.records import build_record, config_digest
 from toa_graph.synthesis.rundir import InputSource, RunDirectory
 from toa_graph.synthesis.sink import RecordSink
@@ -61,6 +62,8 @@ class RunnerConfig:
         concurrency: prompts in flight at once.
         prompt_timeout_s: give up on a prompt after this long (it is then "failed").
         fsync: fsync after each record (slower; survives power loss, not just a kill).
+        compress: ``"zst"`` or ``"gz"``: write ``records.jsonl.zst`` / ``.gz`` (a new
+            output directory only; one that already holds records keeps its file).
         progress: show a tqdm bar (or pass a factory ``(total=, desc=) -> bar``).
         collect_rows: keep a per-prompt table in the summary.
     """
@@ -78,6 +81,7 @@ class RunnerConfig:
     concurrency: int = 16
     prompt_timeout_s: float | None = None
     fsync: bool = False
+    compress: Compression | None = None
     progress: bool | ProgressFactory = True
     collect_rows: bool = True
     fields: dict[str, str] = field(init=False, repr=False)
@@ -243,6 +247,7 @@ async def run_config(
     run = RunDirectory.open(
         input, output_dir, summary, field_map=config.fields, limit=config.limit,
         shard=config.shard, fsync=config.fsync, collect_rows=config.collect_rows,
+        compress=config.compress,
     )  # fmt: skip
     try:
         run.show_progress(config.progress, config.method)
@@ -268,7 +273,7 @@ async def run_synthesis(
         input: a prompt file (JSONL / JSON array / Parquet) or already-parsed items.
         output_dir: created if missing; re-running with the same directory resumes.
         method, agents, reward, **options: the fields of :class:`RunnerConfig`
-            (``context``, ``concurrency``, ``limit``, ``field_map``, ``fsync``,
+            (``context``, ``concurrency``, ``limit``, ``field_map``, ``fsync``, ``compress``,
             ``progress``, ``digest``, ``prompt_timeout_s``, ``collect_rows``, ``graph``,
             ``shard``). With ``shard=(k, n)``, run ``n`` processes, each with its own
             ``output_dir``, to use more CPU cores; export them together (ids are disjoint).
