@@ -27,7 +27,7 @@ CONTRACT_KEYS = {
     "stage",
     "scored",
 }
-"""The keys every sample carries (DESIGN.md's public contract, plus the typed failure
+"""The keys every sample carries (docs/design.md's output contract, plus the typed failure
 fields ``stage`` and ``scored``)."""
 
 

@@ -34,6 +34,14 @@ def observed_rate(arrivals: list[float]) -> float:
     return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
 
 
+def assert_rate_limited(arrivals: list[float], limit: float) -> None:
+    """Never faster than the limit (5% for timing noise); the lower bound only says the
+    limiter does not stall, with a margin a loaded machine meets (slow is never a breach)."""
+    rate = observed_rate(arrivals)
+    assert rate <= limit * 1.05, rate
+    assert rate >= limit * 0.4, rate
+
+
 async def test_rate_limit_holds_over_concurrent_graph_runs(server: FakeServer) -> None:
     """Five TOA runs at once, 10 plays each: 50 requests at 20 rps take ~2.5 s."""
     pool = AgentPool([agent(server.url, requests_per_second=20)])
@@ -45,14 +53,14 @@ async def test_rate_limit_holds_over_concurrent_graph_runs(server: FakeServer) -
     assert all(len(o["samples"]) == 10 and not o["best"]["error"] for o in outs)
     arrivals = server.stats()["arrivals"]
     assert len(arrivals) == 50
-    assert observed_rate(arrivals) == pytest.approx(20, rel=0.10)
+    assert_rate_limited(arrivals, 20)
 
 
 async def test_rate_limit_with_many_callers_and_without_it(server: FakeServer) -> None:
     limited = AgentPool([agent(server.url, requests_per_second=20)])
     server.reset_stats()
     await asyncio.gather(*(limited.generate("m", HI) for _ in range(60)))
-    assert observed_rate(server.stats()["arrivals"]) == pytest.approx(20, rel=0.10)
+    assert_rate_limited(server.stats()["arrivals"], 20)
     # the same load without a limit arrives far faster: the limiter is what slowed it
     server.reset_stats()
     await asyncio.gather(*(AgentPool([agent(server.url)]).generate("m", HI) for _ in range(60)))

@@ -89,7 +89,12 @@ def test_client_ratio_benchmark_smoke(tmp_path):
         timeout=600,
         cwd=REPO,
     )
+    # 12 requests are too few to judge throughput (a loaded 2-core machine swings rates by
+    # 2x), so the smoke checks that the exit status IS the script's verdict (1 = a method
+    # below 0.70 of the best client, anything else is a crash); the verdict itself is the
+    # full run's, recorded in benchmarks/README.md
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ("verdict: PASS" in proc.stdout), proc.stdout[-3000:]
     rows = {r["path"]: r for r in json.loads(out.read_text())}
     expected = {f"runner {m}" for m in METHODS if m != "toa"} | {
         "runner toa-pps1", "runner toa-pps4", "openai.AsyncOpenAI", "ChatOpenAI x1",
@@ -105,7 +110,6 @@ def test_client_ratio_benchmark_smoke(tmp_path):
         assert r["ratio"] == pytest.approx(r["rate"] / base)
     assert rows["openai.AsyncOpenAI"]["n"] == rows["AgentPool.generate"]["n"] == 12
     assert rows["runner toa-pps1"]["n"] == rows["runner toa-pps4"]["n"] == 2 * 6
-    assert "verdict:" in proc.stdout
 
 
 def test_scale_benchmark_smoke(tmp_path):

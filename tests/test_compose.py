@@ -1,4 +1,4 @@
-"""Method graphs composed into other LangGraph apps (DESIGN.md "Public API contract"):
+"""Method graphs composed into other LangGraph apps (docs/design.md "Shape"):
 ``messages`` in and the best answer appended as an ``AIMessage``; factory ``defaults`` for
 knobs the run's context does not set; a foreign context (the app's dataclass, pydantic
 model, or a dict with other keys) read for the knobs it has. TOA and MoA as a node of each

@@ -425,13 +425,20 @@ async def test_reward_failure_is_called_once_then_recorded_never_made_up(
     )
 
 
-async def test_a_nan_for_one_response_fails_only_that_sample(tmp_path: Path) -> None:
-    class OneNaN:
-        async def ascore(self, prompt: Any, responses: Sequence[str], references: Any = None):
-            return [math.nan if "#1" in r else 1.0 + i for i, r in enumerate(responses)]
+def nan_for_agent_1(prompt: Any, responses: list[str]) -> list[float]:
+    """A ``python`` reward target: NaN for the answers of the agent named ``#1``."""
+    return [math.nan if "#1" in r else 1.0 + i for i, r in enumerate(responses)]
 
+
+async def test_a_nan_for_one_response_fails_only_that_sample(tmp_path: Path) -> None:
+    from toa_graph.config import RewardAdapter
+    from toa_graph.rewards import build_reward
+
+    # the shipped path: a config's python reward, built by build_reward, as a run uses it
+    cfg = {"kind": "python", "target": "tests.test_faults:nan_for_agent_1"}
+    reward = build_reward(RewardAdapter.validate_python(cfg))
     res = await synth(
-        tmp_path / "o", items("q"), fake_agents(), reward=OneNaN(), method="ensemble",
+        tmp_path / "o", items("q"), fake_agents(), reward=reward, method="ensemble",
         context={"budget": 6},
     )  # fmt: skip
     [rec] = res.records

@@ -1,4 +1,4 @@
-"""Every TOA tree-search rule of DESIGN.md, on the pure module (no LangGraph, no LLM)."""
+"""Every TOA tree-search rule of docs/design.md, on the pure module (no LangGraph, no LLM)."""
 
 from __future__ import annotations
 

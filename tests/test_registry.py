@@ -17,6 +17,7 @@ from toa_graph import METHODS, SamplingContext
 from toa_graph.builtin_methods import BUILTIN_METHODS
 from toa_graph.config import REWARD_KINDS, ConfigError, MethodConfig, load_config
 from toa_graph.context import BaseContext, DebateContext, MoaContext, ToaContext
+from toa_graph.errors import UserError
 from toa_graph.registry import (
     METHOD_SPECS,
     compile_method,
@@ -86,9 +87,7 @@ def test_each_spec_is_complete_and_its_knobs_belong_to_the_compat_context():
     assert lines["abmcts"] == (
         "tau=0.1, score_transform='sigmoid', plays_per_step=1, config options: algorithm"
     )
-    assert lines["debate"] == (
-        "rounds=3, task=None, correct_threshold=None, config options: student"
-    )
+    assert lines["debate"] == "rounds=3, task=None, correct_threshold=None"
     assert "random" not in lines  # nothing beyond the shared knobs
 
 
@@ -147,8 +146,8 @@ def _write(tmp_path: Path, method: str) -> Path:
 def test_config_sets_moa_aggregator_and_debate_roles(tmp_path):
     cfg = load_config(_write(tmp_path, "name: moa\noptions: {aggregator: b}\n"))
     assert cfg.method.name == "moa" and cfg.method.options == {"aggregator": "b"}
-    cfg = load_config(_write(tmp_path, "name: debate\noptions: {student: a}\n"))
-    assert cfg.method.options == {"student": "a"}
+    with pytest.raises(UserError, match="student"):  # debate has no options (no student)
+        load_config(_write(tmp_path, "name: debate\noptions: {student: a}\n"))
 
 
 @pytest.mark.parametrize(
@@ -320,7 +319,7 @@ async def test_debate_feedback_and_reflections_are_not_scored():
         return f"{name}#{k}: reasoning\nFinal answer: {'7' if name == 'a' else '8'}"
 
     agents = fake_agents(("a", "b"), reply=reply)
-    graph = compile_method("debate", agents=agents, reward=reward, options={"student": "b"})
+    graph = compile_method("debate", agents=agents, reward=reward, options={})
     out = await graph.ainvoke({"prompt": "q?", "reference": "7"}, context={"budget": 16})
     notes = [s for s in out["samples"] if s.get("role") != "answer"]
     answers = [s for s in out["samples"] if s.get("role") == "answer"]

@@ -154,7 +154,8 @@ def test_verl_function_matches_in_process_reward(server: str) -> None:
 
 def test_remote_reward_kind_shares_the_server(server: str) -> None:
     from toa_graph.config import RewardAdapter
-    from toa_graph.synthesis.summary import SynthesisSummary, reward_counters
+    from toa_graph.rewards.base import reward_counters
+    from toa_graph.synthesis.summary import SynthesisSummary
 
     reward = build_reward(RewardAdapter.validate_python({"kind": "remote", "url": server}))
     reward = pickle.loads(pickle.dumps(reward))  # shipped to a Ray worker

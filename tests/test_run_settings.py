@@ -51,7 +51,8 @@ def test_the_configs_section_then_the_callers_knobs_budget_and_options(cfg) -> N
     assert s.knobs == {"budget": 6, "alpha": 0.2} and s.options == {}
     assert type(s.context) is ToaContext
     # default budget only when neither the flags nor the config set one
-    assert RunSettings.resolve(method="toa", default_budget=DEFAULT_BUDGET).budget == 8
+    assert RunSettings.resolve(method="toa", default_budget=DEFAULT_BUDGET).budget == 16
+    assert RunSettings.resolve(method="toa", default_budget=3).budget == 3
     assert RunSettings.resolve(cfg, default_budget=DEFAULT_BUDGET).budget == 6
 
 

@@ -121,15 +121,17 @@ def test_cli_examples_table_and_failure_exit_code(tmp_path: Path, fake_server: i
         assert pid in res.stdout
     assert "best agent" in res.stdout and "4 done" in res.stdout
 
-    # an unreachable endpoint: every prompt fails -> non-zero exit, summary says so
+    # an unreachable endpoint is found before any prompt runs: one line per agent, exit 2
     bad = tmp_path / "bad.yaml"
     bad.write_text(cfg.read_text().replace(f":{fake_server}/", ":9/"))
     res = subprocess.run(
         cli("--config", str(bad), "--output", str(tmp_path / "bad"), "--budget", "2", "--no-progress"),
         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=90,
     )  # fmt: skip
-    assert res.returncode == 1
-    assert "4 failed" in res.stdout and "failed.jsonl" in res.stdout
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines and all("is unreachable" in line for line in lines), lines
+    assert "Traceback" not in res.stderr and not (tmp_path / "bad" / "records.jsonl").exists()
 
 
 def _stats(port: int) -> dict[str, Any]:

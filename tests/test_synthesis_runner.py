@@ -21,7 +21,6 @@ from toa_graph.synthesis import (
     RunnerConfig,
     StreamSink,
     config_digest,
-    failure_stage,
     parse_jsonl,
     read_records,
     repair_records,
@@ -418,13 +417,6 @@ def test_a_lock_held_by_another_process_names_it_and_dies_with_it(tmp_path: Path
 
 
 # ---------------------------------------------------------------- the package's seams
-
-
-def test_failure_stage_reads_the_reward_prefix_once() -> None:
-    assert failure_stage({"id": "s0", "text": "x"}) is None
-    assert failure_stage({"id": "s0", "error": ""}) is None
-    assert failure_stage({"id": "s0", "error": "reward: non-finite score (nan)"}) == "reward"
-    assert failure_stage({"id": "s0", "error": "HTTP 500 from a"}) == "generation"
 
 
 async def test_reward_counters_are_summed_into_summary_json(tmp_path: Path) -> None:

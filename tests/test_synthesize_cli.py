@@ -1,6 +1,7 @@
-"""``toa-graph synthesize`` before and after a long job: ``--estimate`` (K prompts for real,
-nothing written to the output), the stable default output directory, and the printed
-resume and export commands; against the fake OpenAI-compatible server."""
+"""``toa-graph synthesize`` before and after a long job: ``--estimate`` (K prompts for
+real, kept in the output for the run to resume after), the stable default output
+directory, and the printed resume and export commands; against the fake OpenAI-compatible
+server."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def test_default_output_is_stable_per_method_and_input() -> None:
     assert export_commands("debate", Path("runs/debate/x"))[1].startswith("toa-graph export tdpo")
 
 
-def test_estimate_runs_k_prompts_and_writes_no_output(
+def test_estimate_runs_k_prompts_keeps_them_and_the_run_resumes_after_them(
     job: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg, inp = job
@@ -90,10 +91,16 @@ def test_estimate_runs_k_prompts_and_writes_no_output(
     assert int(rows["total"]) == 6 * 4  # TOA spends exactly its budget on every prompt
     assert int(rows.get("alpha", 0)) + int(rows.get("beta", 0)) == 24
     assert re.search(r"wall time: ~[\d.]+ s at --concurrency 2", out)
+    assert "kept: 2 prompt(s) in runs/toa/prompts; the run resumes after them" in out
+    records = Path("runs/toa/prompts/records.jsonl")
+    assert records.read_text().count("\n") == 2
     run_line = out.strip().splitlines()[-1]
     assert run_line.startswith("run it: toa-graph synthesize") and "--estimate" not in run_line
-    assert not (Path.cwd() / "runs").exists()
-    assert sorted(p.name for p in Path.cwd().iterdir()) == ["cfg.yaml", "prompts.jsonl"]
+    # the printed command runs the rest: the two estimated prompts are not run again
+    assert cli.main(shlex.split(run_line.removeprefix("run it: "))[1:]) == 0
+    again = capsys.readouterr().out
+    assert "4 done, 2 skipped (already done)" in again
+    assert records.read_text().count("\n") == 6
 
 
 def test_default_output_and_the_printed_resume_command_resumes(

@@ -213,7 +213,6 @@ async def test_streams_tree_growth_as_custom_events():
 
 
 async def test_registry_and_state_is_json_serialisable():
-    assert METHODS["toa"] is create_toa_graph
     builder = METHODS["toa"](agents=fake_agents(), reward=hash_reward)
     assert not hasattr(builder, "ainvoke")  # uncompiled StateGraph
     graph = builder.compile()

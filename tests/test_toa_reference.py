@@ -6,7 +6,7 @@ statement by statement, written independently of ``toa_graph.mcts``: object node
 parent pointers, a list of tree rewards per node, ``layer_id`` counted over every node
 type, the width counted by a breadth-first walk, the stored response reward already
 passed through the sigmoid. Where the reference leaves an order unspecified (numpy's
-``argpartition`` on ties) DESIGN.md's determinism rule is used: the earliest child.
+``argpartition`` on ties) docs/design.md's determinism rule is used: the earliest child.
 """
 
 from __future__ import annotations

@@ -57,11 +57,8 @@ class MoaOptions(MethodOptions):
 
 
 class DebateOptions(MethodOptions):
-    student: str | None = Field(
-        default=None,
-        description="The agent the distillation step trains (default: the last agent).",
-        json_schema_extra={"agent": True},
-    )
+    """Debate has no factory options (every agent debates; D&R's student is whichever agent
+    the exported data trains)."""
 
 
 class AbmctsOptions(MethodOptions):

@@ -1,10 +1,10 @@
 """The ``toa-graph`` command. Each sub-command lives in ``toa_graph/commands/<name>.py``
 and exposes ``add_parser(subparsers)``; modules are imported only when the CLI starts.
 
-Commands validate their arguments and raise :class:`~toa_graph.errors.UserError` (or a
-subclass such as ``ConfigError``) instead of printing; :func:`main` is the one place that
-prints the message and returns the error's exit code (2 for user errors, 1 for failures
-while running).
+Commands validate their arguments and raise :class:`~toa_graph.errors.ToaGraphError`
+(``UserError``, ``ConfigError``, ...) instead of printing; :func:`main` is the one place that
+prints the message, on one line (the traceback too with ``-v``), and returns the error's
+exit code (2 for what the user can fix, 1 for failures while running).
 
 Every sub-parser gets, from :func:`build_parser`: the shared :class:`HelpFormatter`
 (descriptions kept as written, defaults shown) and ``-v/--verbose``, so ``-v`` works
@@ -16,6 +16,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 COMMANDS = [
@@ -134,13 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from toa_graph.errors import ToaGraphError
+    from toa_graph.errors import ToaGraphError, one_line
 
     try:
         return int(args.func(args) or 0)
     except ToaGraphError as exc:
-        logging.getLogger(__name__).debug("%s", type(exc).__name__, exc_info=True)
-        print(exc, file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(one_line(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

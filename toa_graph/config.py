@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from toa_graph.config_paths import configs_dir, shipped_path
 from toa_graph.cost import Prices, check_limits
 from toa_graph.errors import UserError
 from toa_graph.provider_table import PROVIDERS
@@ -50,6 +51,7 @@ __all__ = [
     "ReferenceRewardConfig",
     "RewardConfig",
     "VLLMRewardConfig",
+    "configs_dir",
     "load_config",
 ]
 
@@ -460,7 +462,7 @@ def _read_yaml(path: Path) -> tuple[Any, str]:
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     """Load and validate a config file. ``reward:`` may name another YAML file (relative path)
     whose ``reward:`` section is used, so reward models are shared between configs."""
-    p = Path(path)
+    p = shipped_path(Path(path))
     data, text = _read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping with 'agents' and 'reward' at the top")
@@ -485,12 +487,3 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
 
 
 RewardAdapter: TypeAdapter[Any] = TypeAdapter(RewardConfig)
-
-
-def configs_dir() -> Path:
-    """The shipped ``model_configs/`` directory (repo checkout or installed package)."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "model_configs", here / "model_configs"):
-        if cand.is_dir():
-            return cand
-    return here.parent / "model_configs"

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toa_graph.errors import UserError
+
 __all__ = [
     "KNOBS",
     "AbmctsContext",
@@ -37,16 +39,21 @@ __all__ = [
 ]
 
 
+DEFAULT_BUDGET = 16
+"""Generations per prompt when neither the call, the command line nor the config sets a
+budget: the one default of the library, every command and the server."""
+
+
 def _at_least(name: str, value: int | None, low: int) -> None:
     if value is not None and value < low:
-        raise ValueError(f"context.{name} must be >= {low}, got {value}")
+        raise UserError(f"context.{name} must be >= {low}, got {value}")
 
 
 @dataclass(kw_only=True)
 class BaseContext:
     """Knobs every method has (pass as ``graph.ainvoke(..., context={...})``)."""
 
-    budget: int = 16
+    budget: int = DEFAULT_BUDGET
     """Generations per prompt. Every method spends exactly this many (debate: at most;
     fewer when a token or money limit ends the search first)."""
     agent: str | None = None
@@ -108,11 +115,11 @@ class ToaContext(BaseContext):
         _at_least("top_k_child", self.top_k_child, 1)
         _at_least("width", self.width, 1)
         if self.pending_value not in ("mean", "zero"):
-            raise ValueError(
+            raise UserError(
                 f"context.pending_value must be 'mean' or 'zero', got {self.pending_value!r}"
             )
         if self.tau <= 0:
-            raise ValueError(f"context.tau must be > 0, got {self.tau}")
+            raise UserError(f"context.tau must be > 0, got {self.tau}")
 
     @property
     def effective_width(self) -> int:
@@ -164,7 +171,7 @@ class DebateContext(BaseContext):
         super().__post_init__()
         _at_least("rounds", self.rounds, 0)
         if self.task not in (None, "numeric", "choice", "math", "free"):
-            raise ValueError(
+            raise UserError(
                 f"context.task must be numeric, choice, math or free, got {self.task!r}"
             )
 
@@ -283,4 +290,4 @@ def read_context(source: Any, schema: type[Any] = GraphContext) -> Any:
     try:
         return schema(**knobs)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{exc} (read from the run's context, a {type(source).__name__})") from exc
+        raise UserError(f"{exc} (read from the run's context, a {type(source).__name__})") from exc

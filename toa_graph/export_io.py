@@ -90,16 +90,17 @@ def read_jsonl_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 
 def read_record_files(
-    paths: Sequence[str | os.PathLike[str]], *, allow_mixed: bool = False
+    paths: Sequence[str | os.PathLike[str]], stats: Any = None, *, allow_mixed: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Records from several files or output directories, each id once (first wins), so
-    shards of one job can be exported together. Each path must hold records of one data
-    digest (a ``MixedDigestError`` otherwise, unless ``allow_mixed``); several paths may
-    differ."""
+    """Records from several files or output directories, each id once (the first input
+    wins, so shards of one job export together); a record left out is counted in ``stats``
+    (an :class:`~toa_graph.exports.ExportStats`; two runs over the same prompts: export
+    them one by one to keep both). Each path must hold records of one data digest (a
+    ``MixedDigestError`` otherwise, unless ``allow_mixed``); several paths may differ."""
     from toa_graph.synthesis import read_records
     from toa_graph.synthesis.digest import check_export_digests
 
-    seen: set[str] = set()
+    first: dict[str, str] = {}
     for path in paths:
         digests: set[str] = set()
         if not allow_mixed:
@@ -109,8 +110,11 @@ def read_record_files(
             if not allow_mixed and dd and dd not in digests:
                 digests.add(str(dd))
                 check_export_digests(path, digests)
-            rid = str(rec["id"])
-            if rid in seen:
-                continue
-            seen.add(rid)
-            yield rec
+            if (rid := str(rec["id"])) not in first:
+                first[rid] = str(path)
+                yield rec
+            elif stats is not None:
+                stats.skip(
+                    f"left out of {path}: id already read from {first[rid]} (the first "
+                    "input wins; export each run alone to keep both)"
+                )

@@ -36,7 +36,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from toa_graph import text
 from toa_graph.export_io import (
@@ -47,6 +47,7 @@ from toa_graph.export_io import (
     write_rows,
 )
 from toa_graph.reasoning import with_reasoning
+from toa_graph.state import ranked
 
 __all__ = [
     "PAPER_REJECTED_RANK",
@@ -145,8 +146,8 @@ def _usable(sample: Mapping[str, Any]) -> bool:
 
 def ranked_samples(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Usable samples (scored, no error, non-empty text), best first; ties keep generation order."""
-    samples = [s for s in record.get("samples") or [] if _usable(s)]
-    return sorted(samples, key=lambda s: -float(s["reward"]))
+    samples = record.get("samples") or []
+    return [cast(dict[str, Any], s) for s in ranked(samples) if _usable(s)]
 
 
 def default_rejected_rank(n: int) -> int:

@@ -36,7 +36,7 @@ from toa_graph.builtin_methods import (
     DebateOptions,
     MoaOptions,
 )
-from toa_graph.context import BaseContext
+from toa_graph.context import DEFAULT_BUDGET, BaseContext
 from toa_graph.errors import UserError
 from toa_graph.method_spec import InputRejected, MethodOptions, MethodSpec
 
@@ -193,11 +193,6 @@ def check_agent_options(
                 f"{where}.{key}: {value!r} is not one of the agents {list(agents)}",
                 param=f"options.{key}",
             )
-
-
-DEFAULT_BUDGET = 8
-"""Generations per prompt of a command-line run (``run``, ``synthesize``) when neither the
-flags nor the config set a budget."""
 
 
 @dataclass(frozen=True)

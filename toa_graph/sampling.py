@@ -20,9 +20,10 @@ from toa_graph.agents import AgentPool, Generation, describe_error
 from toa_graph.context import SamplingContext
 from toa_graph.context_reader import ContextReader
 from toa_graph.cost import has_limits, usage_cost
+from toa_graph.errors import UserError
 from toa_graph.prompts import AGGREGATE_SYSTEM, REFERENCE_BLOCK, REFINE_TEMPLATE
 from toa_graph.reasoning import with_reasoning
-from toa_graph.rewards.base import RewardModel
+from toa_graph.rewards.base import RewardModel, check_scores, reference_list
 from toa_graph.state import (
     Prompt,
     Sample,
@@ -44,23 +45,23 @@ Message = dict[str, Any]
 
 
 def validate_prompt(prompt: Any) -> Prompt:
-    """Check a prompt (string or chat messages); raise ValueError naming what is wrong."""
+    """Check a prompt (string or chat messages); raise UserError (a ValueError) naming what is wrong."""
     if isinstance(prompt, str):
         if not prompt.strip():
-            raise ValueError("prompt is empty")
+            raise UserError("prompt is empty")
         return prompt
     if isinstance(prompt, list):
         if not prompt:
-            raise ValueError("prompt has no messages")
+            raise UserError("prompt has no messages")
         for i, m in enumerate(prompt):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ValueError(f"prompt message {i} must be a dict with 'role' and 'content'")
+                raise UserError(f"prompt message {i} must be a dict with 'role' and 'content'")
             if m["role"] not in ("system", "user", "assistant"):
-                raise ValueError(f"prompt message {i}: unknown role {m['role']!r}")
+                raise UserError(f"prompt message {i}: unknown role {m['role']!r}")
         if prompt[-1]["role"] != "user":
-            raise ValueError("the last prompt message must be a user message")
+            raise UserError("the last prompt message must be a user message")
         return prompt
-    raise ValueError(f"prompt must be a string or a list of messages, got {type(prompt).__name__}")
+    raise UserError(f"prompt must be a string or a list of messages, got {type(prompt).__name__}")
 
 
 def question_text(prompt: Prompt) -> str:
@@ -68,15 +69,6 @@ def question_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return content_text(prompt[-1]["content"])
-
-
-def references_of(reference: str | list[str] | None) -> list[str] | None:
-    if reference is None:
-        return None
-    if isinstance(reference, str):
-        return [reference] if reference.strip() else None
-    refs = [r for r in reference if isinstance(r, str) and r.strip()]
-    return refs or None
 
 
 def _with_system(messages: list[Message], system: str | None) -> list[Message]:
@@ -244,13 +236,10 @@ async def score_samples(
     if not todo:
         return out  # type: ignore[return-value]
     responses = [shown_text(out[i], score_reasoning) for i in todo]
-    refs = references_of(reference)
+    refs = reference_list(reference) or None
     try:
-        scores = [float(x) for x in await reward.ascore(prompt, responses, refs)]
-        if len(scores) != len(responses):
-            raise RuntimeError(
-                f"reward returned {len(scores)} scores for {len(responses)} responses"
-            )
+        result = await reward.ascore(prompt, responses, refs)
+        scores = check_scores(result, len(responses), getattr(reward, "name", None) or "reward")
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -453,13 +442,6 @@ def has_text(sample: Sample) -> bool:
     return bool(sample.get("text", "").strip()) and failure_stage(sample) != "generate"
 
 
-def ranked(samples: Sequence[Sample]) -> list[Sample]:
-    """Best first: scored samples by reward (ties to the earliest), then unscored ones in order."""
-    scored = [s for s in samples if s.get("reward") is not None]
-    unscored = [s for s in samples if s.get("reward") is None]
-    return sorted(scored, key=lambda s: -float(s["reward"])) + unscored  # type: ignore[arg-type]
-
-
 def even_split(total: int, parts: int) -> list[int]:
     """``total`` split over ``parts`` as evenly as possible, the first parts getting the extra.
 
@@ -475,5 +457,5 @@ def single_agent(pool: AgentPool, ctx: SamplingContext) -> str:
     """The agent of a single-agent method: ``context.agent``, default the first agent."""
     name = ctx.agent or pool.names[0]
     if name not in pool:
-        raise ValueError(f"context.agent {name!r} is not one of the agents {pool.names}")
+        raise UserError(f"context.agent {name!r} is not one of the agents {pool.names}")
     return name

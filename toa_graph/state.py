@@ -13,7 +13,7 @@ conversation; a run given ``messages`` appends its best answer there as an ``AIM
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, NewType, NotRequired, Required, cast
 
 from langchain_core.messages import AnyMessage
@@ -165,13 +165,20 @@ def failure_stage(sample: Mapping[str, Any]) -> FailureStage | None:
     return "reward" if "stage" not in sample and str(err).startswith("reward:") else "generate"
 
 
-def best_sample(samples: list[Sample]) -> Sample | None:
+def is_scored(sample: Mapping[str, Any]) -> bool:
+    """Whether a sample can win: it has a reward and no error."""
+    return sample.get("reward") is not None and not sample.get("error")
+
+
+def ranked(samples: Sequence[Sample]) -> list[Sample]:
+    """The one "best sample" rule, as an order: scored samples (:func:`is_scored`) by reward,
+    highest first, ties to the earliest; then the others in their order."""
+    scored = [s for s in samples if is_scored(s)]
+    others = [s for s in samples if not is_scored(s)]
+    return sorted(scored, key=lambda s: -float(s["reward"])) + others  # type: ignore[arg-type]
+
+
+def best_sample(samples: Sequence[Sample]) -> Sample | None:
     """The highest-reward sample; errored or unscored samples never win; ties go to the earliest."""
-    best: Sample | None = None
-    for s in samples:
-        r = s.get("reward")
-        if r is None or s.get("error"):
-            continue
-        if best is None or r > best["reward"]:  # type: ignore[operator]
-            best = s
-    return best
+    order = ranked(samples)
+    return order[0] if order and is_scored(order[0]) else None

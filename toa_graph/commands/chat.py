@@ -48,7 +48,7 @@ HELP = DESCRIPTION.split("Commands inside the chat:\n", 1)[1].split("\n\n", 1)[0
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import settings_parser
+    from toa_graph.commands import budget_help_text, settings_parser
 
     p = sub.add_parser(
         "chat",
@@ -57,7 +57,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[
             settings_parser(
-                budget_help="generations per answer (default: the config's)",
+                budget_help=budget_help_text("answer"),
                 set_what="a context knob (repeatable)",
                 keep_help="leave embedded servers running at exit",
             )
@@ -151,11 +151,12 @@ class ChatSession:
                 update = parse_knobs([arg])
                 stray = [k for k in update if not any(k in m.knobs for m in METHOD_SPECS.values())]
                 if stray:
-                    raise ValueError(f"no method has knob(s) {stray}; {knobs_help()}")
+                    knobs = " | ".join(knobs_help().splitlines())
+                    raise UserError(f"no knob(s) {stray} in any method; knobs: {knobs}")
                 self.context({**self.knobs, **update})  # a bad value for this method
                 self.knobs.update(update)
                 print(f"{', '.join(f'{k}={v}' for k, v in update.items())}")
-            except (SystemExit, TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:  # UserError: a ValueError
                 print(f"/set: {exc}")
         elif name == "reset":
             self.history.clear()
@@ -210,9 +211,10 @@ class _ProgressLine:
 
 
 def chat(args: argparse.Namespace) -> int:
-    from toa_graph.commands import project_config, run_settings
+    from toa_graph.commands import check_budget_flag, project_config, run_settings
     from toa_graph.rewards import build_reward
 
+    check_budget_flag(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         settings = run_settings(args, cfg)  # bad knobs fail now, not at the first message
         knobs = {**cfg.method.context, **settings.knobs}  # other methods' knobs: for /method

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -10,16 +11,40 @@ from typing import Any
 HELP = "prepare the embedded models (vLLM CPU build) and manage kept servers"
 
 
+PREPARE = """\
+Install vLLM's CPU build in its own venv and convert the embedded chat models, once.
+Everything is cached under $TOA_GRAPH_CACHE (default ~/.cache/toa-graph); a second
+prepare finds it there and does nothing. Runs on its own the first time a command
+needs the embedded stack."""
+
+START = """\
+Start the vLLM CPU servers a config's embedded:// agents need, and keep them running
+after this command (later runs reuse them instead of starting their own). Prints each
+agent's name, model and URL. Stop them with 'toa-graph embedded stop'."""
+
+STATUS = "List the kept embedded servers that are running: model, pid, URL, served names, log."
+
+STOP = "Stop every kept embedded server (the ones status lists)."
+
+
 def _add_actions(parser: argparse.ArgumentParser) -> None:
+    from toa_graph.cli import HelpFormatter
+
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    sub.add_parser("prepare", help="install the vLLM CPU venv and convert the models (idempotent)")
-    p_start = sub.add_parser("start", help="start (or reuse) kept servers for a config")
-    p_start.add_argument("--config", default=None, help="config with embedded:// agents")
+    add = functools.partial(sub.add_parser, formatter_class=HelpFormatter)
+    add("prepare", help="install the vLLM CPU venv and convert the models (idempotent)",
+        description=PREPARE)  # fmt: skip
+    p_start = add("start", help="start (or reuse) kept servers for a config", description=START)
+    p_start.add_argument(
+        "--config",
+        default=None,
+        help="config with embedded:// agents (default: the shipped embedded.yaml)",
+    )
     p_start.add_argument(
         "--kv-cache-gib", type=float, default=1.0, help="KV cache per vLLM CPU server, in GiB"
     )
-    sub.add_parser("status", help="list kept servers that are running")
-    sub.add_parser("stop", help="stop every kept server")
+    add("status", help="list kept servers that are running", description=STATUS)
+    add("stop", help="stop every kept server", description=STOP)
 
 
 def add_parser(subparsers: Any) -> None:

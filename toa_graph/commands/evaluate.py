@@ -109,7 +109,7 @@ def _reward(args: argparse.Namespace) -> Iterator[Any]:
     if reward_only is not None:  # model_configs/rewards/*.yaml: a reward: section, no agents
         yield build_reward(reward_only)
         return
-    with project_config(args.reward_config) as cfg:
+    with project_config(args.reward_config, check_agents=False) as cfg:
         yield build_reward(cfg.reward, agents=cfg.agents)
 
 

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     stats = ExportStats()
     facts = CardFacts()
-    records = read_record_files(args.input, allow_mixed=args.allow_mixed)
+    records = read_record_files(args.input, stats, allow_mixed=args.allow_mixed)
     rows = _rows(args, facts.observe(records), stats)
     with tempfile.TemporaryDirectory(prefix="toa-export-") as tmp:
         out = Path(args.output) if args.output else Path(tmp) / f"{args.kind}.jsonl"

@@ -104,7 +104,7 @@ def _model_paths(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--model-path expects NAME=PATH, got {item!r}")
+            raise UserError(f"--model-path expects NAME=PATH, got {item!r}")
         out[name.strip()] = path.strip()
     return out
 

@@ -22,7 +22,7 @@ CPU build on 127.0.0.1 (started for this run and stopped after it, unless
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import settings_parser
+    from toa_graph.commands import budget_help_text, settings_parser
 
     p = sub.add_parser(
         "run",
@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
         parents=[
             settings_parser(
                 method_help="sampling method (default: the config's, else toa)",
-                budget_help="generations to spend (default: the config's, else 8)",
+                budget_help=budget_help_text("prompt"),
                 set_what="other context knobs",
             )
         ],
@@ -46,13 +46,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toa_graph.commands import project_config, run_settings
-    from toa_graph.registry import DEFAULT_BUDGET
+    from toa_graph.commands import check_budget_flag, project_config, run_settings
     from toa_graph.rewards import build_reward
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    check_budget_flag(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        settings = run_settings(args, cfg, default_budget=DEFAULT_BUDGET)  # bad knob: exit 2
+        settings = run_settings(args, cfg)  # bad knob: exit 2
         reward = build_reward(cfg.reward, agents=cfg.agents)
         graph = settings.compile(agents=cfg.agents, reward=reward)
         inp: dict[str, Any] = {"prompt": prompt}

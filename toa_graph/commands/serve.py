@@ -33,7 +33,7 @@ Without --config the embedded default is started (and stopped at exit). Examples
 
 
 def add_parser(sub: Any) -> None:
-    from toa_graph.commands import settings_parser
+    from toa_graph.commands import budget_help_text, settings_parser
 
     p = sub.add_parser(
         "serve",
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
         parents=[
             settings_parser(
                 method_help="default method, for model 'default' (default: the config's)",
-                budget_help="default budget per request",
+                budget_help=budget_help_text("request"),
                 set_what="default context knobs (each method takes those it has)",
                 keep_help="leave embedded servers running at exit",
             )
@@ -111,11 +111,12 @@ def serve(args: argparse.Namespace) -> int:
         raise UserError(
             f"toa-graph serve needs the server extra: pip install 'toa-graph[server]' ({exc})"
         ) from exc
-    from toa_graph.commands import parse_knobs, project_config
+    from toa_graph.commands import check_budget_flag, parse_knobs, project_config
     from toa_graph.registry import RunSettings
     from toa_graph.rewards import build_reward
 
     api_key = bearer_token(args.api_key_env, args.host, "spend your endpoints' compute")
+    check_budget_flag(args.budget)  # a bad flag fails before any server starts
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
         # --set knobs serve every method that has them (the server checks that each
         # belongs to one); the default method's settings are resolved once, here

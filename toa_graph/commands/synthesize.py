@@ -43,10 +43,11 @@ is printed at the start and the end, and the export command at the end. Examples
       --input prompts.jsonl --output runs/uf --budget 40 --concurrency 64
   toa-graph synthesize --input wmt22.de_en.500.jsonl --field-map reference=en --limit 50
 
-Before a long job, --estimate [K] runs the first K prompts (default 8) for real in a
-temporary directory and prints the generations and tokens per agent (the reward
-model's own calls not included) and the wall time extrapolated to the whole input at
---concurrency; nothing is written to the output.
+Before a long job, --estimate [K] runs the first K prompts (default 8) for real and
+prints the generations and tokens per agent (the reward model's own calls not included)
+and the wall time extrapolated to the whole input at --concurrency. Those K prompts are
+kept in the output: the real run (the same command without --estimate) resumes after
+them.
 
 One process drives ~100-250 requests/s (about 4-5 ms of Python per generation). Past
 that, run N processes with --shard 0/N .. --shard N-1/N, each with its own --output, and
@@ -110,9 +111,9 @@ def _add_run_args(g: Any) -> None:
         const=ESTIMATE_PROMPTS,
         default=None,
         metavar="K",
-        help=f"run only K prompts (default {ESTIMATE_PROMPTS}) in a temporary directory and "
-        "print tokens per agent and wall time extrapolated to the whole input (at "
-        "--concurrency, times --ray-workers with --ray); the output is not touched",
+        help=f"run only K prompts (default {ESTIMATE_PROMPTS}) and print tokens per agent and "
+        "wall time extrapolated to the whole input (at --concurrency, times --ray-workers "
+        "with --ray); the K prompts are kept in the output and the real run resumes after them",
     )
     g.add_argument("--limit", type=int, default=None, help="only the first K usable prompts")
     g.add_argument(
@@ -214,12 +215,14 @@ def _input_source(args: argparse.Namespace) -> Any:
 
 
 def _check_args(args: argparse.Namespace) -> tuple[dict[str, str], tuple[int, int] | None]:
+    from toa_graph.commands import check_budget_flag
     from toa_graph.synthesis import OutputLock, parse_field_map, parse_shard
 
     if args.concurrency < 1:
         raise UserError("--concurrency must be >= 1")
     if args.ray_workers < 1:
         raise UserError("--ray-workers must be >= 1")
+    check_budget_flag(args.budget)  # --budget 0: an error before any server starts
     if args.estimate is not None and args.estimate < 1:
         raise UserError("--estimate K needs K >= 1")
     try:
@@ -227,7 +230,7 @@ def _check_args(args: argparse.Namespace) -> tuple[dict[str, str], tuple[int, in
         shard = parse_shard(args.shard)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    if args.output and Path(args.output).is_dir() and args.estimate is None:
+    if args.output and Path(args.output).is_dir():
         OutputLock(Path(args.output)).acquire().release()  # fail before starting any server
     return field_map, shard
 
@@ -239,8 +242,8 @@ def estimate(
     input_path: Any,
     shard: tuple[int, int] | None,
 ) -> int:
-    """``--estimate K``: run K prompts for real in a temporary directory, print the
-    extrapolation to the whole input; the run's output is not touched."""
+    """``--estimate K``: run K prompts for real into the run's output (kept: the real run
+    resumes after them) and print the extrapolation to the whole input."""
     from toa_graph.rewards import build_reward
     from toa_graph.synthesis.estimate import format_estimate
     from toa_graph.synthesis.plan import estimate_run, sample_prompts
@@ -249,26 +252,34 @@ def estimate(
     if not items:
         raise UserError(f"no usable prompts in {input_path}")
     in_flight = args.concurrency * (args.ray_workers if args.ray is not None else 1)
+    output = _output(args, common["method"], shard)
     est, n_records = asyncio.run(
         estimate_run(
-            items, total_prompts=total, in_flight=in_flight,
+            items, output, total_prompts=total, in_flight=in_flight,
             reward=build_reward(cfg.reward, agents=cfg.agents), **common,
         )
     )  # fmt: skip
     print(format_estimate(est))
-    print(f"\nrun it: {rerun_command(args, None)}")
+    print(f"\nkept: {n_records} prompt(s) in {output}; the run resumes after them")
+    print(f"run it: {rerun_command(args, output)}")
     return 0 if n_records else 1
+
+
+def _output(args: argparse.Namespace, method: str, shard: tuple[int, int] | None) -> Path:
+    """``--output``, else ``runs/METHOD/INPUT-NAME`` (see :func:`default_output`)."""
+    if args.output:
+        return Path(args.output)
+    return default_output(method, args.input or str(EXAMPLES), shard)
 
 
 def run(args: argparse.Namespace) -> int:
     from toa_graph.commands import project_config, run_settings
-    from toa_graph.registry import DEFAULT_BUDGET
     from toa_graph.synthesis import config_digest
 
     field_map, shard = _check_args(args)
     input_path = _input_source(args)
     with project_config(args.config, keep_servers=args.keep_servers) as cfg:
-        settings = run_settings(args, cfg, default_budget=DEFAULT_BUDGET)
+        settings = run_settings(args, cfg)
         method = settings.method
         digest = config_digest(
             method=method, context=settings.knobs, agents=cfg.agents, reward=cfg.reward,
@@ -291,11 +302,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.estimate is not None:
             return estimate(args, cfg, common, input_path, shard)
-        output = (
-            Path(args.output)
-            if args.output
-            else default_output(method, args.input or str(EXAMPLES), shard)
-        )
+        output = _output(args, method, shard)
         print(f"output: {output}\nresume with: {rerun_command(args, output)}", flush=True)
         summary, ray_line = _execute(args, cfg, common, input_path, output, shard)
     if summary.rows:

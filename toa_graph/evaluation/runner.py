@@ -24,6 +24,7 @@ from toa_graph.distill_errors import EvalError
 from toa_graph.evaluation.stats import bootstrap_ci, length_controlled_winrate
 from toa_graph.evaluation.tasks import ACCURACY_TASKS, EvalItem, EvalTask, chrf, score_accuracy
 from toa_graph.reasoning import split_message
+from toa_graph.rewards.base import RewardError, check_scores
 
 __all__ = [
     "Endpoint",
@@ -138,6 +139,14 @@ async def _generate(client: Any, model: str, item: EvalItem, spec: EvalSpec) -> 
     }
 
 
+def _finite(result: Any, n: int) -> list[float]:
+    """``n`` finite scores (the comparison needs every one of them), else RewardError."""
+    scores = check_scores(result, n)
+    if not all(math.isfinite(s) for s in scores):
+        raise RewardError(f"reward returned a non-finite score: {scores}")
+    return scores
+
+
 async def _score(item: EvalItem, row: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
     out = row["output"]
     failed = row["error"] is not None
@@ -151,12 +160,14 @@ async def _score(item: EvalItem, row: dict[str, Any], spec: EvalSpec) -> dict[st
     if spec.task == "comet-kiwi":
         if failed:
             return {"score": 0.0}
-        (s,) = await spec.reward.ascore(item.source or item.prompt, [out], None)
-        return {"score": float(s)}
+        (s,) = _finite(await spec.reward.ascore(item.source or item.prompt, [out], None), 1)
+        return {"score": s}
     if failed:
         return {"score": 0.0, "reward": None, "reference_reward": None}
     ref = item.reference or ""
-    r_out, r_ref = await spec.reward.ascore(item.source or item.prompt, [out, ref], [ref])
+    r_out, r_ref = _finite(
+        await spec.reward.ascore(item.source or item.prompt, [out, ref], [ref]), 2
+    )
     win = 1.0 if r_out > r_ref else 0.5 if r_out == r_ref else 0.0
     return {"score": win, "reward": float(r_out), "reference_reward": float(r_ref)}
 

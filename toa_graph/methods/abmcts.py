@@ -220,7 +220,7 @@ def create_abmcts_graph(
     ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("abmcts", defaults)
     algo = load_algorithm(algorithm)
     live: dict[str, Search] = {}

@@ -36,9 +36,6 @@ when all its turns fit at their worst case; else the debate ends there (``stoppe
 Without a gold answer the paper's method does not apply. Our extension: an answer is correct
 when its reward is >= ``context.correct_threshold``, and incorrect agents reflect given the
 final answer of the best-rewarded correct answer (or alone when none is correct).
-
-``student`` (a factory argument, default the last agent) names the agent that the
-distillation step trains; as in D&R it debates like every other agent.
 """
 
 from __future__ import annotations
@@ -64,6 +61,7 @@ from toa_graph.answers import (
 from toa_graph.answers import answers_match as _answers_match
 from toa_graph.context import SamplingContext
 from toa_graph.cost import has_limits, step_fits
+from toa_graph.errors import PromptSkipped
 from toa_graph.method_spec import InputRejected
 from toa_graph.methods.debate_rounds import (
     TokenCounter,
@@ -75,7 +73,7 @@ from toa_graph.methods.debate_rounds import (
     round_prompt_text,
     tdpo_examples,
 )
-from toa_graph.rewards.base import RewardLike, as_reward_model
+from toa_graph.rewards.base import RewardLike, as_reward_model, reference_list
 from toa_graph.sampling import (
     FINISH,
     ContextReader,
@@ -83,7 +81,6 @@ from toa_graph.sampling import (
     has_text,
     method_builder,
     question_text,
-    references_of,
     sample_id,
     score_inbox,
     user_turn_messages,
@@ -214,7 +211,12 @@ NO_GOLD_ANSWER = (
 def can_judge(reference: str | list[str] | None, correct_threshold: float | None) -> bool:
     """Whether a run can tell correct answers from wrong ones: it has a gold answer, or a
     reward threshold."""
-    return references_of(reference) is not None or correct_threshold is not None
+    return bool(reference_list(reference)) or correct_threshold is not None
+
+
+class NotJudgeable(InputRejected, PromptSkipped):
+    """A debate prompt with no gold answer and no ``correct_threshold``: the server's 400,
+    the CLI's one line, and in ``synthesize`` a prompt recorded as skipped (not retried)."""
 
 
 def check_debate_input(run_input: Mapping[str, Any], ctx: Any, agents: Sequence[str]) -> None:
@@ -223,7 +225,7 @@ def check_debate_input(run_input: Mapping[str, Any], ctx: Any, agents: Sequence[
     be judgeable (a gold answer or ``correct_threshold``) and the budget must hold one
     round of ``agents``."""
     if not can_judge(run_input.get("reference"), ctx.correct_threshold):
-        raise InputRejected(NO_GOLD_ANSWER, param="context.correct_threshold")
+        raise NotJudgeable(NO_GOLD_ANSWER, param="context.correct_threshold")
     cost = round_cost(len(agents))
     if ctx.budget < cost:
         raise InputRejected(
@@ -239,32 +241,27 @@ def create_debate_graph(
     reward: RewardLike,
     *,
     defaults: Mapping[str, Any] | None = None,
-    student: str | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) Debate & Reflect graph.
 
     Args:
-        agents: the debaters, in order (teachers and student alike).
+        agents: the debaters, in order.
         reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable;
             it scores every answer, and judges correctness for prompts without a gold answer.
-        student: the agent the distillation trains (default: the last agent).
 
     Per-run knobs: ``budget`` (a cap), ``rounds``, ``task``, ``correct_threshold``, ``seed``,
     ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("debate", defaults, agents=pool.names)  # + its pre-check
-    student_name = student or pool.names[-1]
-    if student_name not in pool:
-        raise ValueError(f"student {student_name!r} is not one of the agents {pool.names}")
 
     def moderator(
         state: SamplingState, runtime: Runtime[SamplingContext]
     ) -> Command[Literal["answer", "feedback", "reflect", "finish"]]:
         ctx = read_context(runtime)
         prompt = validate_prompt(state["prompt"])
-        golds = references_of(state.get("reference"))
+        golds = reference_list(state.get("reference")) or None
         cost = round_cost(len(pool))  # the budget holds one round: checked as the run starts
         question, task = question_text(prompt), ctx.task or infer_task(golds[0] if golds else None)
         samples = state.get("samples") or []
@@ -341,7 +338,7 @@ def create_debate_graph(
         """Score the new answers and mark each correct or not (gold, else reward threshold)."""
         ctx = read_context(runtime)
         update = await score_inbox(reward_model, state, ctx)
-        golds = references_of(state.get("reference"))
+        golds = reference_list(state.get("reference")) or None
         new = []
         for s in update["samples"]:
             if s.get("role") == "answer":

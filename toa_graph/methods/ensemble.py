@@ -65,7 +65,7 @@ def create_ensemble_graph(
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) parallel-ensemble graph over every agent in ``agents``."""
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("ensemble", defaults)
 
     def dispatch(

@@ -237,7 +237,7 @@ def create_moa_graph(
     ``max_tokens``.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("moa", defaults)
     if aggregator is not None and aggregator not in pool:
         raise ValueError(f"aggregator {aggregator!r} is not one of the agents {pool.names}")

@@ -43,7 +43,6 @@ from toa_graph.sampling import (
     generate_samples,
     has_text,
     method_builder,
-    ranked,
     refine_messages,
     sample_id,
     score_inbox,
@@ -52,7 +51,7 @@ from toa_graph.sampling import (
     stopped,
     validate_prompt,
 )
-from toa_graph.state import SamplingState
+from toa_graph.state import SamplingState, ranked
 
 __all__ = ["create_prs_graph", "prs_split"]
 
@@ -74,7 +73,7 @@ def create_prs_graph(
 ) -> StateGraph[Any, Any, Any, Any]:
     """Build the (uncompiled) PRS graph (single agent: ``context.agent``, default the first)."""
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("prs", defaults)
 
     async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:

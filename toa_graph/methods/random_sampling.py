@@ -57,7 +57,7 @@ def create_random_sampling_graph(
         reward: a RewardModel or any sync/async ``(prompt, responses[, references])`` callable.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("random", defaults)
 
     async def sample(state: SamplingState, runtime: Runtime[SamplingContext]) -> dict[str, Any]:

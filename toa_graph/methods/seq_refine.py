@@ -96,7 +96,7 @@ def create_seq_refine_graph(
     Per-run knobs: ``budget``, ``seed``, ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("seq_refine", defaults)
 
     def _cut(prompt: Prompt, ctx: SamplingContext, chains: list[list[str]]) -> str | None:

@@ -69,7 +69,7 @@ def create_toa_graph(
     ``temperature``, ``max_tokens``.
     """
     pool = as_agent_pool(agents)
-    reward_model = as_reward_model(reward)
+    reward_model = as_reward_model(reward, agents=agents)
     read_context = ContextReader("toa", defaults)
 
     def select(

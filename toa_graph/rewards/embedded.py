@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toa_graph.config import AgentConfig, EmbeddedRewardConfig, MathRewardConfig
-from toa_graph.rewards.base import RewardError, RewardModel, check_scores, reference_list
+from toa_graph.rewards.base import RewardError, RewardModel, reference_list
 from toa_graph.rewards.judge import MAX_RATING, MIN_RATING, JudgeReward
 from toa_graph.rewards.reference import ReferenceReward
 from toa_graph.state import Prompt
@@ -122,7 +122,7 @@ class EmbeddedReward:
         return self._math
 
     def kind_for(self, references: Sequence[str] | None) -> str:
-        refs = [r for r in (references or []) if str(r).strip()]
+        refs = reference_list(references)
         if not refs:
             return "judge"
         if self.math is not None and all(looks_like_math_answer(str(r)) for r in refs):
@@ -154,7 +154,7 @@ class EmbeddedReward:
                 )
             ratings = await self.judge.ascore(prompt, responses)
             scores = [(r - MIN_RATING) / (MAX_RATING - MIN_RATING) for r in ratings]
-        return check_scores(scores, len(responses), f"embedded:{kind}")
+        return list(scores)
 
     def counters(self) -> dict[str, int]:
         """The judge's counters (requests, retries, fallbacks, text ratings)."""

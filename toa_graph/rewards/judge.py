@@ -38,7 +38,7 @@ from typing import Any
 from toa_graph.config import AgentConfig, JudgeRewardConfig
 from toa_graph.reasoning import split_message
 from toa_graph.retry import RetryPolicy
-from toa_graph.rewards.base import RewardError, check_scores
+from toa_graph.rewards.base import RewardError, reference_list
 from toa_graph.state import Prompt
 from toa_graph.text import content_text
 
@@ -352,9 +352,8 @@ class JudgeReward:
         responses: Sequence[str],
         references: Sequence[str] | None = None,
     ) -> list[float]:
-        refs = [references] if isinstance(references, str) else list(references or [])
-        scores = await asyncio.gather(*(self._score_one(prompt, r, refs) for r in responses))
-        return check_scores(scores, len(responses), f"judge:{self.model}")
+        refs = reference_list(references)
+        return list(await asyncio.gather(*(self._score_one(prompt, r, refs) for r in responses)))
 
     def __repr__(self) -> str:
         return f"JudgeReward(model={self.model!r}, base_url={self.base_url!r})"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from toa_graph.config import AgentConfig, ReferenceRewardConfig
-from toa_graph.rewards.base import RewardError, check_scores, reference_list
+from toa_graph.rewards.base import RewardError, reference_list
 from toa_graph.state import Prompt
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class ReferenceReward:
             raise
         except Exception as exc:  # a model/tokenizer failure: report it, never a made-up score
             raise RewardError(f"reference reward ({self.metric}) failed: {exc!r}") from exc
-        return check_scores(scores, len(responses), f"reference:{self.metric}")
+        return list(scores)
 
     def __repr__(self) -> str:
         return f"ReferenceReward(metric={self.metric!r})"

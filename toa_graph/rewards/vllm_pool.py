@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from toa_graph.retry import RetryPolicy
-from toa_graph.rewards.base import RewardError, check_scores
+from toa_graph.rewards.base import RewardError
 from toa_graph.rewards.hf import to_messages
 from toa_graph.state import Prompt
 
@@ -196,8 +196,7 @@ class VLLMPoolingReward:
     ) -> list[float]:
         if isinstance(responses, str):
             raise TypeError("responses must be a list of strings, not a string")
-        scores = await asyncio.gather(*(self._one(prompt, r) for r in responses))
-        return check_scores(scores, len(responses), self.url)
+        return list(await asyncio.gather(*(self._one(prompt, r) for r in responses)))
 
     async def aclose(self) -> None:
         if self._client is not None:

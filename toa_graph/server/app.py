@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from toa_graph.agents import AgentPool, AgentsLike
+from toa_graph.errors import RunError, ToaGraphError, one_line
 from toa_graph.rewards.base import RewardLike
 from toa_graph.server.protocol import ChatCompletionRequest
 from toa_graph.server.serving import ChatServing, ServerSettings, ServingError
@@ -128,6 +129,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(err.body.model_dump(mode="json"), status_code=exc.status_code)
 
 
+async def _toa_graph_error(request: Request, exc: Exception) -> JSONResponse:
+    """What the caller can fix (a knob, a prompt a method cannot run, ...), also when a
+    graph raises it before spending anything: a 400 with the one-line message."""
+    err = ServingError(400, one_line(exc))
+    return JSONResponse(err.body.model_dump(mode="json"), status_code=400)
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("%s %s failed", request.method, request.url.path)
     err = ServingError(500, f"internal error: {type(exc).__name__}: {exc}", type="server_error")
@@ -140,6 +148,8 @@ def create_app(serving: ChatServing) -> FastAPI:
     app.state.serving = serving
     app.include_router(router)
     app.add_exception_handler(ServingError, _serving_error)
+    app.add_exception_handler(RunError, _internal_error)  # a failure while running: a 500
+    app.add_exception_handler(ToaGraphError, _toa_graph_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     return app

@@ -82,7 +82,7 @@ class ChatCompletionRequest(BaseModel):
         default=None, description="Other per-run knobs of the method (see toa_graph.registry)."
     )
     options: dict[str, Any] | None = Field(
-        default=None, description="Method options, e.g. MoA's aggregator or debate's critic."
+        default=None, description="Method options, e.g. MoA's aggregator."
     )
 
 

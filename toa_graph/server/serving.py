@@ -20,7 +20,7 @@ from typing import Any
 from toa_graph.agents import AgentPool, AgentsLike, as_agent_pool
 from toa_graph.context import BaseContext
 from toa_graph.cost import check_limits, ledger
-from toa_graph.errors import ToaGraphError
+from toa_graph.errors import ToaGraphError, UserError, one_line
 from toa_graph.progress import Progress, RunResult, astream_run
 from toa_graph.registry import (
     InputRejected,
@@ -451,6 +451,8 @@ class ChatServing:
                 break
         except ServingError as exc:
             yield f"data: {exc.body.model_dump_json()}\n\n"
+        except UserError as exc:  # found by the graph as it started: the caller's to fix
+            yield f"data: {ServingError(400, one_line(exc)).body.model_dump_json()}\n\n"
         except Exception as exc:
             logger.exception("streamed %s run failed", run.method)
             err = ErrorResponse(

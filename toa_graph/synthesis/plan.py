@@ -1,12 +1,11 @@
 """What a synthesis run does around the runner: where its output goes by default, the
-export commands that fit its records, and ``--estimate`` (a few prompts run for real in a
-temporary directory, extrapolated to the whole input)."""
+export commands that fit its records, and ``--estimate`` (a few prompts run for real into
+the run's output, kept there, and extrapolated to the whole input)."""
 
 from __future__ import annotations
 
 import re
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +82,24 @@ def sample_prompts(
 
 
 async def estimate_run(
-    items: list[Any], *, total_prompts: int, in_flight: int, reward: Any, **run_opts: Any
+    items: list[Any],
+    output: str | Path,
+    *,
+    total_prompts: int,
+    in_flight: int,
+    reward: Any,
+    **run_opts: Any,
 ) -> tuple[Estimate, int]:
-    """Run ``items`` for real in a temporary directory (``run_opts``: the run's
-    :func:`~toa_graph.synthesis.run_synthesis` arguments) and extrapolate to
-    ``total_prompts`` at ``in_flight`` prompts at once; the estimate and how many records
-    the sample made."""
+    """Run ``items`` for real into the run's ``output`` (``run_opts``: the run's
+    :func:`~toa_graph.synthesis.run_synthesis` arguments; the records are kept, so the real
+    run resumes after them) and extrapolate to ``total_prompts`` at ``in_flight`` prompts
+    at once; the estimate and how many records the sample has."""
     from toa_graph.synthesis.records import read_records
     from toa_graph.synthesis.runner import run_synthesis
 
-    with tempfile.TemporaryDirectory(prefix="toa-graph-estimate-") as tmp:
-        summary = await run_synthesis(items, tmp, reward=reward, **{**run_opts, "limit": None})
-        records = list(read_records(tmp))
+    summary = await run_synthesis(items, output, reward=reward, **{**run_opts, "limit": None})
+    ids = {it.id for it in items}
+    records = [r for r in read_records(output) if r.get("id") in ids]
     est = extrapolate(
         records,
         total_prompts=total_prompts,

@@ -23,10 +23,10 @@ from dataclasses import replace
 from typing import Any
 
 from toa_graph.config import remote_reward_kinds
+from toa_graph.rewards.base import reward_counters
 from toa_graph.synthesis.inputs import PromptItem
 from toa_graph.synthesis.runner import RunnerConfig, run_prompts
 from toa_graph.synthesis.sink import SinkEntry, StreamSink
-from toa_graph.synthesis.summary import reward_counters
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray binds a local instance to the machine's routable IP unless this is ``0`` (then
@@ -168,11 +168,8 @@ class RemoteReward:
         responses: Sequence[str],
         references: Sequence[str] | None = None,
     ) -> list[float]:
-        from toa_graph.rewards.base import check_scores
-
         refs = list(references) if references is not None else None
-        result = await self.actor.ascore.remote(prompt, list(responses), refs, self.caller)
-        return check_scores(result, len(responses), "remote reward")
+        return list(await self.actor.ascore.remote(prompt, list(responses), refs, self.caller))
 
     def __repr__(self) -> str:
         return f"RemoteReward({self.caller or ''})"

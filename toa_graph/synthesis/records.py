@@ -26,10 +26,11 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from toa_graph.cost import ledger
 from toa_graph.sampling import total_usage
+from toa_graph.state import failure_stage
 from toa_graph.synthesis.digest import describe
 from toa_graph.synthesis.inputs import PromptItem, content_digest
 from toa_graph.synthesis.recordio import RECORDS_FILE as RECORDS_FILE
@@ -41,21 +42,6 @@ from toa_graph.synthesis.recordio import (
 )
 
 logger = logging.getLogger(__name__)
-
-FailureStage = Literal["generation", "reward"]
-
-
-def failure_stage(sample: Mapping[str, Any]) -> FailureStage | None:
-    """Where a sample failed: ``"reward"`` (generated, could not be scored),
-    ``"generation"``, or ``None`` when it did not fail.
-
-    The one place synthesis reads the ``"reward:"`` error-prefix convention of
-    :func:`toa_graph.sampling.score_samples`; swap it for a typed sample field here.
-    """
-    err = sample.get("error")
-    if not err:
-        return None
-    return "reward" if str(err).startswith("reward:") else "generation"
 
 
 def config_digest(

@@ -317,8 +317,9 @@ class RunDirectory:
         if self.store is not None:
             self.store.forget(rid)
         reward = self.summary.add_record(record, row=self.collect_rows)
-        self.run_rewards.append(reward)
-        self.all_rewards.append(reward)
+        if reward is not None:
+            self.run_rewards.append(reward)
+            self.all_rewards.append(reward)
         self._tick()
         return True
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toa_graph.agents.memo import CURRENT_MEMO
+from toa_graph.errors import PromptSkipped
+from toa_graph.rewards.base import reward_counters
 from toa_graph.synthesis.digest import data_digest, data_payload
 from toa_graph.synthesis.genstore import GenerationStore
 from toa_graph.synthesis.inputs import PromptItem, parse_field_map
@@ -37,7 +39,6 @@ from toa_graph.synthesis.summary import (
     ProgressFactory,
     SynthesisSummary,
     merge_counters,
-    reward_counters,
 )
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,16 @@ async def run_prompts(
             raise
         except TimeoutError:
             fail(item, f"timed out after {timeout} s", t0)
+            return
+        except PromptSkipped as exc:  # nothing spent; a rerun would be skipped the same way
+            logger.info("prompt %s skipped: %s", item.id, exc)
+            out = {"samples": [], "best": None, "skipped": str(exc)}
+            wall = time.perf_counter() - t0
+            sink.record(
+                build_record(
+                    item, out, method=config.method, digest=digest, context=ctx, wall_s=wall
+                )
+            )
             return
         except Exception as exc:
             from toa_graph.agents import describe_error

@@ -56,14 +56,21 @@ class SynthesisSummary:
     """Generations answered from the generation store (paid for by an earlier run)."""
     digest_mismatch: bool = False
     """The output already holds records made with another config/method/context."""
+    unrunnable: dict[str, int] = field(default_factory=dict)
+    """Prompts the method cannot run, by reason (recorded as ``skipped``, not retried)."""
     reward_counters: dict[str, int] | None = None
     """The reward's own counters (its optional ``counters()``, e.g. how often a judge fell
     back to text parsing), summed over every process that scored; ``None`` when it has none."""
     rows: list[PromptResult] = field(default_factory=list)
 
-    def add_record(self, record: Mapping[str, Any], *, row: bool) -> float:
-        """Count one written record (and its table row); return its best reward."""
+    def add_record(self, record: Mapping[str, Any], *, row: bool) -> float | None:
+        """Count one written record (and its table row); return its best reward (``None``
+        for a prompt the method could not run: a ``skipped`` record)."""
         totals, best = record["totals"], record["best"]
+        if record.get("skipped"):
+            reason = str(record["skipped"])[:160]
+            self.unrunnable[reason] = self.unrunnable.get(reason, 0) + 1
+            return None
         reward = float(best["reward"])
         self.done += 1
         self.generations += totals["generations"]
@@ -141,6 +148,14 @@ def format_summary(s: Any) -> str:
         reasons = Counter(r.error[:160] for r in getattr(s, "rows", []) if r.error)
         for reason, n in reasons.most_common(3):
             parts.append(f"  {n} x {reason}")
+    unrunnable = getattr(s, "unrunnable", None) or {}
+    if unrunnable:
+        n_skipped = sum(unrunnable.values())
+        parts.append(
+            f"{n_skipped} prompt(s) the method cannot run, recorded as skipped (not retried):"
+        )
+        for reason, n in Counter(unrunnable).most_common(3):
+            parts.append(f"  {n} x {reason}")
     if s.torn_bytes_repaired:
         parts.append(
             f"cut a torn last line ({s.torn_bytes_repaired} bytes) left by an interrupted run"
@@ -157,14 +172,6 @@ def _tqdm(total: int | None, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="prompt", dynamic_ncols=True, smoothing=0.1)
-
-
-def reward_counters(reward: Any) -> dict[str, int] | None:
-    """``reward.counters()`` when the reward object has that optional method, else ``None``."""
-    counters = getattr(reward, "counters", None)
-    if not callable(counters):
-        return None
-    return {str(k): int(v) for k, v in dict(counters()).items()}
 
 
 def merge_counters(*parts: Mapping[str, int] | None) -> dict[str, int] | None:
