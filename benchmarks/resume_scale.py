@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -20,6 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.proc_status import status_mb  # noqa: E402
 
 TARGET_S = 60.0
 TARGET_RSS_MB = 200.0
@@ -84,10 +90,10 @@ def measure(path: Path) -> dict[str, Any]:
 def _vm_hwm_mb() -> float:
     """This process's peak RSS (``VmHWM``: reset by exec, unlike ``ru_maxrss``, which a
     child inherits from the process it was forked from)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mb("VmHWM")
+    return (
+        peak if not math.isnan(peak) else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,16 +26,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.proc_status import rss_mb  # noqa: E402
 from toa_graph.config import AgentConfig  # noqa: E402
 from toa_graph.synthesis import run_synthesis  # noqa: E402
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def reward(prompt: Any, responses: list[str]) -> list[float]:

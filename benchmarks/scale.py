@@ -37,18 +37,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.proc_status import rss_mb  # noqa: E402
 from toa_graph.simulate import SimAgent, SimReward, SimWorld  # noqa: E402
 from toa_graph.synthesis import read_records, run_synthesis  # noqa: E402
 from toa_graph.synthesis.recordio import RecordFile, records_file  # noqa: E402
 from toa_graph.synthesis.records import encode_record  # noqa: E402
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class InstantAgent(SimAgent):

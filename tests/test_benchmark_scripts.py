@@ -14,21 +14,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_reward_gpu_benchmark_smoke(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    out = tmp_path / "rg.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "reward_gpu.py"),
-            *("--model", "tiny", "--device", "cpu", "--runs", "4", "--budget", "3"),
-            *("--json", str(out)),
-        ],
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<name>`` with ``args`` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *args],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=REPO,
+    )
+
+
+def test_reward_gpu_benchmark_smoke(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    out = tmp_path / "rg.json"
+    proc = run_script(
+        "reward_gpu.py",
+        *("--model", "tiny", "--device", "cpu", "--runs", "4", "--budget", "3"),
+        *("--json", str(out)),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())["results"]
@@ -48,16 +52,9 @@ def test_distributed_throughput_benchmark_smoke(tmp_path):
     figures it prints are those in its JSON."""
     pytest.importorskip("ray")
     out = tmp_path / "dt.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "distributed_throughput.py"),
-            *("--prompts", "8", "--budget", "2", "--concurrency", "4", "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+    proc = run_script(
+        "distributed_throughput.py",
+        *("--prompts", "8", "--budget", "2", "--concurrency", "4", "--json", str(out)),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -77,17 +74,10 @@ def test_client_ratio_benchmark_smoke(tmp_path):
     from toa_graph.methods import METHODS
 
     out = tmp_path / "cr.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "client_ratio.py"),
-            *("--requests", "12", "--prompts", "2", "--budget", "6", "--inflight", "4"),
-            *("--workdir", str(tmp_path / "work"), "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+    proc = run_script(
+        "client_ratio.py",
+        *("--requests", "12", "--prompts", "2", "--budget", "6", "--inflight", "4"),
+        *("--workdir", str(tmp_path / "work"), "--json", str(out)),
     )
     # 12 requests are too few to judge throughput (a loaded 2-core machine swings rates by
     # 2x), so the smoke checks that the exit status IS the script's verdict (1 = a method
@@ -117,17 +107,10 @@ def test_scale_benchmark_smoke(tmp_path):
     fails when the script's own verdict does (RSS flat within 10%, lean records, no failed
     prompt); its figures are those it prints."""
     out = tmp_path / "scale.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "scale.py"),
-            *("--prompts", "1000", "--checkpoints", "250,500", "--ray-workers", "0"),
-            *("--workdir", str(tmp_path / "work"), "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+    proc = run_script(
+        "scale.py",
+        *("--prompts", "1000", "--checkpoints", "250,500", "--ray-workers", "0"),
+        *("--workdir", str(tmp_path / "work"), "--json", str(out)),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -140,17 +123,10 @@ def test_scale_benchmark_smoke(tmp_path):
 
 def test_runner_rss_benchmark_smoke(tmp_path):
     """benchmarks/runner_rss.py samples RSS at each checkpoint of records written."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "runner_rss.py"),
-            *("--prompts", "30", "--checkpoints", "10", "--concurrency", "8"),
-            *("--workdir", str(tmp_path / "work")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+    proc = run_script(
+        "runner_rss.py",
+        *("--prompts", "30", "--checkpoints", "10", "--concurrency", "8"),
+        *("--workdir", str(tmp_path / "work")),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "10 prompts done: RSS" in proc.stdout and "30 prompts done: RSS" in proc.stdout
@@ -159,11 +135,7 @@ def test_runner_rss_benchmark_smoke(tmp_path):
 
 def test_search_overhead_benchmark_smoke():
     pytest.importorskip("treequest")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "search_overhead.py"),
-         "--plays", "6", "--repeats", "1"],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )  # fmt: skip
+    proc = run_script("search_overhead.py", "--plays", "6", "--repeats", "1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] == ["6"]]
     assert [r[1] for r in rows] == ["toa", "abmcts", "abmcts/toa"]
