@@ -17,19 +17,24 @@ from toa_graph.rewards.math import (
     parse_number,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.exists():  # the checkout may sit elsewhere; /work/shared is the usual place
-    DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "toa_graph" / "data"
+"""The GSM8K and MATH-500 samples the package ships (real test-set lines)."""
 
 
 def _lines(name: str, n: int) -> list[dict]:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    """The first ``n`` rows of a shipped sample as instruction / gold answer / gold solution."""
     out = []
-    with path.open(encoding="utf-8") as f:
+    with (DATA / name).open(encoding="utf-8") as f:
         for line in f:
-            out.append(json.loads(line))
+            row = json.loads(line)
+            out.append(
+                {
+                    "id": row["id"],
+                    "instruction": row.get("question") or row["problem"],
+                    "gold_answer": row["answer"],
+                    "gold_response": row["solution"],
+                }
+            )
             if len(out) >= n:
                 break
     return out
@@ -98,7 +103,7 @@ def test_gold_answer_formats():
 
 
 async def test_gsm8k_real_lines():
-    rows = _lines("gsm8k.test.1319.jsonl", 5)
+    rows = _lines("gsm8k.sample.jsonl", 5)
     reward = MathReward()
     assert isinstance(reward, RewardModel)
     for row in rows:
@@ -118,7 +123,7 @@ async def test_gsm8k_real_lines():
 
 
 async def test_math500_real_lines():
-    rows = _lines("math.test.500.jsonl", 40)
+    rows = _lines("math.sample.jsonl", 40)
     reward = MathReward()
     seen_frac = False
     for row in rows:
