@@ -140,7 +140,7 @@ def test_scan_records_bytes() -> None:
     b = b'{"id":"b","best":{"reward":0.0}}\n'
     s = scan_records_bytes(a + b)
     assert same_ids(s.ids, {"a", "b"}) and s.good_end == len(a + b) and s.torn_bytes == 0
-    assert list(s.best_rewards) == [1.0, 0.0] and s.digests == {"d1"}
+    assert (s.best_rewards.total, s.best_rewards.count) == (1.0, 2) and s.digests == {"d1"}
     s = scan_records_bytes(a + b'{"id":"c","sam')  # no newline: torn
     assert same_ids(s.ids, {"a"}) and s.good_end == len(a)
     s = scan_records_bytes(a + b'{"id":"c"' + b"\x00" * 10 + b"\n")  # garbage line at the end

@@ -19,6 +19,7 @@ from typing import Any
 from toa_graph.errors import UserError
 from toa_graph.sampling import validate_prompt
 from toa_graph.state import Prompt
+from toa_graph.synthesis.idtable import IdTable
 from toa_graph.text import content_text as _content_text
 
 PROMPT_FIELDS = ("prompt", "instruction", "question", "messages")
@@ -257,15 +258,14 @@ def _iter_jsonl_lines(
 
 
 def _dedupe(stream: Iterable[PromptItem | BadLine]) -> Iterator[PromptItem | BadLine]:
-    first_seen: dict[str, int] = {}
+    """A repeated id is a bad line naming the line it was first seen on (the ids seen are
+    kept as 16 bytes each, not as strings: see :mod:`toa_graph.synthesis.idtable`)."""
+    first_seen = IdTable(values=True)
     for it in stream:
-        if isinstance(it, PromptItem):
-            if it.id in first_seen:
-                yield BadLine(
-                    it.line, f"duplicate id {it.id!r} (first seen on line {first_seen[it.id]})", ""
-                )
-                continue
-            first_seen[it.id] = it.line
+        if isinstance(it, PromptItem) and not first_seen.add(it.id, it.line):
+            first = first_seen.get(it.id)
+            yield BadLine(it.line, f"duplicate id {it.id!r} (first seen on line {first})", "")
+            continue
         yield it
 
 

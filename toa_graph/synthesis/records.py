@@ -14,15 +14,11 @@ uses the top-level fields, so both read the same.
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import heapq
 import json
 import logging
 import math
 import os
 import time
-from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +28,7 @@ from toa_graph.cost import ledger
 from toa_graph.sampling import total_usage
 from toa_graph.state import failure_stage
 from toa_graph.synthesis.digest import describe
+from toa_graph.synthesis.idtable import IdTable
 from toa_graph.synthesis.inputs import PromptItem, content_digest
 from toa_graph.synthesis.recordio import RECORDS_FILE as RECORDS_FILE
 from toa_graph.synthesis.recordio import (
@@ -40,6 +37,7 @@ from toa_graph.synthesis.recordio import (
     compression_of,
     records_file,
 )
+from toa_graph.synthesis.summary import RunningMean
 
 logger = logging.getLogger(__name__)
 
@@ -168,65 +166,10 @@ class RecordWriter:
         self.close()
 
 
-class DoneIds:
-    """The finished ids of a records file, compactly: each id's 8-byte blake2b digest in a
-    sorted ``array`` (8 bytes a record, whatever its size), plus a set of the ids added
-    during this run. ``in`` and ``len`` work on id strings; the ids themselves are not kept."""
-
-    _RUN = 1 << 16
-
-    def __init__(self) -> None:
-        self._runs: list[array[int]] = []
-        self._pending: array[int] = array("Q")
-        self._sorted: array[int] = array("Q")
-        self._new: set[int] = set()
-
-    @staticmethod
-    def key(rid: str) -> int:
-        return int.from_bytes(
-            hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest(), "little"
-        )
-
-    def add(self, rid: str) -> None:
-        """An id added during this run (kept in a small set; :meth:`freeze` is not needed)."""
-        self._new.add(self.key(rid))
-
-    def collect(self, rid: str) -> None:
-        """An id read by the scan: sorted in runs of 65,536, merged by :meth:`freeze`."""
-        self._pending.append(self.key(rid))
-        if len(self._pending) >= self._RUN:
-            self._runs.append(array("Q", sorted(self._pending)))
-            self._pending = array("Q")
-
-    def freeze(self) -> DoneIds:
-        """Merge the scanned runs into one sorted array (memory: the array, one run)."""
-        if self._pending:
-            self._runs.append(array("Q", sorted(self._pending)))
-            self._pending = array("Q")
-        if self._runs:
-            merged = array("Q", self._sorted)
-            last = None
-            for k in heapq.merge(*self._runs):
-                if k != last:
-                    merged.append(k)
-                    last = k
-            self._sorted, self._runs = merged, []
-        return self
-
-    def __contains__(self, rid: object) -> bool:
-        if not isinstance(rid, str):
-            return False
-        k = self.key(rid)
-        if k in self._new:
-            return True
-        i = bisect.bisect_left(self._sorted, k)
-        return i < len(self._sorted) and self._sorted[i] == k
-
-    def __len__(self) -> int:
-        return len(self._sorted) + len(self._new)
-
-    def nbytes(self) -> int:
-        return self._sorted.itemsize * len(self._sorted)
+class DoneIds(IdTable):
+    """The finished ids of a records file: each id's 8-byte digest in sorted runs
+    (:class:`~toa_graph.synthesis.idtable.IdTable`), 8 bytes a record whatever its size,
+    for the ids read by the resume scan and those written during the run alike."""
 
 
 @dataclass
@@ -244,7 +187,8 @@ class ScanResult:
     data_digests: set[str] = field(default_factory=set)
     without_data_digest: int = 0
     """Records written before the data digest (only ``config_digest``)."""
-    best_rewards: array[float] = field(default_factory=lambda: array("d"))
+    best_rewards: RunningMean = field(default_factory=RunningMean)
+    """The records' best rewards (their mean and count)."""
     seconds: float = 0.0
 
     @property
@@ -292,14 +236,13 @@ def scan_record_lines(lines: Iterable[bytes]) -> ScanResult:
         pending_bad = []
         _note_record(res, str(rid), rec)
         res.good_end = pos
-    res.ids.freeze()
     res.seconds = time.perf_counter() - t0
     return res
 
 
 def _note_record(res: ScanResult, rid: str, rec: Mapping[str, Any]) -> None:
     res.records += 1
-    res.ids.collect(rid)
+    res.ids.add(rid)
     if rec.get("config_digest"):
         res.digests.add(str(rec["config_digest"]))
     if rec.get("data_digest"):
@@ -308,7 +251,7 @@ def _note_record(res: ScanResult, rid: str, rec: Mapping[str, Any]) -> None:
         res.without_data_digest += 1
     best = rec.get("best")
     if isinstance(best, dict) and isinstance(best.get("reward"), int | float):
-        res.best_rewards.append(float(best["reward"]))
+        res.best_rewards.add(float(best["reward"]))
 
 
 def repair_records(path: str | os.PathLike[str]) -> ScanResult:

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import time
-from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,13 @@ from toa_graph.synthesis.genstore import STORE_FILE, GenerationStore
 from toa_graph.synthesis.inputs import BadLine, DatasetInput, PromptItem, walk_input
 from toa_graph.synthesis.recordio import Compression, records_file
 from toa_graph.synthesis.records import DoneIds, RecordWriter, ScanResult, repair_records
-from toa_graph.synthesis.summary import ProgressFactory, PromptResult, SynthesisSummary, _tqdm
+from toa_graph.synthesis.summary import (
+    ProgressFactory,
+    PromptResult,
+    RunningMean,
+    SynthesisSummary,
+    _tqdm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +150,8 @@ class RunDirectory:
         self._todo: int | None = None
         self.duplicates = 0
         """Records handed in for an id already written (dropped, never written twice)."""
-        self.run_rewards: array[float] = array("d")
-        self.all_rewards: array[float] = array("d")
+        self.run_rewards = RunningMean()
+        self.all_rewards = RunningMean()
         self.bar: Any = None
         self.postfix: Callable[[], dict[str, Any]] | None = None
         """Extra progress-bar fields (the Ray driver adds worker deaths)."""
@@ -318,8 +323,8 @@ class RunDirectory:
             self.store.forget(rid)
         reward = self.summary.add_record(record, row=self.collect_rows)
         if reward is not None:
-            self.run_rewards.append(reward)
-            self.all_rewards.append(reward)
+            self.run_rewards.add(reward)
+            self.all_rewards.add(reward)
         self._tick()
         return True
 
@@ -341,9 +346,9 @@ class RunDirectory:
         if self.bar is None:
             return
         self.bar.update(1)
-        if self.run_rewards:
+        if (mean := self.run_rewards.value) is not None:
             self.bar.set_postfix(
-                best=f"{sum(self.run_rewards) / len(self.run_rewards):.4f}",
+                best=f"{mean:.4f}",
                 failed=self.summary.failed,
                 **(self.postfix() if self.postfix else {}),
                 refresh=False,
@@ -362,8 +367,8 @@ class RunDirectory:
             s = self.summary
             s.wall_s = round(time.perf_counter() - self.start, 3)
             s.bytes_written = writer.bytes_written if writer is not None else 0
-            s.mean_best_reward = _mean(self.run_rewards)
-            s.mean_best_reward_all = _mean(self.all_rewards)
+            s.mean_best_reward = self.run_rewards.value
+            s.mean_best_reward_all = self.all_rewards.value
             try:
                 (self.out_dir / SUMMARY_FILE).write_text(
                     json.dumps(s.to_json(), indent=2) + "\n", encoding="utf-8"
@@ -390,7 +395,3 @@ def _count_lines(path: Path) -> int:
         while chunk := f.read(1 << 20):
             n += chunk.count(b"\n")
     return n
-
-
-def _mean(xs: Sequence[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None

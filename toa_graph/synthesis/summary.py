@@ -11,6 +11,22 @@ from typing import Any
 
 
 @dataclass
+class RunningMean:
+    """A mean kept as a sum and a count (constant memory however many values)."""
+
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, x: float) -> None:
+        self.total += x
+        self.count += 1
+
+    @property
+    def value(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+
+@dataclass
 class PromptResult:
     """One line of the per-prompt summary table."""
 
