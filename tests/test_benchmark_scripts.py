@@ -166,7 +166,7 @@ def test_kill_trials_benchmark_smoke(tmp_path):
     res = json.loads(out.read_text())
     assert res["verdict"] == "PASS"
     (r,) = res["methods"]
-    assert (r["method"], r["trials"], r["records_equal"], r["over_bound"]) == ("random", 2, 2, 0)
+    assert (r["method"], r["trials"], r["records_equal"], r["failed_trials"]) == ("random", 2, 2, 0)
     assert r["uninterrupted_requests"] == 8 * 6  # n=6 answers as 6 requests a prompt
     for t in r["per_trial"]:
         assert t["repaid"] <= (t["in_flight"] if t["landed"] else 0), t
