@@ -6,6 +6,13 @@ sum over requests of the time each held a slot. ``GET /stats`` returns the count
 (with each request's arrival time and the last request's fields but its messages),
 ``POST /stats/reset`` zeroes them.
 
+``POST /stats/hold`` holds every reply back (each request still gets its delay, then
+waits) until ``POST /stats/release``; ``GET /stats/gauges`` returns ``arrived`` (requests
+received) and ``released`` (replies let go), never reset, so ``arrived - released`` is
+the requests a client has sent and not been answered: those in flight. A test that holds,
+lets the client settle (it stores every reply it got), kills it and reads the gauges knows
+exactly how many requests were in flight at the kill.
+
 Run as a process (prints one JSON line ``{"port": N, "pid": P}`` once listening)::
 
     python -m tests.fake_openai_server --delay 0.05 --capacity 8 [--port 0]
@@ -67,6 +74,10 @@ FILLER = [
 class Stats:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.arrived = 0
+        """Requests received (never reset; with ``released``: those unanswered)."""
+        self.released = 0
+        """Replies let go (past the delay and any hold; never reset)."""
         self.reset()
 
     def reset(self) -> None:
@@ -185,6 +196,8 @@ def make_app(
     stats = Stats(capacity)
     sem = asyncio.Semaphore(capacity)
     counter = {"k": 0}
+    gate = asyncio.Event()  # cleared: replies are held (POST /stats/hold)
+    gate.set()
 
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
@@ -192,6 +205,7 @@ def make_app(
         model = body.get("model", "fake")
         n = int(body.get("n") or 1)
         stats.arrivals.append(time.monotonic())
+        stats.arrived += 1
         stats.last_body = {k: v for k, v in body.items() if k != "messages"}
         stats.tick()
         stats.waiting += 1
@@ -214,6 +228,8 @@ def make_app(
                 stats.last_end = end
                 stats.requests += 1
                 stats.choices += n
+        await gate.wait()
+        stats.released += 1
         last = _text_of(messages[-1].get("content")) if messages else ""
         prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -254,6 +270,20 @@ def make_app(
         stats.reset()
         return JSONResponse(stats.to_json())
 
+    async def hold(request: Request) -> JSONResponse:
+        gate.clear()
+        return JSONResponse(gauges())
+
+    async def release(request: Request) -> JSONResponse:
+        gate.set()
+        return JSONResponse(gauges())
+
+    def gauges() -> dict[str, Any]:
+        return {"arrived": stats.arrived, "released": stats.released, "held": not gate.is_set()}
+
+    async def get_gauges(request: Request) -> JSONResponse:
+        return JSONResponse(gauges())
+
     async def models(request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
@@ -263,6 +293,9 @@ def make_app(
             Route("/v1/models", models, methods=["GET"]),
             Route("/stats", get_stats, methods=["GET"]),
             Route("/stats/reset", reset_stats, methods=["POST"]),
+            Route("/stats/hold", hold, methods=["POST"]),
+            Route("/stats/release", release, methods=["POST"]),
+            Route("/stats/gauges", get_gauges, methods=["GET"]),
         ]
     )
     return app, stats

@@ -97,7 +97,23 @@ class FakeServer:
             return dict(json.loads(r.read()))
 
     def reset_stats(self) -> None:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/stats/reset", method="POST")
+        self._post("/stats/reset")
+
+    def gauges(self) -> dict[str, Any]:
+        """``arrived`` (requests received) and ``released`` (replies let go), never reset:
+        ``arrived - released`` requests are unanswered."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats/gauges", timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    def hold(self) -> None:
+        """Hold every reply back (requests still arrive) until :meth:`release`."""
+        self._post("/stats/hold")
+
+    def release(self) -> None:
+        self._post("/stats/release")
+
+    def _post(self, path: str) -> None:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method="POST")
         urllib.request.urlopen(req, timeout=5).close()
 
     def __enter__(self) -> FakeServer:

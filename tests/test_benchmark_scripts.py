@@ -148,3 +148,27 @@ def test_resume_scale_benchmark_smoke(tmp_path, capsys):
     assert main(["--size-mb", "4", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "resume scan of" in out and "PASS" in out and "FAIL" not in out
+
+
+@pytest.mark.slow
+def test_kill_trials_benchmark_smoke(tmp_path):
+    """benchmarks/kill_trials.py kills and resumes a random-sampling run twice: its verdict
+    is PASS (exit status 0), every trial's records equal the uninterrupted run's and paid
+    twice at most what was in flight at its kill, and the table shows the JSON's figures."""
+    out = tmp_path / "kt.json"
+    proc = run_script(
+        "kill_trials.py",
+        *("--trials", "2", "--methods", "random", "--prompts", "8"),
+        *("--workdir", str(tmp_path), "--json", str(out)),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "verdict: PASS" in proc.stdout
+    res = json.loads(out.read_text())
+    assert res["verdict"] == "PASS"
+    (r,) = res["methods"]
+    assert (r["method"], r["trials"], r["records_equal"], r["failed_trials"]) == ("random", 2, 2, 0)
+    assert r["uninterrupted_requests"] == 8 * 6  # n=6 answers as 6 requests a prompt
+    for t in r["per_trial"]:
+        assert t["repaid"] <= (t["in_flight"] if t["landed"] else 0), t
+    row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("random "))
+    assert row[1:4] == [str(r["trials"]), str(r["kills_landed"]), str(r["repaid_total"])]

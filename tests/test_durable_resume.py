@@ -21,6 +21,13 @@ from toa_graph.config import AgentConfig
 from toa_graph.export_io import read_record_files
 from toa_graph.synthesis import read_records, run_synthesis
 from toa_graph.synthesis.digest import MixedDigestError
+from toa_graph.synthesis.recordio import (
+    LineReader,
+    RecordFile,
+    _compressor,
+    compression_of,
+    records_file,
+)
 from toa_graph.synthesis.records import RecordWriter
 from toa_graph.synthesis.rundir import DiskFullError
 
@@ -167,3 +174,69 @@ def test_resume_over_a_records_file_larger_than_the_memory_limit(tmp_path: Path)
     assert got["size"] > got["limit"]  # the whole file could not have been held in memory
     assert (got["done"], got["skipped"]) == (2, 2)
     assert got["read_whole"] is False  # reading it whole, as resume once did, fails
+
+
+def _damaged(lines: list[bytes]) -> tuple[bytes, bytes]:
+    """Six record lines damaged: p2's record cut in half (then a newline), a line that is
+    not JSON after p3's, p5's record torn. Returns (the intact part, p5's line, to tear);
+    the unreadable lines are lines 3 and 5."""
+    r = lines
+    intact = r[0] + r[1] + r[2][: len(r[2]) // 2] + b"\n" + r[3] + b"not json at all\n" + r[4]
+    return intact, r[5]
+
+
+def _write_damaged(path: Path, intact: bytes, last: bytes) -> None:
+    """Write the damaged records as a killed run would leave them: a plain file ends in
+    the last line cut in half; a compressed one holds the intact lines in a finished frame,
+    then the last line's frame (another run's) unfinished, cut in the middle of its block."""
+    if compression_of(path) is None:
+        path.write_bytes(intact + last[: len(last) // 2])
+        return
+    path.unlink()
+    f = RecordFile(path)
+    for line in intact.splitlines(keepends=True):
+        f.write(line)
+    f.close()
+    block = _compressor("zst")[0](last)
+    with path.open("ab") as fh:
+        fh.write(block[: len(block) // 2])
+
+
+@pytest.mark.parametrize("compress", [None, "zst"])
+async def test_unreadable_lines_in_the_middle_and_a_torn_tail_resume_end_to_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, compress: Any
+) -> None:
+    if compress:
+        pytest.importorskip("zstandard")
+    inp = write_prompts(tmp_path / "in.jsonl", 6)
+    out = tmp_path / "out"
+    run = {**RUN, "concurrency": 1, "compress": compress}  # records in input order
+    await run_synthesis(inp, out, agents=fake_agents(), **run)
+    path = records_file(out)
+    assert path.name == "records.jsonl" + (f".{compress}" if compress else "")
+    lines = list(LineReader(path))
+    assert [json.loads(x)["id"] for x in lines] == [f"p{i}" for i in range(6)]
+    intact, last = _damaged(lines)
+    _write_damaged(path, intact, last)
+
+    with caplog.at_level(logging.WARNING):
+        s = await run_synthesis(inp, out, agents=fake_agents(), **run)
+    assert (s.done, s.skipped, s.failed) == (2, 4, 0)  # only p2 and p5 run again
+    assert "2 unreadable record line(s) kept in place" in caplog.text
+    assert "(line 3, 5)" in caplog.text
+    assert ("torn tail" if compress is None else "unfinished frame") in caplog.text
+    reader = LineReader(path)
+    after = b"".join(reader)
+    assert reader.clean  # a compressed file's frames are whole again
+    assert after.startswith(intact)  # every intact record byte-identical, in place
+    assert [json.loads(x)["id"] for x in after[len(intact) :].splitlines()] == ["p2", "p5"]
+    ids = [r["id"] for r in read_records(out)]
+    assert sorted(ids) == [f"p{i}" for i in range(6)]  # every prompt readable, once
+
+    sft = tmp_path / "sft.jsonl"
+    assert cli.main(["export", "sft", "--input", str(out), "--output", str(sft)]) == 0
+    rows = [json.loads(x) for x in sft.read_text().splitlines()]
+    assert len(rows) == 6
+
+    s = await run_synthesis(inp, out, agents=fake_agents(), **run)  # nothing left to do
+    assert (s.done, s.skipped) == (0, 6) and b"".join(LineReader(path)) == after

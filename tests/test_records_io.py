@@ -15,7 +15,7 @@ from toa_graph.cli import main
 from toa_graph.commands.compare import aggregate
 from toa_graph.synthesis import read_records, repair_records, run_synthesis
 from toa_graph.synthesis.inputs import normalize_row
-from toa_graph.synthesis.recordio import LineReader, RecordFile, records_file
+from toa_graph.synthesis.recordio import LineReader, RecordFile, _compressor, records_file
 from toa_graph.synthesis.records import build_record, encode_record
 
 KW: dict[str, Any] = dict(
@@ -132,3 +132,52 @@ def test_export_streams_a_split_with_exact_counts(tmp_path: Path) -> None:
     assert (len(train), len(test)) == (7, 3) and not set(train) & set(test)
     card = (tmp_path / "sft.README.md").read_text()
     assert "| train | 7 |" in card and "| test | 3 |" in card
+
+
+@pytest.mark.parametrize("compress", ["zst", "gz"])
+@pytest.mark.parametrize("damage", ["head", "end", "head+torn"])
+def test_a_damaged_frame_in_the_middle_keeps_the_frames_after_it(
+    tmp_path: Path, compress: str, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three runs, three frames; the middle one damaged. ``head``: its first bytes zeroed
+    (nothing in it readable: its two prompts run again); ``end``: its last three bytes
+    flipped (zstd's last block header, gzip's length check): its records are read up to
+    the damage; ``head+torn``: and a killed writer's torn frame at the end, so the file is
+    rewritten, the damaged one kept beside it. Before this, the frames after the damage
+    were cut off by the resume and their prompts paid for again."""
+    inp = write_prompts(tmp_path / "in.jsonl", 6)
+    out = tmp_path / "out"
+    ends = []
+    for limit in (2, 4, 6):
+        asyncio.run(run_synthesis(inp, out, limit=limit, compress=compress, **KW))
+        ends.append(records_file(out).stat().st_size)
+    path = records_file(out)
+    data = bytearray(path.read_bytes())
+    if damage == "end":
+        data[ends[1] - 3 : ends[1]] = bytes(b ^ 0xFF for b in data[ends[1] - 3 : ends[1]])
+    else:
+        data[ends[0] : ends[0] + 8] = bytes(8)
+    if damage == "head+torn":  # a frame of a killed writer, cut in its block
+        block = _compressor(compress)[0](encode_record({"id": "p9"}))
+        data += block[: len(block) // 2]
+    path.write_bytes(bytes(data))
+
+    reader = LineReader(path)
+    readable = [json.loads(x)["id"] for x in reader if x.strip() and x.endswith(b"\n")]
+    assert reader.damaged == [(ends[0], ends[1])] and reader.clean is (damage != "head+torn")
+    lost = {"head": ["p2", "p3"], "end": [], "head+torn": ["p2", "p3"]}[damage]
+    assert readable == [p for p in (f"p{i}" for i in range(6)) if p not in lost]
+
+    with caplog.at_level("WARNING"):
+        s = asyncio.run(run_synthesis(inp, out, compress=compress, **KW))
+    assert (s.done, s.skipped) == (len(lost), 6 - len(lost))  # the frames after it are kept
+    assert f"1 damaged compressed frame(s) skipped (bytes {ends[0]}-{ends[1]})" in caplog.text
+    assert sorted(r["id"] for r in read_records(out)) == [f"p{i}" for i in range(6)]
+    kept = path.with_name(path.name + ".damaged")
+    if damage == "head+torn":
+        assert kept.read_bytes() == bytes(data)  # the damaged original, as it was
+        reader = LineReader(path)
+        lines = [x for x in reader if x.strip()]  # (and the blank line ending the damage)
+        assert len(lines) == 6 and reader.clean and not reader.damaged
+    else:
+        assert not kept.exists() and path.read_bytes().startswith(bytes(data))  # appended

@@ -8,44 +8,32 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fake_servers import FakeServer
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.kill_cycles import (
+    cli,
+    comparable,
+    env,
+    kill_instantly,
+    kill_when_quiet,
+    record_ids,
+    spawn,
+    stored_generations,
+    wait_for_arrivals,
+    write_config,
+    write_prompts,
+)
 
 
 @pytest.fixture
 def fake_server() -> Iterator[int]:
     with FakeServer(delay=0.03, capacity=4, deterministic=False) as server:
         yield server.port
-
-
-def write_config(path: Path, port: int) -> Path:
-    path.write_text(
-        "agents:\n"
-        + "".join(
-            f"  - {{name: {n}, model: {n}-model, base_url: 'http://127.0.0.1:{port}/v1', max_retries: 1, timeout_s: 20}}\n"
-            for n in ("alpha", "beta")
-        )
-        + "reward: {kind: python, target: 'tests.fakes:hash_reward'}\n"
-    )
-    return path
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "toa_graph.cli", "synthesize", *args]
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def n_lines(path: Path) -> int:
@@ -134,39 +122,27 @@ def test_cli_examples_table_and_failure_exit_code(tmp_path: Path, fake_server: i
     assert "Traceback" not in res.stderr and not (tmp_path / "bad" / "records.jsonl").exists()
 
 
-def _stats(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
-        return dict(json.loads(r.read()))
-
-
-def _comparable(path: Path) -> dict[str, Any]:
-    """What a resumed record must share with an uninterrupted run's (not latencies)."""
-    out = {}
-    for line in path.read_bytes().splitlines():
-        r = json.loads(line)
-        out[r["id"]] = [
-            (s["id"], s["agent"], s["kind"], s.get("parent"), s["text"], s["reward"])
-            for s in r["samples"]
-        ]
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("method", ["toa", "random"])
+@pytest.mark.parametrize("method", ["toa", "random", "ensemble"])
 def test_sigkill_at_random_points_repays_at_most_the_requests_in_flight(
     tmp_path: Path, method: str
 ) -> None:
+    """Three kills at random points, each followed by a resume, then a resume to the end:
+    one record per prompt, equal to an uninterrupted run's, and the requests paid twice
+    at most those in flight at the kills. A kill *when quiet* (the server holds its replies,
+    the client settles, then the kill, at a moment the generation store holds answers)
+    counts those exactly; an *instant* kill lands anywhere, a record or a store write half
+    done (TOA only: it has at most one request out per prompt, so at most --concurrency
+    (4) are in flight whenever it is killed; random and ensemble send all of a prompt's
+    requests at once)."""
     n = 24
-    inp = tmp_path / "prompts.jsonl"
-    inp.write_text(
-        "".join(
-            json.dumps({"id": f"q{i}", "question": f"What is {i} + 1?"}) + "\n" for i in range(n)
-        )
-    )
+    inp = write_prompts(tmp_path / "prompts.jsonl", n)
     rng = random.Random(27)
-    with FakeServer(delay=0.02, capacity=8, deterministic=True) as server:
-        cfg = write_config(tmp_path / "cfg.yaml", server.port)
+    modes = ["instant", "quiet", "instant"] if method == "toa" else ["quiet"] * 3
+    with FakeServer(delay=0.02, capacity=2, deterministic=True) as server:
+        # random and ensemble then send one request many times (occurrences in the store)
+        cfg = write_config(tmp_path / "cfg.yaml", server.port, supports_n=False)
 
         def args(out: Path) -> list[str]:
             return cli("--config", str(cfg), "--input", str(inp), "--output", str(out),
@@ -176,30 +152,40 @@ def test_sigkill_at_random_points_repays_at_most_the_requests_in_flight(
         ref = tmp_path / "ref"
         res = subprocess.run(args(ref), cwd=tmp_path, env=env(), capture_output=True, timeout=120)
         assert res.returncode == 0, res.stderr
-        uninterrupted = len(_stats(server.port)["arrivals"])
-        server.reset_stats()
+        uninterrupted = server.gauges()["arrived"]
 
         out = tmp_path / "out"
         records = out / "records.jsonl"
-        kills = 0
-        for _ in range(3):  # three kills at random points, each followed by a resume
-            proc = subprocess.Popen(args(out), cwd=tmp_path, env=env(),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            start = len(_stats(server.port)["arrivals"])
-            target = start + rng.randint(5, 60)
-            while len(_stats(server.port)["arrivals"]) < target and proc.poll() is None:
-                time.sleep(rng.uniform(0, 0.01))
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)  # our own child
-                kills += 1
+        in_flight: list[int] = []  # at each kill that landed (instant: the bound, 4)
+        stored: list[int] = []  # answers of unrecorded prompts in the store at quiet kills
+
+        def held() -> bool:  # kill when the store holds answers: losing them would show
+            return stored_generations(out) > 0
+
+        for mode in modes:
+            proc = spawn(args(out), tmp_path)
+            start = server.gauges()["arrived"]
+            running = wait_for_arrivals(proc, server, start + rng.randint(5, 60), rng)
+            if mode == "instant":
+                if kill_instantly(proc):
+                    in_flight.append(4)
+            elif running and (got := kill_when_quiet(proc, server, want=held, rng=rng)) is not None:
+                in_flight.append(got)
+                stored.append(stored_generations(out))
             proc.wait()
         res = subprocess.run(args(out), cwd=tmp_path, env=env(), capture_output=True, timeout=120)
         assert res.returncode == 0, res.stderr
-        total = len(_stats(server.port)["arrivals"])
-    assert n_lines(records) == n
+        # the gauges are never reset: less the uninterrupted run's, what the killed runs and
+        # their resumes paid, less the uninterrupted run's again, what was paid twice
+        repaid = server.gauges()["arrived"] - 2 * uninterrupted
+    ids = record_ids(records)
+    assert sorted(ids) == sorted(f"q{i}" for i in range(n)) and len(ids) == n
+    assert comparable(records) == comparable(ref / "records.jsonl")
+    assert in_flight, "no kill landed"
+    # the store held answers at the quiet kills; the bound below fails if any is paid again
+    assert stored and all(k > 0 for k in stored), stored
     if method == "toa":
-        # one play a step and a local reward: each prompt has at most one request out, so
-        # at most --concurrency (4) are in flight at a kill (without the generation store
-        # a kill would repay every generation of the prompts in flight, up to 4 x 6)
-        assert kills >= 1 and total - uninterrupted <= 4 * kills, (total, uninterrupted, kills)
-    assert _comparable(records) == _comparable(ref / "records.jsonl")
+        assert all(k <= 4 for k in in_flight), in_flight  # one request out per prompt
+    # without the generation store a kill would repay every answer the prompts in flight
+    # had got back too (TOA: up to 4 x 5 more; random, ensemble: what ``stored`` counts)
+    assert repaid <= sum(in_flight), (repaid, in_flight, stored)

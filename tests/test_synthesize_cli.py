@@ -156,3 +156,41 @@ def test_limit_flags_reach_the_run_and_an_unkeepable_one_exits_2(
         assert rec["stopped_by"] == "max_tokens_per_prompt" and rec["context"]["max_tokens"] == 4
         assert rec["totals"]["tokens"]["total_tokens"] <= 400 and len(rec["samples"]) < 30
         assert rec["totals"]["cost"] is None and set(rec["totals"]["by_agent"]) <= {"alpha", "beta"}
+
+
+def test_another_data_config_is_refused_in_one_line_then_appended_with_force_mixed(
+    job: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, inp = job
+    base = ["synthesize", "--config", str(cfg), "--input", str(inp), "--output", "out",
+            "--no-progress"]  # fmt: skip
+    assert cli.main([*base, "--budget", "2", "--limit", "2"]) == 0
+    records = Path("out/records.jsonl")
+    before = records.read_bytes()
+    capsys.readouterr()
+
+    other = cfg.with_name("other.yaml")  # another model for beta: another data config
+    other.write_text(cfg.read_text().replace("model: beta-model", "model: beta-2"))
+    for argv, differs in (
+        ([*base, "--budget", "3", "--limit", "4"], "context.budget: 2 -> 3"),
+        ([*base, "--budget", "2", "--limit", "4", "--config", str(other)],
+         'agents.beta.model: "beta-model" -> "beta-2"'),
+    ):  # fmt: skip
+        assert cli.main(argv) == 2
+        captured = capsys.readouterr()
+        err = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(err) == 1, err
+        assert differs in err[0] and "--force-mixed" in err[0] and "--output" in err[0]
+        assert "Traceback" not in captured.err
+        assert records.read_bytes() == before  # nothing written
+
+    assert cli.main([*base, "--budget", "3", "--limit", "4", "--force-mixed"]) == 0
+    assert "2 done, 2 skipped (already done)" in capsys.readouterr().out
+    after = records.read_bytes()
+    assert after.startswith(before)
+    recs = [json.loads(line) for line in after.splitlines()]
+    ids = [r["id"] for r in recs]
+    assert sorted(ids[:2]) == ["q0", "q1"] and sorted(ids[2:]) == ["q2", "q3"]
+    (old,), (new,) = {r["data_digest"] for r in recs[:2]}, {r["data_digest"] for r in recs[2:]}
+    assert old != new  # the appended records carry their own data digest
+    assert json.loads(Path("out/config.json").read_text())["mixed"] == sorted([old, new])

@@ -10,11 +10,12 @@ the frame. A killed writer leaves its frame unfinished; :class:`LineReader` note
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 RECORDS_FILE = "records.jsonl"
 Compression = Literal["zst", "gz"]
@@ -108,13 +109,20 @@ class RecordFile:
 
 class LineReader:
     """The lines of a records file, decompressed as a stream (each with its newline; a
-    torn last line without). After iterating, ``clean`` says whether every compressed
-    frame was finished and readable (always True for a plain file)."""
+    torn last line without).
+
+    After iterating, ``clean`` says whether the last compressed frame was finished and
+    readable (always True for a plain file): False is a killed writer's torn tail.
+    A damaged frame followed by another is not the end: what it holds before the damage
+    is read, a line the damage cut is ended there (it reads as an unreadable line), its
+    bytes up to the next frame are skipped and noted in ``damaged`` (``(start, end)``
+    offsets in the file), and reading goes on with the next frame."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.kind = compression_of(self.path)
         self.clean = True
+        self.damaged: list[tuple[int, int]] = []
 
     def __iter__(self) -> Iterator[bytes]:
         buf = b""
@@ -134,17 +142,106 @@ class LineReader:
                 while chunk := f.read(_CHUNK):
                     yield chunk
                 return
-            dec, fed = _decompressor(self.kind), False
-            while raw := f.read(_CHUNK):
-                while raw:
-                    try:
-                        out = dec.decompress(raw)
-                    except Exception:  # zlib.error / zstd.ZstdError: a torn or damaged frame
-                        self.clean = False
-                        return
-                    fed = True
-                    yield out
-                    if not dec.eof:
-                        break
-                    raw, dec, fed = dec.unused_data, _decompressor(self.kind), False
-            self.clean = not fed
+            start = 0
+            while (bad := (yield from self._frames(f, start))) is not None:
+                frame, emitted, raised = bad
+                if raised:  # the blocks before the damage are readable
+                    yield from self._salvage(f, frame, emitted)
+                nxt = _find(f, _MAGIC[self.kind], frame + 1)
+                if nxt is None:  # the last frame: torn by a killed writer (or damaged)
+                    self.clean = False
+                    return
+                self.damaged.append((frame, nxt))
+                yield b"\n"  # a line the damage cut ends here
+                start = nxt
+
+    def _frames(
+        self, f: BinaryIO, start: int
+    ) -> Generator[bytes, None, tuple[int, int, bool] | None]:
+        """Decompress the frames from offset ``start`` on; ``None`` at a clean end, else
+        the failing frame's (start, bytes of it yielded, whether it raised)."""
+        assert self.kind is not None
+        f.seek(start)
+        dec, frame, pos, emitted, fed = _decompressor(self.kind), start, start, 0, False
+        while raw := f.read(_CHUNK):
+            while raw:
+                try:
+                    out = dec.decompress(raw)
+                except Exception:  # zlib.error / zstd.ZstdError: a damaged frame
+                    return frame, emitted, True
+                fed = True
+                emitted += len(out)
+                yield out
+                if not dec.eof:
+                    pos += len(raw)
+                    break
+                pos += len(raw) - len(dec.unused_data)
+                raw, dec, frame, emitted, fed = (
+                    dec.unused_data,
+                    _decompressor(self.kind),
+                    pos,
+                    0,
+                    False,
+                )
+        return (frame, emitted, False) if fed else None
+
+    def _salvage(self, f: BinaryIO, start: int, emitted: int) -> Iterator[bytes]:
+        """The damaged frame at ``start`` decoded again up to the damage (found to the
+        piece, then fed a byte at a time): what it holds past the ``emitted`` bytes
+        already read."""
+        assert self.kind is not None
+        probe = self._feed(_decompressor(self.kind), f, start, _PIECE)
+        while True:
+            try:
+                next(probe)
+            except StopIteration as end:
+                failed = end.value
+                break
+        if failed is None:
+            return
+        dec, seen = _decompressor(self.kind), 0
+        for out in itertools.chain(
+            self._feed(dec, f, start, _CHUNK, stop=failed),
+            self._feed(dec, f, failed, 1, stop=failed + _PIECE),
+        ):
+            if seen + len(out) > emitted:
+                yield out[max(0, emitted - seen) :]
+            seen += len(out)
+
+    @staticmethod
+    def _feed(
+        dec: Any, f: BinaryIO, start: int, step: int, stop: int | None = None
+    ) -> Generator[bytes, None, int | None]:
+        """Feed ``dec`` the bytes of ``f`` from ``start`` (to ``stop``), ``step`` at a
+        time, yielding what it decodes; the offset of the piece it failed on, else None."""
+        f.seek(start)
+        pos = start
+        while not dec.eof and (stop is None or pos < stop):
+            piece = f.read(step if stop is None else min(step, stop - pos))
+            if not piece:
+                return None
+            try:
+                out = dec.decompress(piece)
+            except Exception:
+                return pos
+            pos += len(piece)
+            yield out
+        return None
+
+
+_PIECE = 4096
+_MAGIC: dict[Compression, bytes] = {"zst": b"\x28\xb5\x2f\xfd", "gz": b"\x1f\x8b\x08"}
+"""How a zstd frame / gzip member starts."""
+
+
+def _find(f: BinaryIO, magic: bytes, start: int) -> int | None:
+    """The offset of the first ``magic`` at or after ``start`` in ``f``, else None."""
+    f.seek(start)
+    pos, tail = start, b""
+    while chunk := f.read(_CHUNK):
+        buf = tail + chunk
+        if (i := buf.find(magic)) >= 0:
+            return pos - len(tail) + i
+        tail = buf[-(len(magic) - 1) :]
+        pos += len(chunk)
+    return None

@@ -259,7 +259,10 @@ def repair_records(path: str | os.PathLike[str]) -> ScanResult:
 
     A plain file is truncated in place. A compressed file whose last frame a killed writer
     left unfinished is rewritten (its intact records, into a finished frame) before the
-    next run appends a frame of its own.
+    next run appends a frame of its own. A damaged compressed frame followed by others is
+    skipped (the records before the damage and in the frames after it are read), reported,
+    and kept as it is; were the file rewritten for a torn tail too, the damaged original
+    is kept beside it (``<name>.damaged``).
     """
     p = Path(path)
     if not p.exists():
@@ -270,6 +273,12 @@ def repair_records(path: str | os.PathLike[str]) -> ScanResult:
         logger.warning(
             "%s: cutting a torn tail of %d bytes (left by a killed run)", p, res.torn_bytes
         )
+    if reader.damaged:
+        logger.warning(
+            "%s: %d damaged compressed frame(s) skipped (bytes %s): the records they hold "
+            "past the damage cannot be read, and those prompts run again", p,
+            len(reader.damaged), ", ".join(f"{a}-{b}" for a, b in reader.damaged[:20]),
+        )  # fmt: skip
     if compression_of(p) is None:
         if res.torn_bytes:
             with p.open("r+b") as f:
@@ -277,7 +286,7 @@ def repair_records(path: str | os.PathLike[str]) -> ScanResult:
                 f.flush()
                 os.fsync(f.fileno())
     elif res.torn_bytes or not reader.clean:
-        _rewrite_compressed(p, res.good_end)
+        _rewrite_compressed(p, res.good_end, keep_original=bool(reader.damaged))
     if res.bad_lines:
         logger.warning(
             "%s: %d unreadable record line(s) kept in place and skipped (line %s); the records "
@@ -291,8 +300,9 @@ def repair_records(path: str | os.PathLike[str]) -> ScanResult:
     return res
 
 
-def _rewrite_compressed(path: Path, good_end: int) -> None:
-    """Rewrite a compressed records file with its first ``good_end`` decompressed bytes."""
+def _rewrite_compressed(path: Path, good_end: int, *, keep_original: bool = False) -> None:
+    """Rewrite a compressed records file with its first ``good_end`` decompressed bytes
+    (``keep_original``: the file as it was is kept as ``<name>.damaged``)."""
     logger.warning("%s: rewriting the records a killed run left in an unfinished frame", path)
     tmp = path.with_name(f".repair-{path.name}")  # same suffix: same compression
     tmp.unlink(missing_ok=True)
@@ -308,6 +318,10 @@ def _rewrite_compressed(path: Path, good_end: int) -> None:
         out.close()
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
+    if keep_original:
+        kept = path.with_name(path.name + ".damaged")
+        os.replace(path, kept)
+        logger.warning("%s: the damaged file as it was is kept as %s", path, kept.name)
     os.replace(tmp, path)
 
 
