@@ -29,6 +29,8 @@ def test_matches_a_dict_across_many_flushes_and_merges(
     for j in range(1_500, 1_700):
         assert f"id-{j}" not in table and table.get(f"id-{j}") is None
     assert 42 not in table  # only strings are ids
+    table.add("still-in-the-buffer", 5)  # 1,092 ids so far: 156 full buffers, then this one
+    assert table.get("still-in-the-buffer") == (5 if values else 0)
     # size-tiered: runs shrink from oldest to newest, few of them
     sizes = [len(k) for k, _ in table.runs()]
     assert sizes == sorted(sizes, reverse=True) and len(sizes) <= 12

@@ -49,7 +49,7 @@ class IdTable:
         k = id_key(rid)
         if self._find(k) is not None:
             return False
-        self._buf[k] = value
+        self._buf[k] = value if self.values else 0
         self._n += 1
         if len(self._buf) >= BUFFER:
             self._flush()
